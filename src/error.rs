@@ -1,0 +1,261 @@
+//! The one place where errors become answers.
+//!
+//! Layers fail with small typed errors (`BodyError`, `CircuitOpen`,
+//! `DeadlineExceeded`, `UpstreamError`, ...) that travel boxed up the stack.
+//! [`answer`] walks the cause chain and picks the status, the
+//! `x-sidecar-error` kind and a JSON `{"message": ...}` a diner can read
+//! (the pizza service passes factory messages on). No other module chooses a
+//! status code for an error.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::proxy::body::{BodyError, ProxyBody};
+use crate::resilience::breaker::CircuitOpen;
+use crate::resilience::classify::{FailureKind, Outcome, classify_error};
+
+/// The error type that travels through the tower stack.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Header naming why the sidecar answered itself.
+pub const X_SIDECAR_ERROR: &str = "x-sidecar-error";
+
+/// Why the sidecar answered itself instead of passing a factory answer on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The breaker is open: 503 with `Retry-After`.
+    CircuitOpen,
+    /// No factory answer after every try: 502.
+    Unreachable,
+    /// A try or the whole request ran out of time: 504.
+    Timeout,
+    /// Request body over `server.max_body_bytes`: 413, nothing forwarded.
+    BodyTooLarge,
+    /// The request could not be read or forwarded as sent: 400.
+    Malformed,
+    /// A bug; logged. 500.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The `x-sidecar-error` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::CircuitOpen => "circuit-open",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::BodyTooLarge => "body-too-large",
+            ErrorKind::Malformed => "malformed-request",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unreachable => StatusCode::BAD_GATEWAY,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Malformed => StatusCode::BAD_REQUEST,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Response extension marking an answer the sidecar made itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SidecarAnswer(pub ErrorKind);
+
+/// The `sidecar.outcome` metric attribute of a whole request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestOutcome {
+    Ok,
+    FactoryError,
+    CircuitOpen,
+    Timeout,
+    Unreachable,
+    Rejected,
+}
+
+impl RequestOutcome {
+    pub const ALL: [RequestOutcome; 6] = [
+        RequestOutcome::Ok,
+        RequestOutcome::FactoryError,
+        RequestOutcome::CircuitOpen,
+        RequestOutcome::Timeout,
+        RequestOutcome::Unreachable,
+        RequestOutcome::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Ok => "ok",
+            RequestOutcome::FactoryError => "factory_error",
+            RequestOutcome::CircuitOpen => "circuit_open",
+            RequestOutcome::Timeout => "timeout",
+            RequestOutcome::Unreachable => "unreachable",
+            RequestOutcome::Rejected => "rejected",
+        }
+    }
+
+    /// The outcome of a finished request, from the answer that goes back.
+    pub fn of<B>(res: &Response<B>) -> RequestOutcome {
+        match res.extensions().get::<SidecarAnswer>() {
+            Some(SidecarAnswer(kind)) => match kind {
+                ErrorKind::CircuitOpen => RequestOutcome::CircuitOpen,
+                ErrorKind::Timeout => RequestOutcome::Timeout,
+                ErrorKind::Unreachable | ErrorKind::Internal => RequestOutcome::Unreachable,
+                ErrorKind::BodyTooLarge | ErrorKind::Malformed => RequestOutcome::Rejected,
+            },
+            None if res.status().is_server_error() => RequestOutcome::FactoryError,
+            None if res.extensions().get::<crate::resilience::classify::BadJwt>().is_some() => {
+                RequestOutcome::FactoryError
+            }
+            None => RequestOutcome::Ok,
+        }
+    }
+}
+
+/// Which kind of answer an error deserves.
+pub fn kind_of(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(b) = e.downcast_ref::<BodyError>() {
+            return match b {
+                BodyError::TooLarge { .. } => ErrorKind::BodyTooLarge,
+                BodyError::Malformed(_) => ErrorKind::Malformed,
+            };
+        }
+        if e.is::<http::Error>() || e.is::<http::uri::InvalidUri>() {
+            return ErrorKind::Malformed;
+        }
+        cur = e.source();
+    }
+    match classify_error(err) {
+        Outcome::Rejected => ErrorKind::CircuitOpen,
+        Outcome::Failure(FailureKind::Timeout) => ErrorKind::Timeout,
+        Outcome::Failure(_) => ErrorKind::Unreachable,
+        Outcome::Aborted if is_deadline(err) => ErrorKind::Timeout,
+        _ => ErrorKind::Internal,
+    }
+}
+
+fn is_deadline(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<crate::resilience::deadline::DeadlineExceeded>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// Finds the breaker's rejection in a cause chain, for its `Retry-After`.
+fn circuit_open<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a CircuitOpen> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(c) = e.downcast_ref::<CircuitOpen>() {
+            return Some(c);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// Turns an error from the stack into the sidecar's own JSON answer.
+pub fn answer(err: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
+    let kind = kind_of(err);
+    match kind {
+        ErrorKind::Internal => tracing::error!(error = %err, "internal error on the request path"),
+        _ => tracing::debug!(error = %err, kind = kind.as_str(), "answering with an error"),
+    }
+    if kind == ErrorKind::CircuitOpen {
+        let retry_after = circuit_open(err).map_or(Duration::from_secs(1), |c| c.retry_after);
+        return circuit_open_answer(retry_after);
+    }
+    let message = match kind {
+        ErrorKind::Unreachable => "The pizza factory could not be reached. Please try again shortly.",
+        ErrorKind::Timeout => "The pizza factory did not answer in time. Please try again shortly.",
+        ErrorKind::BodyTooLarge => "The request body is too large.",
+        ErrorKind::Malformed => "The request is malformed.",
+        ErrorKind::Internal => "Something went wrong in the factory sidecar.",
+        ErrorKind::CircuitOpen => unreachable!("handled above"),
+    };
+    json_answer(kind, serde_json::json!({ "message": message }), None)
+}
+
+/// The breaker's fail-fast answer: readable by a diner, machine-readable
+/// delay in `Retry-After` and `retryAfterSeconds`.
+pub fn circuit_open_answer(retry_after: Duration) -> Response<ProxyBody> {
+    // Round up: a client that waits the advertised time must find it half-open.
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let body = serde_json::json!({
+        "message": format!(
+            "The pizza kitchen is closed for a moment. Please try again in {secs} second{}.",
+            if secs == 1 { "" } else { "s" }
+        ),
+        "retryAfterSeconds": secs,
+    });
+    json_answer(ErrorKind::CircuitOpen, body, Some(secs))
+}
+
+fn json_answer(
+    kind: ErrorKind,
+    body: serde_json::Value,
+    retry_after_secs: Option<u64>,
+) -> Response<ProxyBody> {
+    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"message\":\"error\"}".to_vec());
+    let mut res = Response::new(ProxyBody::full(bytes));
+    *res.status_mut() = kind.status();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(X_SIDECAR_ERROR, HeaderValue::from_static(kind.as_str()));
+    if let Some(secs) = retry_after_secs {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res.extensions_mut().insert(SidecarAnswer(kind));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(res: Response<ProxyBody>) -> serde_json::Value {
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[tokio::test]
+    async fn circuit_open_is_503_with_retry_after() {
+        let err: BoxError = Box::new(CircuitOpen {
+            retry_after: Duration::from_millis(2500),
+        });
+        let res = answer(err.as_ref());
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[X_SIDECAR_ERROR], "circuit-open");
+        assert_eq!(res.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(RequestOutcome::of(&res), RequestOutcome::CircuitOpen);
+        let v = body_json(res).await;
+        assert_eq!(v["retryAfterSeconds"], 3);
+        assert!(v["message"].as_str().expect("msg").contains("pizza kitchen is closed"));
+    }
+
+    #[tokio::test]
+    async fn body_errors_and_deadlines_map_to_their_statuses() {
+        let too_large: BoxError = Box::new(BodyError::TooLarge { limit: 10 });
+        let res = answer(too_large.as_ref());
+        assert_eq!(res.status(), 413);
+        assert_eq!(RequestOutcome::of(&res), RequestOutcome::Rejected);
+
+        let deadline: BoxError = Box::new(crate::resilience::deadline::DeadlineExceeded);
+        let res = answer(deadline.as_ref());
+        assert_eq!(res.status(), 504);
+        assert_eq!(res.headers()[X_SIDECAR_ERROR], "timeout");
+        assert!(body_json(res).await["message"].is_string());
+    }
+}

@@ -1,0 +1,35 @@
+//! # factory-sidecar
+//!
+//! A reverse proxy that runs beside the JWT Pizza service and stands between
+//! it and the pizza factory, so the factory's chaos (500s, 32-second answers,
+//! invalid pizza JWTs, outages) stops costing orders.
+//!
+//! # Layout: a request's path, top to bottom
+//!
+//! ```text
+//! proxy::server      accept (HTTP/1.1 + h2c), connection limits, graceful drain
+//!  └ telemetry        server span + http.server.request.duration + status counts
+//!   └ error::answer   typed errors become JSON answers (the one place)
+//!    └ proxy::headers hop-by-hop out, Host, x-forwarded-*, body buffered (413)
+//!     └ deadline      request_timeout over all tries
+//!      └ retry        backoff with full jitter, retry budget, x-sidecar-attempts
+//!       └ breaker     fail fast while open (503), half-open probes
+//!        └ telemetry  client span + http.client.request.duration per try
+//!         └ deadline  attempt_timeout per try
+//!          └ chaos    inspect order answers: report link, JWT, episodes, resolve, mask
+//!           └ proxy::client  pooled keep-alive, rustls, h2 by ALPN
+//! ```
+//!
+//! Beside the stack: `admin` (health, readiness, metrics, status, overrides),
+//! [`sim`] (a faithful factory simulator), [`demo`], [`config`].
+
+#![forbid(unsafe_code)]
+
+pub mod chaos;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod proxy;
+pub mod resilience;
+pub mod sim;
+pub mod telemetry;

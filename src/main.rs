@@ -1,0 +1,81 @@
+//! `factory-sidecar`: one binary, four commands (see `--help`).
+//!
+//! Exit codes: 0 ok, 1 bad config or input, 2 runtime failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use factory_sidecar::config::{self, Config, ProcessEnv};
+
+#[derive(Parser)]
+#[command(name = "factory-sidecar", version, about = "A fast, chaos-aware reverse proxy between the JWT Pizza service and the pizza factory")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Run(ConfigArg),
+    /// Validate the config and print the effective config, secrets masked.
+    Check(ConfigArg),
+    /// Run a factory simulator faithful to the real pizza factory.
+    Sim(factory_sidecar::sim::SimArgs),
+    /// Zero set-up demo: a simulated factory, the sidecar, orders and chaos.
+    Demo(factory_sidecar::demo::DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file [default: $SIDECAR_CONFIG, then config/sidecar.toml]
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| std::env::var_os("SIDECAR_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+    }
+
+    fn load(&self) -> Result<Config, ExitCode> {
+        Config::load(&self.path(), &ProcessEnv).map_err(|errors| {
+            eprintln!("{errors}");
+            ExitCode::from(1)
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Check(arg) => match arg.load() {
+            Ok(config) => {
+                print!("{}", config.to_masked_toml());
+                eprintln!("{}: ok", arg.path().display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run(arg) => match arg.load() {
+            Ok(_config) => {
+                eprintln!("run: not implemented yet");
+                ExitCode::from(2)
+            }
+            Err(code) => code,
+        },
+        Command::Sim(args) => runtime.block_on(factory_sidecar::sim::main(args)),
+        Command::Demo(args) => runtime.block_on(factory_sidecar::demo::main(args)),
+    }
+}

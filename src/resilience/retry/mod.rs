@@ -1,0 +1,1 @@
+//! Retry (skeleton: policy, backoff and budget land with the resilience issue).
