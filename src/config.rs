@@ -98,7 +98,10 @@ pub struct UpstreamConfig {
     #[serde(default = "UpstreamConfig::default_pool_max_idle")]
     pub pool_max_idle_per_host: usize,
     /// Idle pooled connections are closed after this.
-    #[serde(with = "duration", default = "UpstreamConfig::default_pool_idle_timeout")]
+    #[serde(
+        with = "duration",
+        default = "UpstreamConfig::default_pool_idle_timeout"
+    )]
     pub pool_idle_timeout: Duration,
 }
 
@@ -141,7 +144,8 @@ impl UpstreamConfig {
 /// Only reachable if a `Config` was built without `validate`; never contacted
 /// (port 9 is discard and 0.0.0.0 is not routable as a destination here).
 static PLACEHOLDER_URL: std::sync::LazyLock<UpstreamUrl> = std::sync::LazyLock::new(|| {
-    UpstreamUrl::parse("http://127.0.0.1:9").unwrap_or_else(|_| unreachable!("literal URL is valid"))
+    UpstreamUrl::parse("http://127.0.0.1:9")
+        .unwrap_or_else(|_| unreachable!("literal URL is valid"))
 });
 
 /// What a try can fail with that makes it worth another try.
@@ -548,7 +552,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"****\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"****\""
+        })
     }
 }
 
@@ -569,8 +577,9 @@ pub mod duration {
     use super::*;
 
     pub fn parse(s: &str) -> Result<Duration, String> {
-        humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"250ms\", \"5s\", \"1m\""))
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            format!("invalid duration {s:?} ({e}); write e.g. \"250ms\", \"5s\", \"1m\"")
+        })
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -613,7 +622,9 @@ fn attempts<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 fn paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
     if let Some(bad) = v.iter().find(|p| !p.starts_with('/')) {
-        return Err(serde::de::Error::custom(format!("path {bad:?} must start with '/'")));
+        return Err(serde::de::Error::custom(format!(
+            "path {bad:?} must start with '/'"
+        )));
     }
     Ok(v)
 }
@@ -763,7 +774,10 @@ impl Config {
         if let Some(v) = env.var("SIDECAR_LISTEN") {
             match v.parse() {
                 Ok(addr) => self.server.listen = addr,
-                Err(e) => bad("SIDECAR_LISTEN", format!("invalid socket address {v:?}: {e}")),
+                Err(e) => bad(
+                    "SIDECAR_LISTEN",
+                    format!("invalid socket address {v:?}: {e}"),
+                ),
             }
         }
         if let Some(v) = env.var("SIDECAR_ADMIN_TOKEN") {
@@ -830,9 +844,11 @@ impl Config {
         ensure(s.max_connections > 0, "server.max_connections", &|| {
             "max_connections must be greater than 0".into()
         });
-        ensure(!s.header_read_timeout.is_zero(), "server.header_read_timeout", &|| {
-            "header_read_timeout must be greater than 0".into()
-        });
+        ensure(
+            !s.header_read_timeout.is_zero(),
+            "server.header_read_timeout",
+            &|| "header_read_timeout must be greater than 0".into(),
+        );
 
         let u = &self.upstream;
         ensure(u.url.is_some(), "upstream", &|| {
@@ -843,7 +859,9 @@ impl Config {
             ("upstream.attempt_timeout", u.attempt_timeout),
             ("upstream.request_timeout", u.request_timeout),
         ] {
-            ensure(!d.is_zero(), key, &|| format!("{key} must be greater than 0"));
+            ensure(!d.is_zero(), key, &|| {
+                format!("{key} must be greater than 0")
+            });
         }
         ensure(
             u.attempt_timeout <= u.request_timeout,
@@ -857,37 +875,51 @@ impl Config {
         }
 
         let r = &self.retry;
-        ensure(!r.initial_backoff.is_zero(), "retry.initial_backoff", &|| {
-            "initial_backoff must be greater than 0".into()
-        });
-        ensure(r.initial_backoff <= r.max_backoff, "retry.max_backoff", &|| {
-            "max_backoff must not be less than initial_backoff".into()
-        });
-        ensure(r.budget_window >= Duration::from_secs(1), "retry.budget_window", &|| {
-            "budget_window must be at least 1s".into()
-        });
+        ensure(
+            !r.initial_backoff.is_zero(),
+            "retry.initial_backoff",
+            &|| "initial_backoff must be greater than 0".into(),
+        );
+        ensure(
+            r.initial_backoff <= r.max_backoff,
+            "retry.max_backoff",
+            &|| "max_backoff must not be less than initial_backoff".into(),
+        );
+        ensure(
+            r.budget_window >= Duration::from_secs(1),
+            "retry.budget_window",
+            &|| "budget_window must be at least 1s".into(),
+        );
 
         let b = &self.circuit_breaker;
-        ensure(b.failure_rate_percent.get() > 0, "circuit_breaker.failure_rate_percent", &|| {
-            "failure_rate_percent must be between 1 and 100".into()
-        });
-        ensure(b.minimum_calls > 0, "circuit_breaker.minimum_calls", &|| {
-            "minimum_calls must be greater than 0".into()
-        });
+        ensure(
+            b.failure_rate_percent.get() > 0,
+            "circuit_breaker.failure_rate_percent",
+            &|| "failure_rate_percent must be between 1 and 100".into(),
+        );
+        ensure(
+            b.minimum_calls > 0,
+            "circuit_breaker.minimum_calls",
+            &|| "minimum_calls must be greater than 0".into(),
+        );
         ensure(
             b.window >= Duration::from_secs(1) && b.window.subsec_nanos() == 0,
             "circuit_breaker.window",
             &|| "window must be a whole number of seconds, at least 1s".into(),
         );
-        ensure(b.consecutive_failures > 0, "circuit_breaker.consecutive_failures", &|| {
-            "consecutive_failures must be greater than 0".into()
-        });
+        ensure(
+            b.consecutive_failures > 0,
+            "circuit_breaker.consecutive_failures",
+            &|| "consecutive_failures must be greater than 0".into(),
+        );
         ensure(!b.open_for.is_zero(), "circuit_breaker.open_for", &|| {
             "open_for must be greater than 0".into()
         });
-        ensure(b.half_open_probes > 0, "circuit_breaker.half_open_probes", &|| {
-            "half_open_probes must be greater than 0".into()
-        });
+        ensure(
+            b.half_open_probes > 0,
+            "circuit_breaker.half_open_probes",
+            &|| "half_open_probes must be greater than 0".into(),
+        );
 
         let c = &self.chaos;
         ensure(
@@ -904,15 +936,24 @@ impl Config {
             ensure(
                 UpstreamUrl::parse(&t.otlp_endpoint).is_ok(),
                 "telemetry.otlp_endpoint",
-                &|| format!("otlp_endpoint {:?} must be an http:// or https:// URL", t.otlp_endpoint),
+                &|| {
+                    format!(
+                        "otlp_endpoint {:?} must be an http:// or https:// URL",
+                        t.otlp_endpoint
+                    )
+                },
             );
         }
-        ensure(!t.export_interval.is_zero(), "telemetry.export_interval", &|| {
-            "export_interval must be greater than 0".into()
-        });
-        ensure(!t.service_name.is_empty(), "telemetry.service_name", &|| {
-            "service_name must not be empty".into()
-        });
+        ensure(
+            !t.export_interval.is_zero(),
+            "telemetry.export_interval",
+            &|| "export_interval must be greater than 0".into(),
+        );
+        ensure(
+            !t.service_name.is_empty(),
+            "telemetry.service_name",
+            &|| "service_name must not be empty".into(),
+        );
 
         let g = &self.grafana;
         if !g.url.is_empty() {
@@ -1034,14 +1075,18 @@ mod tests {
         let e = first_error(
             "[upstream]\nurl = \"http://a\"\n[retry]\ninitial_backoff = \"3s\"\nmax_backoff = \"2s\"\n",
         );
-        assert_eq!(e, "sidecar.toml:5:1: max_backoff must not be less than initial_backoff");
+        assert_eq!(
+            e,
+            "sidecar.toml:5:1: max_backoff must not be less than initial_backoff"
+        );
     }
 
     #[test]
     fn missing_upstream_url_is_an_error_unless_env_gives_it() {
         let e = first_error("[upstream]\nconnect_timeout = \"1s\"\n");
         assert!(e.contains("upstream.url is required"), "{e}");
-        let env = |k: &str| (k == "SIDECAR_UPSTREAM_URL").then(|| "http://127.0.0.1:3000".to_owned());
+        let env =
+            |k: &str| (k == "SIDECAR_UPSTREAM_URL").then(|| "http://127.0.0.1:3000".to_owned());
         let c = Config::parse("[upstream]\n", "f", &env).expect("env supplies the url");
         assert_eq!(c.upstream.url().port(), 3000);
     }

@@ -7,6 +7,10 @@
 //! (the pizza service passes factory messages on). No other module chooses a
 //! status code for an error.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
@@ -109,7 +113,11 @@ impl RequestOutcome {
                 ErrorKind::BodyTooLarge | ErrorKind::Malformed => RequestOutcome::Rejected,
             },
             None if res.status().is_server_error() => RequestOutcome::FactoryError,
-            None if res.extensions().get::<crate::resilience::classify::BadJwt>().is_some() => {
+            None if res
+                .extensions()
+                .get::<crate::resilience::classify::BadJwt>()
+                .is_some() =>
+            {
                 RequestOutcome::FactoryError
             }
             None => RequestOutcome::Ok,
@@ -176,7 +184,9 @@ pub fn answer(err: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
         return circuit_open_answer(retry_after);
     }
     let message = match kind {
-        ErrorKind::Unreachable => "The pizza factory could not be reached. Please try again shortly.",
+        ErrorKind::Unreachable => {
+            "The pizza factory could not be reached. Please try again shortly."
+        }
         ErrorKind::Timeout => "The pizza factory did not answer in time. Please try again shortly.",
         ErrorKind::BodyTooLarge => "The request body is too large.",
         ErrorKind::Malformed => "The request is malformed.",
@@ -211,7 +221,10 @@ fn json_answer(
     let mut res = Response::new(ProxyBody::full(bytes));
     *res.status_mut() = kind.status();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(X_SIDECAR_ERROR, HeaderValue::from_static(kind.as_str()));
     if let Some(secs) = retry_after_secs {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -219,6 +232,94 @@ fn json_answer(
     res.extensions_mut().insert(SidecarAnswer(kind));
     res
 }
+
+/// Makes a stack infallible: every error becomes its JSON answer here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RescueLayer;
+
+impl<S> tower::Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+    fn layer(&self, inner: S) -> Rescue<S> {
+        Rescue {
+            inner,
+            not_ready: None,
+        }
+    }
+}
+
+/// See [`RescueLayer`].
+#[derive(Debug)]
+pub struct Rescue<S> {
+    inner: S,
+    /// The inner service failed to become ready: the next call answers that.
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for Rescue<S> {
+    fn clone(&self) -> Self {
+        Rescue {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+impl<S, Req> tower::Service<Req> for Rescue<S>
+where
+    S: tower::Service<Req, Response = Response<ProxyBody>, Error = BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = RescueFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx).map(|r| {
+            self.not_ready = r.err();
+            Ok(())
+        })
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.not_ready.take() {
+            Some(e) => RescueFuture::Failed { error: Some(e) },
+            None => RescueFuture::Inner {
+                inner: self.inner.call(req),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`Rescue`].
+    #[project = RescueProj]
+    pub enum RescueFuture<F> {
+        Inner { #[pin] inner: F },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F> Future for RescueFuture<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>, BoxError>>,
+{
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RescueProj::Inner { inner } => inner
+                .poll(cx)
+                .map(|r| Ok(r.unwrap_or_else(|e| answer(e.as_ref())))),
+            RescueProj::Failed { error } => Poll::Ready(Ok(match error.take() {
+                Some(e) => answer(e.as_ref()),
+                None => answer(&PolledAfterCompletion),
+            })),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("future polled after completion")]
+struct PolledAfterCompletion;
 
 #[cfg(test)]
 mod tests {
@@ -242,7 +343,12 @@ mod tests {
         assert_eq!(RequestOutcome::of(&res), RequestOutcome::CircuitOpen);
         let v = body_json(res).await;
         assert_eq!(v["retryAfterSeconds"], 3);
-        assert!(v["message"].as_str().expect("msg").contains("pizza kitchen is closed"));
+        assert!(
+            v["message"]
+                .as_str()
+                .expect("msg")
+                .contains("pizza kitchen is closed")
+        );
     }
 
     #[tokio::test]

@@ -25,6 +25,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
 pub mod chaos;
 pub mod config;
 pub mod demo;

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use factory_sidecar::config::{self, Config, ProcessEnv};
 
 #[derive(Parser)]
-#[command(name = "factory-sidecar", version, about = "A fast, chaos-aware reverse proxy between the JWT Pizza service and the pizza factory")]
+#[command(
+    name = "factory-sidecar",
+    version,
+    about = "A fast, chaos-aware reverse proxy between the JWT Pizza service and the pizza factory"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,10 @@ impl ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -69,13 +76,64 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Run(arg) => match arg.load() {
-            Ok(_config) => {
-                eprintln!("run: not implemented yet");
-                ExitCode::from(2)
-            }
+            Ok(config) => runtime.block_on(run(config)),
             Err(code) => code,
         },
         Command::Sim(args) => runtime.block_on(factory_sidecar::sim::main(args)),
         Command::Demo(args) => runtime.block_on(factory_sidecar::demo::main(args)),
     }
+}
+
+async fn run(config: Config) -> ExitCode {
+    init_logging(&config.log);
+    let sidecar = match factory_sidecar::app::Sidecar::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("factory-sidecar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    shutdown_signal().await;
+    tracing::info!("shutdown requested; draining");
+    sidecar.shutdown();
+    sidecar.stopped().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn init_logging(log: &config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        config::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Text => builder.try_init(),
+    };
 }

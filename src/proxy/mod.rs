@@ -1,4 +1,8 @@
-//! The proxy: listener, tower stack, pooled client.
+//! The proxy: listener, request preparation, the tower stack, the pooled client.
 
 pub mod body;
 pub mod client;
+pub mod collect;
+pub mod headers;
+pub mod server;
+pub mod stack;

@@ -1,0 +1,141 @@
+//! Wires a validated config into a running sidecar: client, stack, proxy
+//! and admin listeners, readiness, and the order of a graceful shutdown.
+//! `main` adds signals; tests start it in-process on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState, Readiness};
+use crate::config::Config;
+use crate::proxy::client::{ClientError, Forward};
+use crate::proxy::server::{self, ServeOptions};
+use crate::proxy::stack;
+
+/// The sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    readiness: Arc<Readiness>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+impl Sidecar {
+    /// Builds everything and starts serving (addresses with port 0 get a free port).
+    pub async fn start(config: Config) -> Result<Sidecar, StartError> {
+        let config = Arc::new(config);
+        let forward = Forward::new(&config.upstream)?;
+        let service = stack::build(&config, forward);
+
+        let proxy_listener = bind("server.listen", config.server.listen).await?;
+        let admin_listener = bind("admin.listen", config.admin.listen).await?;
+        let proxy_addr = proxy_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "server.listen",
+                addr: config.server.listen,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "admin.listen",
+                addr: config.admin.listen,
+                source,
+            })?;
+
+        let readiness = Arc::new(Readiness::default());
+        let admin_state = Arc::new(AdminState {
+            token: config.admin.token.clone(),
+            readiness: readiness.clone(),
+            upstream: config.upstream.url().to_string(),
+            started: SystemTime::now(),
+            parts: Vec::new(),
+            metrics: Box::new(String::new),
+        });
+
+        let (shutdown, watch_rx) = watch::channel(false);
+        let opts = ServeOptions::from(&config.server);
+        let ready = readiness.clone();
+        let task = tokio::spawn(async move {
+            let stop_proxy = wait_for(watch_rx.clone());
+            let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+            let admin_task = tokio::spawn(admin::serve(
+                admin_listener,
+                admin_state,
+                wait_for(admin_stop_rx),
+            ));
+            let drain = async {
+                stop_proxy.await;
+                // Tell load balancers first, then stop accepting and drain.
+                ready.set(false);
+            };
+            server::serve(proxy_listener, service, opts, drain).await;
+            let _ = admin_stop_tx.send(true);
+            let _ = admin_task.await;
+        });
+        readiness.set(true);
+        tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url(), "factory-sidecar serving");
+        Ok(Sidecar {
+            proxy_addr,
+            admin_addr,
+            readiness,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.readiness.is_ready()
+    }
+
+    /// Starts a graceful shutdown: readiness off, stop accepting, drain.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the sidecar has drained and stopped.
+    pub async fn stopped(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "sidecar task failed");
+        }
+    }
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone: treat as shutdown.
+    let _ = rx.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,180 @@
+//! Header rewriting on the way to the factory, as a reverse proxy must:
+//! hop-by-hop headers dropped (RFC 9110 section 7.6.1, plus any header the
+//! `Connection` header names), `Host` left to the client to set from the
+//! upstream URL, `x-forwarded-for` appended and `x-forwarded-proto` set.
+//! Everything else, W3C `traceparent` included, passes unchanged.
+
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Request;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tower::{Layer, Service};
+
+/// The peer address of the connection a request came on (request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Headers that belong to one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header lists.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Fast path: most requests carry none of them.
+    if !HOP_BY_HOP.iter().any(|h| headers.contains_key(h)) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Prepares a buffered request for the factory.
+pub fn prepare(req: &mut Request<Bytes>) {
+    let peer = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    if let Some(ip) = peer {
+        append_forwarded_for(headers, ip);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
+    let mut value = String::new();
+    for prior in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(s) = prior.to_str() {
+            value.push_str(s);
+            value.push_str(", ");
+        }
+    }
+    // `IpAddr`'s Display writes digits, dots and colons only: a valid header value.
+    value.push_str(&ip.to_string());
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+/// Applies [`prepare`] to every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForwardedHeadersLayer;
+
+impl<S> Layer<S> for ForwardedHeadersLayer {
+    type Service = ForwardedHeaders<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ForwardedHeaders { inner }
+    }
+}
+
+/// See [`ForwardedHeadersLayer`].
+#[derive(Debug, Clone)]
+pub struct ForwardedHeaders<S> {
+    inner: S,
+}
+
+impl<S: Service<Request<Bytes>>> Service<Request<Bytes>> for ForwardedHeaders<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Bytes>) -> S::Future {
+        prepare(&mut req);
+        self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request<Bytes> {
+        let mut b = Request::builder().uri("/api/order");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let mut req = b.body(Bytes::new()).expect("request");
+        req.extensions_mut()
+            .insert(ClientAddr("10.1.2.3:5555".parse().expect("addr")));
+        req
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_dropped() {
+        let mut req = request(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic abc"),
+            ("authorization", "Bearer vendor"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("host", "127.0.0.1:8081"),
+        ]);
+        prepare(&mut req);
+        let h = req.headers();
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret-hop",
+            "te",
+            "upgrade",
+            "proxy-authorization",
+            "host",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} should be dropped");
+        }
+        assert_eq!(h["authorization"], "Bearer vendor");
+        assert_eq!(
+            h["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_to_prior_hops() {
+        let mut req = request(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "198.51.100.1"),
+        ]);
+        prepare(&mut req);
+        assert_eq!(
+            req.headers()["x-forwarded-for"],
+            "203.0.113.7, 198.51.100.1, 10.1.2.3"
+        );
+        assert_eq!(req.headers().get_all("x-forwarded-for").iter().count(), 1);
+    }
+}

@@ -1,0 +1,169 @@
+//! The listener the pizza service talks to: HTTP/1.1 and h2c on one port.
+//!
+//! Each accepted connection takes a permit from a semaphore of
+//! `server.max_connections`, so a flood of idle connections waits in the
+//! kernel's accept queue instead of exhausting file descriptors. HTTP/1 heads
+//! must arrive within `header_read_timeout` (slowloris), which hyper also
+//! applies to a keep-alive connection waiting for its next request, so idle
+//! connections are closed after it too. On shutdown the listener is closed
+//! first, then every connection is asked to finish its in-flight requests
+//! and close, for at most `shutdown_grace`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::ServerConfig;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::headers::ClientAddr;
+
+/// Connection-level settings taken from `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl From<&ServerConfig> for ServeOptions {
+    fn from(c: &ServerConfig) -> Self {
+        Self {
+            max_connections: c.max_connections,
+            header_read_timeout: c.header_read_timeout,
+            max_header_bytes: c.max_header_bytes,
+            shutdown_grace: c.shutdown_grace,
+        }
+    }
+}
+
+fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        // hyper's read buffer bounds the request head; a larger head gets 431.
+        .max_buf_size(opts.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    b
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then drains.
+///
+/// `service` is cloned per connection; it must answer every request itself
+/// (its error type is `Infallible`).
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = builder(&opts);
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(opts.max_connections));
+    let mut accept_errors = 0u32;
+    tokio::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(conn) => { accept_errors = 0; conn }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    accept_errors = accept_errors.saturating_add(1);
+                    if accept_errors == 1 || accept_errors.is_power_of_two() {
+                        tracing::warn!(error = %e, count = accept_errors, "accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(WithPeer {
+            inner: service.clone(),
+            peer,
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "client connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(connections = open, grace = ?opts.shutdown_grace, "draining connections");
+    }
+    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing the remaining connections");
+    }
+}
+
+/// Tags each request with the connection's peer address.
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S> tower::Service<Request<Incoming>> for WithPeer<S>
+where
+    S: tower::Service<Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> S::Future {
+        req.extensions_mut().insert(ClientAddr(self.peer));
+        self.inner.call(req)
+    }
+}

@@ -1,0 +1,175 @@
+//! The binary's commands: `--help`, `check` (exit codes, file:line:col,
+//! masking), and `run` serving then draining on SIGTERM.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::client::TestClient;
+use support::eventually;
+use support::upstream::FakeUpstream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_factory-sidecar");
+
+fn temp_config(name: &str, content: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("factory-sidecar-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(content.as_bytes()))
+        .expect("write config");
+    path
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["sim", "--help"],
+        &["demo", "--help"],
+    ] {
+        let out = Command::new(BIN).args(cmd).output().expect("run binary");
+        assert!(out.status.success(), "{cmd:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{cmd:?}"
+        );
+    }
+}
+
+#[test]
+fn check_accepts_the_reference_config_and_masks_secrets() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "config/sidecar.toml"])
+        .env("SIDECAR_ADMIN_TOKEN", "very-secret-admin-token")
+        .output()
+        .expect("run check");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("[circuit_breaker]"), "{stdout}");
+    assert!(stdout.contains("token = \"****\""), "{stdout}");
+    assert!(!stdout.contains("very-secret-admin-token"));
+}
+
+#[test]
+fn check_reports_errors_with_file_line_and_column() {
+    let path = temp_config(
+        "bad.toml",
+        "[upstream]\nurl = \"https://pizza-factory.cs329.click\"\n\n[retry]\nmax_attempts = 0\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:5:16: ", path.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("max_attempts must be between 1 and 10"),
+        "{stderr}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/sidecar.toml"])
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
+}
+
+#[test]
+fn config_path_falls_back_to_sidecar_config_env() {
+    let path = temp_config(
+        "env.toml",
+        "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[server]\nlisten = \"nope\"\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check")
+        .env("SIDECAR_CONFIG", &path)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4:10"));
+}
+
+#[tokio::test]
+async fn run_serves_and_drains_on_sigterm() {
+    let up = FakeUpstream::echo().await;
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    let path = temp_config(
+        "run.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n[upstream]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[log]\nformat = \"json\"\n",
+            up.url()
+        ),
+    );
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn run");
+    let client = TestClient::http1();
+    let ready_url = format!("http://127.0.0.1:{admin_port}/readyz");
+    eventually(
+        "the sidecar to become ready",
+        Duration::from_secs(20),
+        || {
+            let (client, url) = (client.clone(), ready_url.clone());
+            async move {
+                let ok = tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
+                    .await
+                    .is_ok();
+                (ok && client.get(&url).await.status == 200).then_some(())
+            }
+        },
+    )
+    .await;
+    let res = client
+        .get(&format!("http://127.0.0.1:{proxy_port}/api/docs"))
+        .await;
+    assert_eq!(res.status, 200);
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    assert!(
+        stderr.contains("\"shutdown requested; draining\""),
+        "json logs: {stderr}"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}

@@ -1,0 +1,37 @@
+//! The real sidecar, started in-process on ephemeral loopback ports.
+
+use factory_sidecar::app::Sidecar;
+use factory_sidecar::config::{Config, Secret, UpstreamUrl};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A config for `upstream` with both listeners on 127.0.0.1:0, short
+/// timeouts, and the admin token set; `tweak` adjusts the rest.
+pub fn config(upstream: &str, tweak: impl FnOnce(&mut Config)) -> Config {
+    let url = UpstreamUrl::parse(upstream).expect("upstream url");
+    let mut c = Config::for_upstream(url);
+    c.server.listen = "127.0.0.1:0".parse().expect("addr");
+    c.admin.listen = "127.0.0.1:0".parse().expect("addr");
+    c.admin.token = Secret::new(ADMIN_TOKEN);
+    c.server.shutdown_grace = std::time::Duration::from_secs(10);
+    tweak(&mut c);
+    c
+}
+
+/// A started sidecar and the URLs tests talk to.
+pub struct Running {
+    pub sidecar: Sidecar,
+    pub url: String,
+    pub admin: String,
+}
+
+pub async fn start(config: Config) -> Running {
+    let sidecar = Sidecar::start(config).await.expect("sidecar starts");
+    let url = format!("http://{}", sidecar.proxy_addr());
+    let admin = format!("http://{}", sidecar.admin_addr());
+    Running {
+        sidecar,
+        url,
+        admin,
+    }
+}
