@@ -210,6 +210,8 @@ impl Default for RetryConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
+    /// Off: every try goes to the factory whatever its state (for comparison runs).
+    pub enabled: bool,
     /// Open when the failure rate in the window reaches this.
     pub failure_rate_percent: Percent,
     /// ... over at least this many calls.
@@ -228,6 +230,7 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             failure_rate_percent: Percent(50),
             minimum_calls: 10,
             window: Duration::from_secs(10),
@@ -776,6 +779,15 @@ impl Config {
                 Ok(addr) => self.server.listen = addr,
                 Err(e) => bad(
                     "SIDECAR_LISTEN",
+                    format!("invalid socket address {v:?}: {e}"),
+                ),
+            }
+        }
+        if let Some(v) = env.var("SIDECAR_ADMIN_LISTEN") {
+            match v.parse() {
+                Ok(addr) => self.admin.listen = addr,
+                Err(e) => bad(
+                    "SIDECAR_ADMIN_LISTEN",
                     format!("invalid socket address {v:?}: {e}"),
                 ),
             }

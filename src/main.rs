@@ -29,6 +29,15 @@ enum Command {
     Sim(factory_sidecar::sim::SimArgs),
     /// Zero set-up demo: a simulated factory, the sidecar, orders and chaos.
     Demo(factory_sidecar::demo::DemoArgs),
+    /// Exit 0 if the admin `/healthz` answers 200 (for container HEALTHCHECKs).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(clap::Args)]
+struct HealthcheckArgs {
+    /// The admin health URL.
+    #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
+    url: String,
 }
 
 #[derive(clap::Args)]
@@ -81,6 +90,7 @@ fn main() -> ExitCode {
         },
         Command::Sim(args) => runtime.block_on(factory_sidecar::sim::main(args)),
         Command::Demo(args) => runtime.block_on(factory_sidecar::demo::main(args)),
+        Command::Healthcheck(args) => runtime.block_on(healthcheck(&args.url)),
     }
 }
 
@@ -136,4 +146,30 @@ fn init_logging(log: &config::LogConfig) {
         config::LogFormat::Json => builder.json().try_init(),
         config::LogFormat::Text => builder.try_init(),
     };
+}
+
+async fn healthcheck(url: &str) -> ExitCode {
+    use http_body_util::Empty;
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        eprintln!("invalid URL {url:?}");
+        return ExitCode::from(1);
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let req = tokio::time::timeout(std::time::Duration::from_secs(3), client.get(uri));
+    match req.await {
+        Ok(Ok(res)) if res.status().is_success() => ExitCode::SUCCESS,
+        Ok(Ok(res)) => {
+            eprintln!("unhealthy: {}", res.status());
+            ExitCode::from(2)
+        }
+        Ok(Err(e)) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::from(2)
+        }
+        Err(_) => {
+            eprintln!("unhealthy: no answer within 3s");
+            ExitCode::from(2)
+        }
+    }
 }
