@@ -91,6 +91,12 @@ pub struct UpstreamConfig {
     /// All tries together, backoff included.
     #[serde(with = "duration", default = "UpstreamConfig::default_request_timeout")]
     pub request_timeout: Duration,
+    /// Longest pause between two reads of a factory answer's body.
+    #[serde(
+        with = "duration",
+        default = "UpstreamConfig::default_body_read_timeout"
+    )]
+    pub body_read_timeout: Duration,
     /// Extra PEM roots, added to the webpki roots.
     #[serde(default, with = "optional_path")]
     pub ca_file: Option<PathBuf>,
@@ -115,6 +121,9 @@ impl UpstreamConfig {
     fn default_request_timeout() -> Duration {
         Duration::from_secs(20)
     }
+    fn default_body_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
     fn default_pool_max_idle() -> usize {
         64
     }
@@ -129,6 +138,7 @@ impl UpstreamConfig {
             connect_timeout: Self::default_connect_timeout(),
             attempt_timeout: Self::default_attempt_timeout(),
             request_timeout: Self::default_request_timeout(),
+            body_read_timeout: Self::default_body_read_timeout(),
             ca_file: None,
             pool_max_idle_per_host: Self::default_pool_max_idle(),
             pool_idle_timeout: Self::default_pool_idle_timeout(),
@@ -870,6 +880,7 @@ impl Config {
             ("upstream.connect_timeout", u.connect_timeout),
             ("upstream.attempt_timeout", u.attempt_timeout),
             ("upstream.request_timeout", u.request_timeout),
+            ("upstream.body_read_timeout", u.body_read_timeout),
         ] {
             ensure(!d.is_zero(), key, &|| {
                 format!("{key} must be greater than 0")

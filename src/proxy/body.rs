@@ -5,14 +5,23 @@
 //! inspector had to read one (then it is a `Full`, or a read prefix followed by
 //! the rest of the stream). One enum instead of a boxed body keeps the hot
 //! path free of an allocation per response.
+//!
+//! A streamed factory body that pauses longer than `upstream.body_read_timeout`
+//! between two frames is cut (nginx's `proxy_read_timeout`): a factory that
+//! stalls after its headers must not hold a connection of the service forever.
+//! The timer is only created when a read actually has to wait.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::BoxError;
 
 /// A request body could not be taken in.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +31,11 @@ pub enum BodyError {
     #[error("malformed request body: {0}")]
     Malformed(#[source] hyper::Error),
 }
+
+/// A factory body paused longer than the read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the factory stopped sending the answer body for {0:?}")]
+pub struct BodyReadTimeout(pub Duration);
 
 /// Reads a whole request body, refusing it (without reading further) as soon
 /// as it is known to be larger than `limit`.
@@ -51,7 +65,42 @@ pub enum ProxyBody {
     Stream {
         prefix: Option<Bytes>,
         rest: Incoming,
+        idle: IdleTimer,
     },
+}
+
+/// Cuts a stream that pauses too long between frames.
+#[derive(Debug)]
+pub struct IdleTimer {
+    timeout: Option<Duration>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    pub fn new(timeout: Option<Duration>) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// Called when a read is pending: starts (or keeps) the countdown and
+    /// reports whether it ran out.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<Duration> {
+        let timeout = self.timeout?;
+        if !self.armed {
+            let deadline = Instant::now() + timeout;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        let sleep = self.sleep.as_mut()?;
+        sleep.as_mut().poll(cx).is_ready().then_some(timeout)
+    }
 }
 
 impl ProxyBody {
@@ -64,8 +113,49 @@ impl ProxyBody {
         ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
-    pub fn stream(rest: Incoming) -> Self {
-        ProxyBody::Stream { prefix: None, rest }
+    /// A factory body streamed through, cut after `read_timeout` without data.
+    pub fn stream(rest: Incoming, read_timeout: Option<Duration>) -> Self {
+        ProxyBody::Stream {
+            prefix: None,
+            rest,
+            idle: IdleTimer::new(read_timeout),
+        }
+    }
+
+    /// The same stream with `prefix` (already read from it) sent first.
+    pub fn with_prefix(self, bytes: Bytes) -> Self {
+        match self {
+            ProxyBody::Stream {
+                prefix: None,
+                rest,
+                idle,
+            } => ProxyBody::Stream {
+                prefix: Some(bytes),
+                rest,
+                idle,
+            },
+            ProxyBody::Stream {
+                prefix: Some(p),
+                rest,
+                idle,
+            } => {
+                let mut joined = Vec::with_capacity(bytes.len() + p.len());
+                joined.extend_from_slice(&bytes);
+                joined.extend_from_slice(&p);
+                ProxyBody::Stream {
+                    prefix: Some(joined.into()),
+                    rest,
+                    idle,
+                }
+            }
+            ProxyBody::Full(None) => ProxyBody::full(bytes),
+            ProxyBody::Full(Some(b)) => {
+                let mut joined = Vec::with_capacity(bytes.len() + b.len());
+                joined.extend_from_slice(&bytes);
+                joined.extend_from_slice(&b);
+                ProxyBody::full(joined)
+            }
+        }
     }
 }
 
@@ -83,19 +173,28 @@ impl From<Bytes> for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Stream { prefix, rest } => {
+            ProxyBody::Stream { prefix, rest, idle } => {
                 if let Some(b) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
-                Pin::new(rest).poll_frame(cx)
+                match Pin::new(rest).poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        idle.armed = false;
+                        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                    }
+                    Poll::Pending => match idle.expired(cx) {
+                        Some(t) => Poll::Ready(Some(Err(Box::new(BodyReadTimeout(t))))),
+                        None => Poll::Pending,
+                    },
+                }
             }
         }
     }
@@ -103,7 +202,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(data) => data.is_none(),
-            ProxyBody::Stream { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            ProxyBody::Stream { prefix, rest, .. } => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -112,7 +211,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ProxyBody::Stream { prefix, rest } => {
+            ProxyBody::Stream { prefix, rest, .. } => {
                 let extra = prefix.as_ref().map_or(0, |b| b.len() as u64);
                 let inner = rest.size_hint();
                 let mut hint = SizeHint::new();

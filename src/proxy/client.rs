@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -74,6 +75,7 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct Forward {
     client: HttpClient,
     upstream: Arc<UpstreamUrl>,
+    body_read_timeout: Duration,
 }
 
 impl Forward {
@@ -83,7 +85,7 @@ impl Forward {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+        http.set_keepalive(Some(Duration::from_secs(60)));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -99,6 +101,7 @@ impl Forward {
         Ok(Forward {
             client,
             upstream: Arc::new(config.url().clone()),
+            body_read_timeout: config.body_read_timeout,
         })
     }
 
@@ -162,13 +165,19 @@ impl tower::Service<Request<Bytes>> for Forward {
         // request from the service must not force h2 on an HTTP/1 factory.
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, Full::new(body));
-        ForwardFuture::Sending(self.client.request(req))
+        ForwardFuture::Sending {
+            fut: self.client.request(req),
+            read_timeout: self.body_read_timeout,
+        }
     }
 }
 
 /// The answer (or failure) of one forwarded request.
 pub enum ForwardFuture {
-    Sending(hyper_util::client::legacy::ResponseFuture),
+    Sending {
+        fut: hyper_util::client::legacy::ResponseFuture,
+        read_timeout: Duration,
+    },
     Failed(Option<BoxError>),
 }
 
@@ -183,10 +192,11 @@ impl Future for ForwardFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            ForwardFuture::Sending(fut) => match Pin::new(fut).poll(cx) {
+            ForwardFuture::Sending { fut, read_timeout } => match Pin::new(fut).poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(res)) => {
-                    let mut res = res.map(ProxyBody::stream);
+                    let timeout = Some(*read_timeout);
+                    let mut res = res.map(|b| ProxyBody::stream(b, timeout));
                     headers::strip_hop_by_hop(res.headers_mut());
                     Poll::Ready(Ok(res))
                 }

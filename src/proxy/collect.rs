@@ -3,7 +3,11 @@
 //! Why buffer: a retry must be able to send the same body again, and the
 //! factory's order bodies are small. A body declared or found larger than the
 //! limit is refused with 413 before anything is forwarded; a body that cannot
-//! be read (broken chunking, reset) is a 400.
+//! be read (broken chunking, reset) is a 400. A request with both
+//! Content-Length and Transfer-Encoding reaches us already disarmed: hyper
+//! drops the Content-Length, reads the chunked body and closes the
+//! connection after the answer (RFC 9112 section 6.3), so nothing can be
+//! smuggled behind it.
 
 use std::future::Future;
 use std::pin::Pin;

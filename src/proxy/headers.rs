@@ -1,7 +1,8 @@
 //! Header rewriting on the way to the factory, as a reverse proxy must:
 //! hop-by-hop headers dropped (RFC 9110 section 7.6.1, plus any header the
 //! `Connection` header names), `Host` left to the client to set from the
-//! upstream URL, `x-forwarded-for` appended and `x-forwarded-proto` set.
+//! upstream URL, Content-Length recomputed from the buffered body,
+//! `x-forwarded-for` appended and `x-forwarded-proto` set.
 //! Everything else, W3C `traceparent` included, passes unchanged.
 
 use std::net::SocketAddr;
@@ -58,6 +59,9 @@ pub fn prepare(req: &mut Request<Bytes>) {
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
+    // The body is buffered: the client writes the exact length itself, so a
+    // client's (possibly wrong) Content-Length is never passed on.
+    headers.remove(header::CONTENT_LENGTH);
     if let Some(ip) = peer {
         append_forwarded_for(headers, ip);
     }

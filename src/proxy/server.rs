@@ -5,7 +5,10 @@
 //! kernel's accept queue instead of exhausting file descriptors. HTTP/1 heads
 //! must arrive within `header_read_timeout` (slowloris), which hyper also
 //! applies to a keep-alive connection waiting for its next request, so idle
-//! connections are closed after it too. On shutdown the listener is closed
+//! connections are closed after it too. hyper-util's h1/h2 detection reads
+//! the first bytes with no deadline at all, so a connection that sends
+//! nothing (or half an h2 preface) is closed here if its first request has
+//! not arrived within `header_read_timeout`. On shutdown the listener is closed
 //! first, then every connection is asked to finish its in-flight requests
 //! and close, for at most `shutdown_grace`.
 
@@ -13,6 +16,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +27,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::config::ServerConfig;
 use crate::proxy::body::ProxyBody;
@@ -114,17 +118,30 @@ pub async fn serve<S>(
             },
         };
         let _ = stream.set_nodelay(true);
+        let first_request = Arc::new(FirstRequest::default());
         let svc = TowerToHyperService::new(WithPeer {
             inner: service.clone(),
             peer,
+            first_request: first_request.clone(),
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
         let conn = graceful.watch(conn);
+        let first_deadline = opts.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "client connection ended with an error");
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = &mut conn => Some(r),
+                () = first_request.seen.notified() => Some(conn.await),
+                () = tokio::time::sleep(first_deadline) => None,
+            };
+            match result {
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "client connection ended with an error");
+                }
+                Some(Ok(())) => {}
+                None => tracing::debug!(%peer, "no request within header_read_timeout; closed"),
             }
             drop(permit);
         });
@@ -143,11 +160,19 @@ pub async fn serve<S>(
     }
 }
 
+/// Signals a connection's first request (once; later calls cost one load).
+#[derive(Default)]
+struct FirstRequest {
+    flag: AtomicBool,
+    seen: Notify,
+}
+
 /// Tags each request with the connection's peer address.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: SocketAddr,
+    first_request: Arc<FirstRequest>,
 }
 
 impl<S> tower::Service<Request<Incoming>> for WithPeer<S>
@@ -164,6 +189,11 @@ where
 
     fn call(&mut self, mut req: Request<Incoming>) -> S::Future {
         req.extensions_mut().insert(ClientAddr(self.peer));
+        if !self.first_request.flag.load(Ordering::Relaxed)
+            && !self.first_request.flag.swap(true, Ordering::Relaxed)
+        {
+            self.first_request.seen.notify_one();
+        }
         self.inner.call(req)
     }
 }
