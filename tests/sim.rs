@@ -169,6 +169,59 @@ async fn each_distinct_order_gets_its_own_pizza_and_repeats_stay_valid() {
     assert_eq!(stats(&http, &sim).await.orders_ok, 6);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_orders_on_the_cheap_path_all_get_valid_pizzas() {
+    const CLIENTS: usize = 16;
+    const EACH: usize = 25;
+    let sim = start().await;
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let http = Http::new();
+        let url = format!("{}/api/order", sim.url());
+        let key = sim.api_key().to_owned();
+        tasks.spawn(async move {
+            let mut jwts = Vec::with_capacity(EACH);
+            for _ in 0..EACH {
+                let r = http
+                    .post_json(&url, Some(&key), sim::SAMPLE_ORDER)
+                    .await
+                    .expect("answer");
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+                jwts.push(r.json()["jwt"].as_str().expect("jwt").to_owned());
+            }
+            jwts
+        });
+    }
+    let mut jwts = std::collections::HashSet::new();
+    while let Some(done) = tasks.join_next().await {
+        jwts.extend(done.expect("client task"));
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{} orders in {elapsed:?} ({:.0}/s, debug build, for information only)",
+        CLIENTS * EACH,
+        (CLIENTS * EACH) as f64 / elapsed.as_secs_f64()
+    );
+    // One body: one distinct pizza per second of the run at most (the
+    // signature cache), each of them valid.
+    assert!(
+        jwts.len() <= elapsed.as_secs() as usize + 2,
+        "{} signatures",
+        jwts.len()
+    );
+    let set: JwkSet = serde_json::from_slice(&sim.jwks()).expect("jwks");
+    let key = DecodingKey::from_jwk(&set.keys[0]).expect("key");
+    for jwt in &jwts {
+        jsonwebtoken::decode::<Value>(jwt, &key, &pizza_validation()).expect("verifies");
+    }
+    let s = sim.stats();
+    assert_eq!(
+        (s.orders, s.orders_ok),
+        ((CLIENTS * EACH) as u64, (CLIENTS * EACH) as u64)
+    );
+}
+
 #[tokio::test]
 async fn bad_or_missing_api_key_is_401() {
     let sim = start().await;
