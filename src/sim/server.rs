@@ -269,6 +269,9 @@ async fn accept_loop(
     grace: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Slow-loris guard. hyper also runs this timer while a keep-alive
+    // connection sits idle, so idle connections close after 30 s, as real
+    // servers do (Node's default is 5 s): a client pool must cope with that.
     builder
         .http1()
         .timer(TokioTimer::new())
