@@ -1,78 +1,39 @@
-//! A small HTTP client for tests (HTTP/1.1 or h2c prior knowledge).
+//! The test client for exchanges that must work: [`super::http::Http`] with
+//! every failure turned into a panic naming it, plus chunked uploads.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// An answer, body read whole.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
+use super::http::Http;
+pub use super::http::Reply as Answer;
 
 #[derive(Clone)]
-pub struct TestClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
-}
+pub struct TestClient(Http);
 
 impl TestClient {
     pub fn http1() -> Self {
-        Self {
-            inner: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        Self(Http::new())
     }
 
     pub fn h2c() -> Self {
-        Self {
-            inner: Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build_http(),
-        }
+        Self(Http::h2c())
     }
 
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Answer {
-        let res = tokio::time::timeout(Duration::from_secs(30), self.inner.request(req))
+        let what = format!("{} {}", req.method(), req.uri());
+        self.0
+            .send(req)
             .await
-            .expect("answer within 30s")
-            .expect("request sent");
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.expect("body read").to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+            .unwrap_or_else(|e| panic!("{what} failed: {e}"))
     }
 
     pub async fn get(&self, url: &str) -> Answer {
-        self.send(Request::get(url).body(Full::default()).expect("request"))
-            .await
+        self.request(Method::GET, url, &[], "").await
     }
 
     pub async fn request(
@@ -94,13 +55,9 @@ impl TestClient {
     }
 
     pub async fn get_with_token(&self, url: &str, token: &str) -> Answer {
-        self.request(
-            Method::GET,
-            url,
-            &[("authorization", &format!("Bearer {token}"))],
-            "",
-        )
-        .await
+        let auth = format!("Bearer {token}");
+        self.request(Method::GET, url, &[("authorization", &auth)], "")
+            .await
     }
 }
 

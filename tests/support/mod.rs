@@ -1,18 +1,25 @@
-//! Shared helpers for the end-to-end tests: a scriptable fake upstream, an
-//! HTTP client, and the sidecar started in-process on ephemeral ports.
+//! Shared helpers for the end-to-end tests: each test binary compiles the
+//! ones it uses (`mod support;`), so unused ones are not warnings.
+//!
+//! - [`http`]: a bounded HTTP client (h1, h2c); [`client`]: its panicking
+//!   convenience wrapper for tests that expect every exchange to work.
+//! - [`upstream`]: a scriptable fake upstream; [`raw`]: a raw-TCP one for faults.
+//! - [`sim`]: the factory simulator in-process; [`sidecar`]: the sidecar in-process.
 #![allow(dead_code)]
 
 pub mod client;
+pub mod http;
 pub mod raw;
 pub mod sidecar;
+pub mod sim;
 pub mod upstream;
 
 use std::future::Future;
 use std::time::Duration;
 
-/// Polls `check` until it returns `Some`, or panics after `limit`.
+/// Polls `check` every 10 ms until it returns `Some` or `limit` passes.
 /// The way to wait for something in a test: never a fixed sleep.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -20,11 +27,23 @@ where
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(v) = check().await {
-            return v;
+            return Some(v);
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {limit:?} waiting for {what}");
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`wait_for`], panicking with `what` when it never happens.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match wait_for(limit, check).await {
+        Some(v) => v,
+        None => panic!("timed out after {limit:?} waiting for {what}"),
     }
 }
