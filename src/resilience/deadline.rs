@@ -45,6 +45,15 @@ impl Deadline {
     }
 }
 
+/// `now + d`, saturating at a far future (about 30 years) instead of
+/// panicking when a configured duration is absurdly long.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    now.checked_add(d.min(FAR))
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
 /// Puts a [`Deadline`] of `now + request_timeout` on each request and fails
 /// it with [`DeadlineExceeded`] when it passes. An earlier deadline already on
 /// the request (one set by a caller inside the process) is kept.
@@ -91,7 +100,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let mut at = Instant::now() + self.timeout;
+        let mut at = later(Instant::now(), self.timeout);
         if let Some(earlier) = Deadline::of(&req) {
             at = at.min(earlier);
         }
@@ -179,7 +188,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let now = Instant::now();
-        let own = now + self.timeout;
+        let own = later(now, self.timeout);
         let at = match Deadline::of(&req) {
             Some(deadline) if deadline <= now => return AttemptFuture::Expired,
             Some(deadline) => deadline.min(own),

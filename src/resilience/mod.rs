@@ -11,3 +11,6 @@ pub mod classify;
 pub mod deadline;
 pub mod retry;
 pub mod window;
+
+#[cfg(test)]
+mod testing;

@@ -223,10 +223,10 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let (Some(breaker), Some(ticket)) = (&self.breaker, self.ticket.take()) {
-            if ticket.is_probe() {
-                breaker.release(ticket);
-            }
+        if let (Some(breaker), Some(ticket)) = (&self.breaker, self.ticket.take())
+            && ticket.is_probe()
+        {
+            breaker.release(ticket);
         }
     }
 }

@@ -228,10 +228,11 @@ impl Machine {
     /// A call ended without a result (its future was dropped): frees its
     /// probe slot.
     pub fn release(&mut self, ticket: Ticket) {
-        if ticket.probe && ticket.epoch == self.epoch {
-            if let Mode::HalfOpen { in_flight } = &mut self.mode {
-                *in_flight = in_flight.saturating_sub(1);
-            }
+        if ticket.probe
+            && ticket.epoch == self.epoch
+            && let Mode::HalfOpen { in_flight } = &mut self.mode
+        {
+            *in_flight = in_flight.saturating_sub(1);
         }
     }
 
@@ -310,7 +311,7 @@ impl Machine {
     }
 
     fn open(&mut self, now: Instant, reason: Reason) -> Transition {
-        let until = now + self.settings.open_for;
+        let until = crate::resilience::deadline::later(now, self.settings.open_for);
         self.enter(Mode::Open { until }, now, reason)
     }
 

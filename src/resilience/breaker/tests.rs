@@ -1,108 +1,18 @@
 //! The breaker as a tower layer, with tokio's paused clock and a scripted
 //! inner service.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use parking_lot::Mutex;
+use http::{Method, Request, Response};
 use tokio::sync::oneshot;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service};
 
 use super::*;
 use crate::config::{BreakerConfig, Percent};
-use crate::proxy::client::UpstreamError;
-use crate::resilience::classify::BadJwt;
-use crate::resilience::deadline::{AttemptTimedOut, DeadlineExceeded};
+use crate::resilience::testing::{Script, Step, TestService, request, until};
 use crate::telemetry::metrics::Metrics;
-
-/// What the scripted factory does with the next call.
-enum Step {
-    Status(u16),
-    BadJwt,
-    Timeout,
-    Aborted,
-    Refused,
-    /// Answers 200 when the sender fires (or fails if it is dropped).
-    Wait(oneshot::Receiver<()>),
-}
-
-#[derive(Clone)]
-struct Script {
-    steps: Arc<Mutex<VecDeque<Step>>>,
-    calls: Arc<AtomicU32>,
-}
-
-impl Script {
-    fn new() -> Self {
-        Self {
-            steps: Arc::new(Mutex::new(VecDeque::new())),
-            calls: Arc::new(AtomicU32::new(0)),
-        }
-    }
-
-    fn push(&self, step: Step) -> &Self {
-        self.steps.lock().push_back(step);
-        self
-    }
-
-    fn push_n(&self, n: usize, status: u16) -> &Self {
-        for _ in 0..n {
-            self.push(Step::Status(status));
-        }
-        self
-    }
-
-    fn calls(&self) -> u32 {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn service(
-        &self,
-    ) -> impl Service<
-        Request<Bytes>,
-        Response = Response<ProxyBody>,
-        Error = BoxError,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static {
-        let script = self.clone();
-        service_fn(move |_req: Request<Bytes>| {
-            script.calls.fetch_add(1, Ordering::SeqCst);
-            let step = script.steps.lock().pop_front();
-            async move {
-                let status = |code: u16| {
-                    let mut res = Response::new(ProxyBody::empty());
-                    *res.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
-                    res
-                };
-                match step {
-                    None | Some(Step::Status(200)) => Ok(status(200)),
-                    Some(Step::Status(code)) => Ok(status(code)),
-                    Some(Step::BadJwt) => {
-                        let mut res = status(200);
-                        res.extensions_mut().insert(BadJwt);
-                        Ok(res)
-                    }
-                    Some(Step::Timeout) => Err(Box::new(AttemptTimedOut) as BoxError),
-                    Some(Step::Aborted) => Err(Box::new(DeadlineExceeded) as BoxError),
-                    Some(Step::Refused) => Err(Box::new(UpstreamError::new(
-                        "connect",
-                        "connection refused",
-                    )) as BoxError),
-                    Some(Step::Wait(rx)) => match rx.await {
-                        Ok(()) => Ok(status(200)),
-                        Err(_) => Ok(status(500)),
-                    },
-                }
-            }
-        })
-    }
-}
 
 fn config() -> BreakerConfig {
     BreakerConfig {
@@ -116,20 +26,7 @@ fn config() -> BreakerConfig {
     }
 }
 
-fn stack(
-    config: &BreakerConfig,
-    script: &Script,
-) -> (
-    Arc<Breaker>,
-    impl Service<
-        Request<Bytes>,
-        Response = Response<ProxyBody>,
-        Error = BoxError,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static,
-) {
+fn stack(config: &BreakerConfig, script: &Script) -> (Arc<Breaker>, BreakerService<TestService>) {
     let breaker = Breaker::new(config, Arc::new(Metrics::default()));
     let svc = BreakerLayer::new(Arc::clone(&breaker)).layer(script.service());
     (breaker, svc)
@@ -139,7 +36,7 @@ async fn send<S>(svc: &S) -> Result<Response<ProxyBody>, BoxError>
 where
     S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError> + Clone,
 {
-    svc.clone().oneshot(Request::new(Bytes::new())).await
+    crate::resilience::testing::send(svc, request(Method::GET, "/api/order", "")).await
 }
 
 fn is_open(result: &Result<Response<ProxyBody>, BoxError>) -> Option<Duration> {
@@ -251,17 +148,6 @@ where
     tokio::time::advance(Duration::from_secs(5)).await;
 }
 
-/// Lets spawned tasks run until `cond` holds (bounded: a test that can fail).
-async fn until(cond: impl Fn() -> bool) {
-    for _ in 0..1_000 {
-        if cond() {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("condition not reached");
-}
-
 #[tokio::test(start_paused = true)]
 async fn half_open_admits_one_probe_and_closes_on_its_success() {
     let script = Script::new();
@@ -270,10 +156,10 @@ async fn half_open_admits_one_probe_and_closes_on_its_success() {
 
     let (tx, rx) = oneshot::channel();
     script.push(Step::Wait(rx));
-    let probe = tokio::spawn({
-        let svc = svc.clone();
-        async move { send(&svc).await.map(|r| r.status()) }
-    });
+    let probe = tokio::spawn(tower::ServiceExt::oneshot(
+        svc.clone(),
+        request(Method::GET, "/api/order", ""),
+    ));
     until(|| script.calls() == 6).await;
     assert_eq!(breaker.state(), CircuitState::HalfOpen);
     assert_eq!(breaker.snapshot().probes_in_flight, 1);
@@ -284,8 +170,8 @@ async fn half_open_admits_one_probe_and_closes_on_its_success() {
     assert_eq!(script.calls(), 6);
 
     tx.send(()).expect("probe waiting");
-    let status = probe.await.expect("task").expect("answer");
-    assert_eq!(status, 200);
+    let answer = probe.await.expect("task").expect("answer");
+    assert_eq!(answer.status(), 200);
     assert_eq!(breaker.state(), CircuitState::Closed);
     assert_eq!(send(&svc).await.expect("closed").status(), 200);
 }
