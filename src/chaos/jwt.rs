@@ -55,6 +55,7 @@ pub enum Verdict {
 
 /// The factory's verification keys, parsed once per fetch.
 pub struct KeySet {
+    validation: Validation,
     by_kid: HashMap<String, DecodingKey>,
     /// Keys published without a `kid`: tried for tokens without one.
     anonymous: Vec<DecodingKey>,
@@ -84,6 +85,7 @@ impl KeySet {
         let doc: Doc =
             serde_json::from_slice(body).map_err(|e| format!("JWKS is not a key set: {e}"))?;
         let mut set = KeySet {
+            validation: validation(),
             by_kid: HashMap::new(),
             anonymous: Vec::new(),
         };
@@ -127,16 +129,16 @@ impl KeySet {
             Ok(h) => h,
             Err(v) => return Some(v),
         };
-        match self.check(token, &header, &validation()) {
+        match self.check(token, &header) {
             Check::Done(Ok(())) => Some(Verdict::Valid),
             Check::Done(Err(why)) => Some(Verdict::Invalid(why)),
             Check::UnknownKid => None,
         }
     }
 
-    fn check(&self, token: &str, header: &Header, validation: &Validation) -> Check {
+    fn check(&self, token: &str, header: &Header) -> Check {
         let verify = |key: &DecodingKey| {
-            jsonwebtoken::decode::<serde::de::IgnoredAny>(token, key, validation)
+            jsonwebtoken::decode::<serde::de::IgnoredAny>(token, key, &self.validation)
                 .map(|_| ())
                 .map_err(|e| reason(&e))
         };
@@ -228,12 +230,45 @@ impl State {
     }
 }
 
+async fn fetch(side: &SideChannel) -> Result<KeySet, String> {
+    let answer = side
+        .get(JWKS_PATH, JWKS_MAX_BYTES)
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer.status != http::StatusCode::OK {
+        return Err(format!("the factory answered {}", answer.status.as_u16()));
+    }
+    KeySet::from_jwks(&answer.body)
+}
+
+/// Keeps a fetch's outcome; a failed refresh keeps the keys held before.
+fn store(state: &Mutex<State>, fetched: Result<KeySet, String>) -> Result<Arc<KeySet>, String> {
+    let mut st = state.lock();
+    st.generation += 1;
+    match fetched {
+        Ok(set) => {
+            let set = Arc::new(set);
+            tracing::info!(keys = set.len(), "factory JWKS fetched");
+            st.keys = Some(Arc::clone(&set));
+            st.fetched_at = Some(SystemTime::now());
+            st.last_error = None;
+            Ok(set)
+        }
+        Err(e) => {
+            let e = format!("jwks unavailable: {e}");
+            tracing::warn!(reason = %e, "cannot verify pizza JWTs");
+            st.last_error = Some(e.clone());
+            Err(e)
+        }
+    }
+}
+
 /// The factory's keys, fetched and refreshed on demand. See the module docs.
 pub struct JwksCache {
     side: Arc<SideChannel>,
     min_refresh: Duration,
-    validation: Validation,
-    state: Mutex<State>,
+    /// Shared with the fetch task, which outlives a cancelled caller.
+    state: Arc<Mutex<State>>,
     /// Single flight: one fetch at a time. An async gate that guards no data
     /// (the state sits behind the sync lock, never held across an await).
     gate: tokio::sync::Mutex<()>,
@@ -254,8 +289,7 @@ impl JwksCache {
         JwksCache {
             side,
             min_refresh,
-            validation: validation(),
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
             gate: tokio::sync::Mutex::new(()),
             hasher: RandomState::new(),
             valid: Mutex::new(HashSet::with_capacity(VALID_CACHE)),
@@ -284,12 +318,12 @@ impl JwksCache {
                 Err(e) => return Verdict::Unknown(e),
             },
         };
-        let verdict = match keys.check(token, &header, &self.validation) {
+        let verdict = match keys.check(token, &header) {
             Check::Done(r) => r,
             Check::UnknownKid => {
                 let generation = self.state.lock().generation;
                 match self.refresh(generation).await {
-                    Ok((fresh, true)) => match fresh.check(token, &header, &self.validation) {
+                    Ok((fresh, true)) => match fresh.check(token, &header) {
                         Check::Done(r) => r,
                         Check::UnknownKid => Err("unknown key id"),
                     },
@@ -330,13 +364,17 @@ impl JwksCache {
     }
 
     /// Fetches the JWKS unless another caller did since `seen` (then its
-    /// result is shared) or the last fetch is too recent (then the last
+    /// result is shared) or the last attempt is too recent (then the last
     /// result stands). The flag says whether the keys were fetched after
     /// `seen`, i.e. whether a missing key id is really missing.
+    ///
+    /// The fetch runs in its own task and the attempt is stamped before it
+    /// starts: a caller cut by its timeout neither cancels the fetch nor
+    /// lets the next caller start a second one.
     async fn refresh(&self, seen: u64) -> Result<(Arc<KeySet>, bool), String> {
         let _flight = self.gate.lock().await;
         {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
             if st.generation != seen {
                 return st.result().map(|k| (k, true));
             }
@@ -346,39 +384,18 @@ impl JwksCache {
             {
                 return st.result().map(|k| (k, false));
             }
+            st.last_attempt = Some(Instant::now());
         }
-        let fetched = self.fetch().await;
-        let mut st = self.state.lock();
-        st.generation += 1;
-        st.last_attempt = Some(Instant::now());
-        match fetched {
-            Ok(set) => {
-                let set = Arc::new(set);
-                tracing::info!(keys = set.len(), "factory JWKS fetched");
-                st.keys = Some(Arc::clone(&set));
-                st.fetched_at = Some(SystemTime::now());
-                st.last_error = None;
-                Ok((set, true))
-            }
-            Err(e) => {
-                let e = format!("jwks unavailable: {e}");
-                tracing::warn!(reason = %e, "cannot verify pizza JWTs");
-                st.last_error = Some(e.clone());
-                Err(e)
-            }
+        let side = Arc::clone(&self.side);
+        let state = Arc::clone(&self.state);
+        let fetch = tokio::spawn(async move {
+            let fetched = fetch(&side).await;
+            store(&state, fetched)
+        });
+        match fetch.await {
+            Ok(result) => result.map(|k| (k, true)),
+            Err(e) => Err(format!("jwks unavailable: the fetch task failed: {e}")),
         }
-    }
-
-    async fn fetch(&self) -> Result<KeySet, String> {
-        let answer = self
-            .side
-            .get(JWKS_PATH, JWKS_MAX_BYTES)
-            .await
-            .map_err(|e| e.to_string())?;
-        if answer.status != http::StatusCode::OK {
-            return Err(format!("the factory answered {}", answer.status.as_u16()));
-        }
-        KeySet::from_jwks(&answer.body)
     }
 
     /// The JWKS part of `/status`.

@@ -15,8 +15,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use tokio::time::Instant;
@@ -34,6 +34,11 @@ use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::UpstreamError;
 use crate::resilience::classify::{BadJwt, Outcome, classify_error};
+
+/// How long an order try waits for the JWKS before passing its pizza on
+/// unjudged (the fetch goes on beside it): a slow key endpoint must not
+/// cost orders.
+const VERIFY_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether a Content-Type is JSON (`application/json`, `*/*+json`, any params).
 pub(crate) fn is_json(headers: &HeaderMap) -> bool {
@@ -107,9 +112,11 @@ where
             return Ok(Response::from_parts(parts, ProxyBody::full(bytes)));
         };
         let verdict = match found.jwt() {
-            Some(token) if status.is_success() && chaos.config.verify_jwt => {
-                Some(chaos.verify(token).await)
-            }
+            Some(token) if status.is_success() && chaos.config.verify_jwt => Some(
+                tokio::time::timeout(VERIFY_WAIT, chaos.verify(token))
+                    .await
+                    .unwrap_or_else(|_| Verdict::Unknown("the JWKS is slow to come".to_owned())),
+            ),
             _ => None,
         };
         let check = verdict
@@ -155,11 +162,7 @@ where
         }
         None => bytes,
     };
-    Ok(Response::from_parts(parts, body_of(bytes)))
-}
-
-fn body_of(bytes: Bytes) -> ProxyBody {
-    ProxyBody::full(bytes)
+    Ok(Response::from_parts(parts, ProxyBody::full(bytes)))
 }
 
 /// An answer that could not be inspected says something only when it is a 5xx.
