@@ -108,7 +108,7 @@ impl KeySet {
                 None => set.anonymous.push(key),
             }
         }
-        if set.len() == 0 {
+        if set.is_empty() {
             return Err("JWKS holds no usable RSA key".to_owned());
         }
         Ok(set)

@@ -14,6 +14,7 @@
 //! a query string or an odd shape cannot leak through.
 
 use std::fmt;
+use std::io::Write as _;
 
 use bytes::Bytes;
 use memchr::memmem;
@@ -113,7 +114,6 @@ pub fn redact_with(body: &[u8], found: &Inspection<'_>) -> Option<Bytes> {
             out.extend_from_slice(body.get(pos..span.start)?);
             // The text is the verbatim string content: no quote, backslash or
             // control character, so its masked form is JSON-safe as is.
-            use std::io::Write as _;
             let _ = write!(out, "{}", Masked(&s.text));
             pos = span.end;
         }
