@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
+use crate::telemetry::layers::RequestCounts;
 use crate::telemetry::metrics::Metrics;
 
 /// The sidecar could not start.
@@ -54,7 +55,8 @@ impl Sidecar {
         let forward = Forward::new(&config.upstream)?;
         let metrics = Arc::new(Metrics::new(config.upstream.url().host()));
         let chaos = Chaos::new(&config.chaos, Arc::clone(&metrics));
-        let service = stack::build(&config, forward, &chaos);
+        let counts = Arc::new(RequestCounts::default());
+        let service = stack::build(&config, forward, &chaos, &metrics, &counts);
 
         let proxy_listener = bind("server.listen", config.server.listen).await?;
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
@@ -79,8 +81,14 @@ impl Sidecar {
             readiness: readiness.clone(),
             upstream: config.upstream.url().to_string(),
             started: SystemTime::now(),
-            parts: vec![Arc::clone(&chaos) as Arc<dyn AdminPart>],
-            metrics: Box::new(String::new),
+            parts: vec![
+                Arc::clone(&counts) as Arc<dyn AdminPart>,
+                Arc::clone(&chaos) as Arc<dyn AdminPart>,
+            ],
+            metrics: {
+                let metrics = Arc::clone(&metrics);
+                Box::new(move || metrics.prometheus_text())
+            },
         });
 
         let (shutdown, watch_rx) = watch::channel(false);

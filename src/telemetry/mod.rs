@@ -1,6 +1,12 @@
 //! Telemetry: metrics (OTLP and Prometheus from one set of instruments),
 //! traces and logs.
+//!
+//! - [`metrics`]: the SPEC's instruments; the only place metrics are recorded.
+//! - [`layers`]: where the stack is measured (per request, per try).
+//! - [`prometheus`]: the admin `/metrics` text, rendered from the same data.
 
+pub mod layers;
 pub mod metrics;
+pub mod prometheus;
 
 pub use metrics::{ClientResult, Metrics, Route};
