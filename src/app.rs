@@ -17,7 +17,7 @@ use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
 use crate::telemetry::layers::RequestCounts;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::{Telemetry, TelemetryError};
 
 /// The sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
 }
 
 /// A running sidecar.
@@ -53,7 +55,8 @@ impl Sidecar {
     pub async fn start(config: Config) -> Result<Sidecar, StartError> {
         let config = Arc::new(config);
         let forward = Forward::new(&config.upstream)?;
-        let metrics = Arc::new(Metrics::new(config.upstream.url().host()));
+        let telemetry = Telemetry::start(&config.telemetry, config.upstream.url().host())?;
+        let metrics = Arc::clone(telemetry.metrics());
         let chaos = Chaos::new(&config.chaos, Arc::clone(&metrics));
         let counts = Arc::new(RequestCounts::default());
         let service = stack::build(&config, forward, &chaos, &metrics, &counts);
@@ -110,6 +113,8 @@ impl Sidecar {
             server::serve(proxy_listener, service, opts, drain).await;
             let _ = admin_stop_tx.send(true);
             let _ = admin_task.await;
+            // The final export, once no request can record anything more.
+            telemetry.shutdown();
         });
         readiness.set(true);
         tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url(), "factory-sidecar serving");
