@@ -1,22 +1,29 @@
 //! Assembles the tower stack, top to bottom as `lib.rs` draws it.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 
+use crate::chaos::Chaos;
 use crate::config::Config;
 use crate::error::RescueLayer;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::Forward;
 use crate::proxy::collect::CollectBodyLayer;
 use crate::proxy::headers::ForwardedHeadersLayer;
+use crate::telemetry::Metrics;
+use crate::telemetry::layers::{ClientTelemetryLayer, RequestCounts, ServerTelemetryLayer};
 
 /// The whole request path as one service, cloned per connection.
 pub fn build(
     config: &Config,
     forward: Forward,
+    chaos: &Arc<Chaos>,
+    metrics: &Arc<Metrics>,
+    counts: &Arc<RequestCounts>,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<ProxyBody>,
@@ -26,8 +33,14 @@ pub fn build(
 + Send
 + 'static {
     ServiceBuilder::new()
+        .layer(ServerTelemetryLayer::new(
+            Arc::clone(metrics),
+            Arc::clone(counts),
+        ))
         .layer(RescueLayer)
         .layer(CollectBodyLayer::new(config.server.max_body_bytes))
         .layer(ForwardedHeadersLayer)
+        .layer(ClientTelemetryLayer::new(Arc::clone(metrics)))
+        .layer(chaos.layer())
         .service(forward)
 }
