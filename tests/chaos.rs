@@ -4,9 +4,9 @@
 //! masked; no apiKey leaves the sidecar (answers, `/status`; logs in
 //! `chaos_logs.rs`).
 //!
-//! These tests hold with or without the retry layer: without it the first
-//! order of a `fail` episode answers the (masked) 500; with it, the same
-//! order is retried after the resolve and answers 200.
+//! With the whole stack on, every order placed during a `fail` or `badjwt`
+//! episode is a pizza whose JWT the factory verifies: the failed try is
+//! retried after the single resolve GET.
 
 mod support;
 
@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use factory_sidecar::config::Config;
 use factory_sidecar::sim::{ChaosKind, ChaosSpec, SimHandle};
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use support::http::{Http, Reply, request};
@@ -60,16 +58,9 @@ async fn status(http: &Http, sc: &Running) -> Value {
     reply.json()
 }
 
-/// Whether `jwt` verifies against the simulator's JWKS.
+/// Whether `jwt` is a pizza the factory signed.
 fn verifies(sim: &SimHandle, jwt: &str) -> bool {
-    let set: JwkSet = serde_json::from_slice(&sim.jwks()).expect("jwks");
-    let Some(jwk) = set.find(sim.kid()) else {
-        return false;
-    };
-    let key = DecodingKey::from_jwk(jwk).expect("rsa key");
-    let mut v = Validation::new(Algorithm::RS256);
-    v.required_spec_claims.clear();
-    jsonwebtoken::decode::<Value>(jwt, &key, &v).is_ok()
+    sim.verify(jwt)
 }
 
 fn assert_no_key(sim: &SimHandle, what: &str, text: &str) {
