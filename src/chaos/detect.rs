@@ -190,7 +190,11 @@ mod tests {
         let oven = br#"{"message":"Unable to satisfy pizza order. The oven is full."}"#;
         assert!(is_oven_full(StatusCode::SERVICE_UNAVAILABLE, false, oven));
         assert!(!is_oven_full(StatusCode::SERVICE_UNAVAILABLE, true, oven));
-        assert!(!is_oven_full(StatusCode::INTERNAL_SERVER_ERROR, false, oven));
+        assert!(!is_oven_full(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            false,
+            oven
+        ));
         assert!(!is_oven_full(
             StatusCode::SERVICE_UNAVAILABLE,
             false,

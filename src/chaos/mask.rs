@@ -198,7 +198,9 @@ mod tests {
         assert_eq!(mask_link(&two), "a /api/support/****c0de/report/****");
         // The key quoted before the link is masked as well.
         assert_eq!(
-            mask_link(&format!("vendor {KEY}: https://h/api/support/{KEY}/report/c")),
+            mask_link(&format!(
+                "vendor {KEY}: https://h/api/support/{KEY}/report/c"
+            )),
             "vendor ****c0de: https://h/api/support/****c0de/report/****"
         );
         // A key with odd characters is masked whole.
