@@ -151,9 +151,11 @@ mod tests {
 
     #[test]
     fn the_order_body_is_the_factory_shape() {
-        let mut c = ProbeConfig::default();
-        c.diner_id = 7;
-        c.menu_id = 3;
+        let c = ProbeConfig {
+            diner_id: 7,
+            menu_id: 3,
+            ..ProbeConfig::default()
+        };
         let v: serde_json::Value = serde_json::from_slice(&order_body(&c)).expect("json");
         assert_eq!(v["diner"]["id"], 7);
         assert_eq!(v["order"]["items"][0]["menuId"], 3);
