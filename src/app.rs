@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
+use crate::resilience::breaker::Breaker;
+use crate::resilience::retry::RetryBudget;
 use crate::telemetry::layers::RequestCounts;
 use crate::telemetry::{Telemetry, TelemetryError};
 
@@ -59,7 +61,11 @@ impl Sidecar {
         let metrics = Arc::clone(telemetry.metrics());
         let chaos = Chaos::new(&config.chaos, Arc::clone(&metrics));
         let counts = Arc::new(RequestCounts::default());
-        let service = stack::build(&config, forward, &chaos, &metrics, &counts);
+        let breaker = Breaker::new(&config.circuit_breaker, Arc::clone(&metrics));
+        let budget = RetryBudget::new(&config.retry);
+        let service = stack::build(
+            &config, forward, &chaos, &metrics, &counts, &breaker, &budget,
+        );
 
         let proxy_listener = bind("server.listen", config.server.listen).await?;
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
@@ -87,6 +93,8 @@ impl Sidecar {
             parts: vec![
                 Arc::clone(&counts) as Arc<dyn AdminPart>,
                 Arc::clone(&chaos) as Arc<dyn AdminPart>,
+                Arc::clone(&breaker) as Arc<dyn AdminPart>,
+                Arc::clone(&budget) as Arc<dyn AdminPart>,
             ],
             metrics: {
                 let metrics = Arc::clone(&metrics);

@@ -172,8 +172,22 @@ fn circuit_open<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Ci
     None
 }
 
-/// Turns an error from the stack into the sidecar's own JSON answer.
+/// Turns an error from the stack into the sidecar's own JSON answer. An
+/// error that went through the retry layer carries its try count
+/// ([`Attempted`](crate::resilience::retry::Attempted)): the answer says it
+/// in `x-sidecar-attempts`, as factory answers do.
 pub fn answer(err: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
+    let mut res = answer_kind(err);
+    if let Some(n) = crate::resilience::retry::attempts_of(err) {
+        res.headers_mut().insert(
+            crate::resilience::retry::X_SIDECAR_ATTEMPTS,
+            HeaderValue::from(n),
+        );
+    }
+    res
+}
+
+fn answer_kind(err: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
     let kind = kind_of(err);
     match kind {
         ErrorKind::Internal => tracing::error!(error = %err, "internal error on the request path"),
@@ -363,5 +377,36 @@ mod tests {
         assert_eq!(res.status(), 504);
         assert_eq!(res.headers()[X_SIDECAR_ERROR], "timeout");
         assert!(body_json(res).await["message"].is_string());
+    }
+
+    #[test]
+    fn the_try_count_of_the_retry_layer_reaches_the_answer() {
+        use crate::resilience::retry::{Attempted, X_SIDECAR_ATTEMPTS};
+        let open: BoxError = Box::new(Attempted {
+            attempts: 2,
+            source: Box::new(CircuitOpen {
+                retry_after: Duration::from_secs(4),
+            }),
+        });
+        let res = answer(open.as_ref());
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "4");
+        assert_eq!(res.headers()[X_SIDECAR_ATTEMPTS], "2");
+
+        let late: BoxError = Box::new(Attempted {
+            attempts: 3,
+            source: Box::new(crate::resilience::deadline::AttemptTimedOut),
+        });
+        let res = answer(late.as_ref());
+        assert_eq!(res.status(), 504);
+        assert_eq!(res.headers()[X_SIDECAR_ATTEMPTS], "3");
+
+        let plain: BoxError = Box::new(BodyError::TooLarge { limit: 10 });
+        assert!(
+            answer(plain.as_ref())
+                .headers()
+                .get(X_SIDECAR_ATTEMPTS)
+                .is_none()
+        );
     }
 }

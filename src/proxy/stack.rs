@@ -14,6 +14,9 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::client::Forward;
 use crate::proxy::collect::CollectBodyLayer;
 use crate::proxy::headers::ForwardedHeadersLayer;
+use crate::resilience::breaker::{Breaker, BreakerLayer};
+use crate::resilience::deadline::{AttemptTimeoutLayer, DeadlineLayer};
+use crate::resilience::retry::{RetryBudget, RetryLayer};
 use crate::telemetry::Metrics;
 use crate::telemetry::layers::{ClientTelemetryLayer, RequestCounts, ServerTelemetryLayer};
 
@@ -24,6 +27,8 @@ pub fn build(
     chaos: &Arc<Chaos>,
     metrics: &Arc<Metrics>,
     counts: &Arc<RequestCounts>,
+    breaker: &Arc<Breaker>,
+    budget: &Arc<RetryBudget>,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<ProxyBody>,
@@ -40,7 +45,21 @@ pub fn build(
         .layer(RescueLayer)
         .layer(CollectBodyLayer::new(config.server.max_body_bytes))
         .layer(ForwardedHeadersLayer)
+        .layer(DeadlineLayer::new(config.upstream.request_timeout))
+        .layer(RetryLayer::new(
+            &config.retry,
+            Arc::clone(budget),
+            Arc::clone(metrics),
+        ))
+        // Disabled: not in the stack at all (the handle still answers /status).
+        .option_layer(
+            config
+                .circuit_breaker
+                .enabled
+                .then(|| BreakerLayer::new(Arc::clone(breaker))),
+        )
         .layer(ClientTelemetryLayer::new(Arc::clone(metrics)))
+        .layer(AttemptTimeoutLayer::new(config.upstream.attempt_timeout))
         .layer(chaos.layer())
         .service(forward)
 }
