@@ -59,13 +59,15 @@ impl Sidecar {
         let forward = Forward::new(&config.upstream)?;
         let telemetry = Telemetry::start(&config.telemetry, config.upstream.url().host())?;
         let metrics = Arc::clone(telemetry.metrics());
-        let chaos = Chaos::new(&config.chaos, Arc::clone(&metrics));
-        let counts = Arc::new(RequestCounts::default());
-        let breaker = Breaker::new(&config.circuit_breaker, Arc::clone(&metrics));
-        let budget = RetryBudget::new(&config.retry);
-        let service = stack::build(
-            &config, forward, &chaos, &metrics, &counts, &breaker, &budget,
-        );
+        let parts = stack::Parts {
+            forward,
+            counts: Arc::new(RequestCounts::default()),
+            breaker: Breaker::new(&config.circuit_breaker, Arc::clone(&metrics)),
+            budget: RetryBudget::new(&config.retry),
+            chaos: Chaos::new(&config.chaos, Arc::clone(&metrics)),
+            metrics: Arc::clone(&metrics),
+        };
+        let service = stack::build(&config, &parts);
 
         let proxy_listener = bind("server.listen", config.server.listen).await?;
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
@@ -91,10 +93,10 @@ impl Sidecar {
             upstream: config.upstream.url().to_string(),
             started: SystemTime::now(),
             parts: vec![
-                Arc::clone(&counts) as Arc<dyn AdminPart>,
-                Arc::clone(&chaos) as Arc<dyn AdminPart>,
-                Arc::clone(&breaker) as Arc<dyn AdminPart>,
-                Arc::clone(&budget) as Arc<dyn AdminPart>,
+                Arc::clone(&parts.counts) as Arc<dyn AdminPart>,
+                Arc::clone(&parts.breaker) as Arc<dyn AdminPart>,
+                Arc::clone(&parts.budget) as Arc<dyn AdminPart>,
+                Arc::clone(&parts.chaos) as Arc<dyn AdminPart>,
             ],
             metrics: {
                 let metrics = Arc::clone(&metrics);

@@ -4,9 +4,9 @@
 //! masked; no apiKey leaves the sidecar (answers, `/status`; logs in
 //! `chaos_logs.rs`).
 //!
-//! These tests hold with or without the retry layer: without it the first
-//! order of a `fail` episode answers the (masked) 500; with it, the same
-//! order is retried after the resolve and answers 200.
+//! With the whole stack on, every order placed during a `fail` or `badjwt`
+//! episode is a pizza whose JWT the factory verifies: the failed try is
+//! retried after the single resolve GET.
 
 mod support;
 
@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use factory_sidecar::config::Config;
 use factory_sidecar::sim::{ChaosKind, ChaosSpec, SimHandle};
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use support::http::{Http, Reply, request};
@@ -28,10 +26,6 @@ const LIMIT: Duration = Duration::from_secs(20);
 fn chaos_config(tweak: impl FnOnce(&mut Config)) -> impl FnOnce(&mut Config) {
     move |c: &mut Config| {
         c.chaos.resolve_cooldown = Duration::from_secs(30);
-        // These tests are about chaos handling: a breaker opened by an
-        // episode's failed tries would answer 503 in their place (that
-        // interplay is tested in tests/resilience.rs).
-        c.circuit_breaker.enabled = false;
         tweak(c);
     }
 }
@@ -64,16 +58,9 @@ async fn status(http: &Http, sc: &Running) -> Value {
     reply.json()
 }
 
-/// Whether `jwt` verifies against the simulator's JWKS.
+/// Whether `jwt` is a pizza the factory signed.
 fn verifies(sim: &SimHandle, jwt: &str) -> bool {
-    let set: JwkSet = serde_json::from_slice(&sim.jwks()).expect("jwks");
-    let Some(jwk) = set.find(sim.kid()) else {
-        return false;
-    };
-    let key = DecodingKey::from_jwk(jwk).expect("rsa key");
-    let mut v = Validation::new(Algorithm::RS256);
-    v.required_spec_claims.clear();
-    jsonwebtoken::decode::<Value>(jwt, &key, &v).is_ok()
+    sim.verify(jwt)
 }
 
 fn assert_no_key(sim: &SimHandle, what: &str, text: &str) {
@@ -83,23 +70,33 @@ fn assert_no_key(sim: &SimHandle, what: &str, text: &str) {
     );
 }
 
-/// A reply during an episode: the masked factory answer, or (with retries)
-/// a good pizza.
-fn check_episode_reply(sim: &SimHandle, reply: &Reply) {
+/// A reply during an episode with the whole stack on: a good pizza whose
+/// JWT the factory verifies, with no apiKey anywhere in it.
+fn assert_pizza(sim: &SimHandle, reply: &Reply) {
+    assert_eq!(reply.status, 200, "{}", reply.text());
     assert_no_key(sim, "the answer", &reply.text());
-    match reply.status.as_u16() {
-        200 => {}
-        500 => {
-            let v = reply.json();
-            let link = v["reportUrl"].as_str().expect("the link, masked");
-            assert!(link.ends_with("/report/****"), "{link}");
-            assert_eq!(
-                reply.header("content-length"),
-                Some(reply.body.len().to_string().as_str())
-            );
-        }
-        other => panic!("unexpected {other}: {}", reply.text()),
-    }
+    let jwt = reply.json()["jwt"]
+        .as_str()
+        .map(str::to_owned)
+        .expect("a jwt");
+    assert!(
+        verifies(sim, &jwt),
+        "the pizza JWT verifies against the factory's keys"
+    );
+}
+
+/// The factory's failed answer passed on (no retry): its link masked and
+/// Content-Length right.
+fn assert_masked_failure(sim: &SimHandle, reply: &Reply) {
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_no_key(sim, "the answer", &reply.text());
+    let v = reply.json();
+    let link = v["reportUrl"].as_str().expect("the link, masked");
+    assert!(link.ends_with("/report/****"), "{link}");
+    assert_eq!(
+        reply.header("content-length"),
+        Some(reply.body.len().to_string().as_str())
+    );
 }
 
 async fn resolved_episode(http: &Http, sc: &Running, kind: &str) -> Value {
@@ -120,7 +117,12 @@ async fn fail_is_resolved_with_one_get_and_the_next_order_is_a_good_pizza() {
     let http = Http::new();
 
     let first = order(&http, &sc, &sim).await;
-    check_episode_reply(&sim, &first);
+    assert_pizza(&sim, &first);
+    assert_eq!(
+        first.header("x-sidecar-attempts"),
+        Some("2"),
+        "one failed try, then the pizza"
+    );
     let ep = resolved_episode(&http, &sc, "fail").await;
     assert_eq!(ep["how"], "auto");
     assert!(
@@ -164,7 +166,7 @@ async fn concurrent_orders_in_an_episode_send_one_resolve_get() {
     )
     .await;
     for r in &replies {
-        check_episode_reply(&sim, r);
+        assert_pizza(&sim, r);
     }
     resolved_episode(&http, &sc, "fail").await;
     assert_eq!(sim.stats().support_requests, 1);
@@ -186,8 +188,12 @@ async fn badjwt_is_caught_by_the_jwks_and_resolved() {
     let http = Http::new();
 
     let first = order(&http, &sc, &sim).await;
-    assert_eq!(first.status, 200);
-    assert_no_key(&sim, "the answer", &first.text());
+    assert_pizza(&sim, &first);
+    assert_eq!(
+        first.header("x-sidecar-attempts"),
+        Some("2"),
+        "the bad pizza was retried"
+    );
     let ep = resolved_episode(&http, &sc, "badjwt").await;
     assert_eq!(ep["how"], "auto");
     let next = order(&http, &sc, &sim).await;
@@ -227,12 +233,17 @@ async fn throttle_is_resolved_after_the_first_slow_answer() {
 async fn with_auto_resolve_off_no_support_path_is_requested_until_asked() {
     let sim = sim::start().await;
     sim.set_chaos(ChaosSpec::fail());
-    let sc = start(&sim, |c| c.chaos.auto_resolve = false).await;
+    // No retry and no breaker: this is about what the chaos layer does alone.
+    let sc = start(&sim, |c| {
+        c.chaos.auto_resolve = false;
+        c.retry.max_attempts = 1;
+        c.circuit_breaker.enabled = false;
+    })
+    .await;
     let http = Http::new();
     for _ in 0..3 {
         let r = order(&http, &sc, &sim).await;
-        assert_eq!(r.status, 500);
-        check_episode_reply(&sim, &r);
+        assert_masked_failure(&sim, &r);
     }
     assert_eq!(sim.stats().support_requests, 0);
     let s = status(&http, &sc).await;
@@ -262,7 +273,7 @@ async fn a_link_naming_another_host_is_never_contacted() {
     sim.set_chaos(ChaosSpec::fail());
     let sc = start(&sim, |_| {}).await;
     let http = Http::new();
-    check_episode_reply(&sim, &order(&http, &sc, &sim).await);
+    assert_pizza(&sim, &order(&http, &sc, &sim).await);
     resolved_episode(&http, &sc, "fail").await;
     assert_eq!(
         sim.stats().support_requests,

@@ -6,7 +6,9 @@
 //! TCP connections), never inferred from the sidecar. No fixed sleeps and no
 //! upper bounds on time: waits poll a condition, and the only time checks
 //! are lower bounds that a slow machine cannot break (a Retry-After was
-//! waited; probes cannot come faster than one per `open_for`).
+//! waited; probes cannot come faster than one per `open_for`). The one
+//! assumption: `open_for` (3 s, 120 s) outlasts a handful of loopback
+//! orders.
 
 mod support;
 
@@ -22,8 +24,8 @@ use tokio::time::Instant;
 
 use support::http::{Http, Reply, request};
 use support::sidecar::{self, ADMIN_TOKEN, Running};
-use support::sim;
 use support::upstream::{FakeUpstream, answer};
+use support::{eventually, sim};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -279,7 +281,7 @@ async fn one_probe_per_open_for_then_recovery_when_the_factory_returns() {
 
     // The factory returns: the next probe succeeds and closes the circuit.
     sim.set_chaos(ChaosSpec::none());
-    let recovered = support::eventually("a pizza after recovery", LIMIT, || async {
+    let recovered = eventually("a pizza after recovery", LIMIT, || async {
         let reply = order(&http, &sc, &sim).await;
         (reply.status == 200).then_some(reply)
     })
@@ -289,6 +291,55 @@ async fn one_probe_per_open_for_then_recovery_when_the_factory_returns() {
     assert_eq!(s["circuit"]["state"], "closed");
     assert_eq!(s["circuit"]["reason"], "probe_succeeded");
     assert_eq!(order(&http, &sc, &sim).await.status, 200);
+}
+
+#[tokio::test]
+async fn half_open_lets_one_probe_through_and_refuses_the_rest_at_once() {
+    let sim = sim::start().await;
+    let sc = start(&sim.url(), |c| {
+        c.circuit_breaker.consecutive_failures = 2;
+        // Long beside five concurrent loopback orders: no second probe.
+        c.circuit_breaker.open_for = Duration::from_secs(3);
+    })
+    .await;
+    let http = Http::new();
+    sim.set_chaos(ChaosSpec::down());
+    let first = order(&http, &sc, &sim).await;
+    assert_circuit_open(&first);
+    assert_eq!(attempts(&first), 2, "two failed tries opened it");
+
+    eventually("the breaker to half-open", LIMIT, || async {
+        (status(&http, &sc).await["circuit"]["state"] == "half_open").then_some(())
+    })
+    .await;
+    let before = sim.stats().orders;
+    let mut orders = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let (http, url, key) = (http.clone(), sc.url.clone(), sim.api_key().to_owned());
+        orders.spawn(async move {
+            http.post_json(
+                &format!("{url}/api/order"),
+                Some(&key),
+                factory_sidecar::sim::SAMPLE_ORDER,
+            )
+            .await
+            .expect("the sidecar answers")
+        });
+    }
+    let mut tried = Vec::new();
+    while let Some(reply) = orders.join_next().await {
+        let reply = reply.expect("order task");
+        // The probe failed, reopened the circuit, and its retry was refused.
+        assert_circuit_open(&reply);
+        tried.push(attempts(&reply));
+    }
+    tried.sort_unstable();
+    assert_eq!(tried, [0, 0, 0, 0, 1], "one probe, four refused at once");
+    assert_eq!(
+        sim.stats().orders - before,
+        1,
+        "one probe reached the factory"
+    );
 }
 
 #[tokio::test]
@@ -375,13 +426,22 @@ async fn only_safe_requests_are_retried_and_never_a_4xx() {
     assert_eq!((reply.status.as_u16(), attempts(&reply)), (200, 3));
     assert_eq!(up.request_count(), 6);
 
-    // 4xx: the caller's fault, never retried (not even a 429 with Retry-After).
-    for path in ["/teapot", "/busy"] {
+    // 4xx: the caller's fault, never retried (not even a 429 with
+    // Retry-After), and passed on as the factory sent it.
+    for (path, want, message) in [
+        ("/teapot", 418, "short and stout"),
+        ("/busy", 429, "slow down"),
+    ] {
         let reply = http
             .get(&format!("{}{path}", sc.url))
             .await
             .expect("answer");
-        assert_eq!(attempts(&reply), 1, "{path}");
+        assert_eq!(
+            (reply.status.as_u16(), attempts(&reply)),
+            (want, 1),
+            "{path}"
+        );
+        assert_eq!(reply.json()["message"], message);
     }
     assert_eq!(up.request_count(), 8);
     let bodies: Vec<_> = up.requests().iter().map(|r| r.body.clone()).collect();
@@ -433,7 +493,7 @@ async fn the_overall_deadline_holds_against_a_throttled_factory() {
     assert!((1..=3).contains(&n), "{n} tries");
     // A try cut early may still be on its way (the chaos layer lets it
     // finish in the background): wait for it, then compare.
-    support::eventually("the factory to count every try", LIMIT, || async {
+    eventually("the factory to count every try", LIMIT, || async {
         (sim.stats().orders == n).then_some(())
     })
     .await;

@@ -206,14 +206,17 @@ pub async fn main(args: DemoArgs) -> ExitCode {
     println!("summary (ok = 200 with a pizza JWT that verifies)");
     print!("{}", view::summary(&names, &all));
     let final_status = status.raw().await;
-    if let Some(eps) = final_status
-        .pointer("/chaos/episodes")
-        .and_then(|v| v.as_array())
-    {
+    let episodes: Vec<&serde_json::Value> = ["/chaos/active", "/chaos/recent"]
+        .iter()
+        .filter_map(|p| final_status.pointer(p).and_then(|v| v.as_array()))
+        .flatten()
+        .collect();
+    if !episodes.is_empty() {
         println!();
-        println!("chaos episodes");
-        for ep in eps {
-            println!("  {}", view::describe_episode(ep));
+        println!("chaos episodes, newest first (detected at, type, outcome)");
+        for ep in episodes {
+            let first_seen = ep.get("firstSeen").and_then(|v| v.as_str()).unwrap_or("?");
+            println!("  {first_seen}  {}", view::describe_episode(ep));
         }
     }
     let stats = sim.stats();

@@ -20,15 +20,21 @@ use crate::resilience::retry::{RetryBudget, RetryLayer};
 use crate::telemetry::Metrics;
 use crate::telemetry::layers::{ClientTelemetryLayer, RequestCounts, ServerTelemetryLayer};
 
+/// The shared state the layers hold (cheap to clone: all `Arc`s).
+#[derive(Clone)]
+pub struct Parts {
+    pub forward: Forward,
+    pub metrics: Arc<Metrics>,
+    pub counts: Arc<RequestCounts>,
+    pub breaker: Arc<Breaker>,
+    pub budget: Arc<RetryBudget>,
+    pub chaos: Arc<Chaos>,
+}
+
 /// The whole request path as one service, cloned per connection.
 pub fn build(
     config: &Config,
-    forward: Forward,
-    chaos: &Arc<Chaos>,
-    metrics: &Arc<Metrics>,
-    counts: &Arc<RequestCounts>,
-    breaker: &Arc<Breaker>,
-    budget: &Arc<RetryBudget>,
+    parts: &Parts,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<ProxyBody>,
@@ -39,8 +45,8 @@ pub fn build(
 + 'static {
     ServiceBuilder::new()
         .layer(ServerTelemetryLayer::new(
-            Arc::clone(metrics),
-            Arc::clone(counts),
+            Arc::clone(&parts.metrics),
+            Arc::clone(&parts.counts),
         ))
         .layer(RescueLayer)
         .layer(CollectBodyLayer::new(config.server.max_body_bytes))
@@ -48,18 +54,18 @@ pub fn build(
         .layer(DeadlineLayer::new(config.upstream.request_timeout))
         .layer(RetryLayer::new(
             &config.retry,
-            Arc::clone(budget),
-            Arc::clone(metrics),
+            Arc::clone(&parts.budget),
+            Arc::clone(&parts.metrics),
         ))
-        // Disabled: not in the stack at all (the handle still answers /status).
+        // Disabled: not in the stack at all (its handle still answers /status).
         .option_layer(
             config
                 .circuit_breaker
                 .enabled
-                .then(|| BreakerLayer::new(Arc::clone(breaker))),
+                .then(|| BreakerLayer::new(Arc::clone(&parts.breaker))),
         )
-        .layer(ClientTelemetryLayer::new(Arc::clone(metrics)))
+        .layer(ClientTelemetryLayer::new(Arc::clone(&parts.metrics)))
         .layer(AttemptTimeoutLayer::new(config.upstream.attempt_timeout))
-        .layer(chaos.layer())
-        .service(forward)
+        .layer(parts.chaos.layer())
+        .service(parts.forward.clone())
 }

@@ -167,7 +167,7 @@ impl Breaker {
             // factory's, so it is a sign of life like any proper answer.
             Outcome::Success | Outcome::CallerError => Verdict::Success,
             Outcome::Failure(_) => Verdict::Failure,
-            Outcome::Rejected | Outcome::Aborted => Verdict::Neutral,
+            Outcome::Rejected | Outcome::Aborted | Outcome::Excused(_) => Verdict::Neutral,
         };
         let transition = self.machine.lock().record(ticket, verdict, Instant::now());
         self.report(transition);
@@ -355,6 +355,23 @@ mod tests {
             consecutive_failures: 2,
             ..BreakerConfig::default()
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn excused_failures_never_open_the_circuit() {
+        let b = breaker(fast_config());
+        for _ in 0..50 {
+            b.admit()
+                .expect("closed")
+                .finish(Outcome::Excused(FailureKind::Status5xx));
+        }
+        let s = b.snapshot();
+        assert_eq!(s.state, CircuitState::Closed);
+        assert_eq!(
+            s.window.calls, 0,
+            "resolved chaos says nothing about the factory"
+        );
+        assert_eq!(s.consecutive_failures, 0);
     }
 
     #[tokio::test(start_paused = true)]

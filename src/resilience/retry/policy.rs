@@ -110,7 +110,9 @@ impl RetryPolicy {
     /// The failure to retry, if this outcome is one `retry.on` lists.
     pub fn retry_reason(&self, outcome: Outcome) -> Option<FailureKind> {
         match outcome {
-            Outcome::Failure(kind) if self.on[kind_index(kind)] => Some(kind),
+            Outcome::Failure(kind) | Outcome::Excused(kind) if self.on[kind_index(kind)] => {
+                Some(kind)
+            }
             _ => None,
         }
     }
@@ -216,6 +218,11 @@ mod tests {
         assert_eq!(
             p.retry_reason(Outcome::Failure(FailureKind::Status5xx)),
             Some(FailureKind::Status5xx)
+        );
+        assert_eq!(
+            p.retry_reason(Outcome::Excused(FailureKind::Status5xx)),
+            Some(FailureKind::Status5xx),
+            "resolved chaos is retried like the failure it was"
         );
         assert_eq!(p.retry_reason(Outcome::Failure(FailureKind::Timeout)), None);
         assert_eq!(p.retry_reason(Outcome::Failure(FailureKind::BadJwt)), None);
