@@ -77,7 +77,13 @@ pub fn build_buffered(
             Arc::clone(&parts.budget),
             Arc::clone(&parts.metrics),
         ))
-        .layer(BreakerLayer::new(Arc::clone(&parts.breaker)))
+        // Disabled: not in the stack at all (its handle still answers /status).
+        .option_layer(
+            config
+                .circuit_breaker
+                .enabled
+                .then(|| BreakerLayer::new(Arc::clone(&parts.breaker))),
+        )
         .layer(ClientTelemetryLayer::new(Arc::clone(&parts.metrics)))
         .layer(AttemptTimeoutLayer::new(config.upstream.attempt_timeout))
         .layer(parts.chaos.layer())
