@@ -478,6 +478,150 @@ mod tests {
         assert_eq!(off.dropped(), 0);
     }
 
+    /// A loopback "Grafana" that records every request and answers the
+    /// first `fail_first` with `fail_status`, the rest 200 (or never, with
+    /// `hang`).
+    struct Recorder {
+        url: String,
+        seen: Arc<Mutex<Vec<(Method, String, http::HeaderMap, Bytes)>>>,
+    }
+
+    async fn recorder(fail_first: usize, fail_status: StatusCode, hang: bool) -> Recorder {
+        use hyper::server::conn::http1;
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicU64::new(0));
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen2.clone();
+                let count = count.clone();
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    let count = count.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        seen.lock().push((parts.method, parts.uri.path().to_owned(), parts.headers, body));
+                        if hang {
+                            std::future::pending::<()>().await;
+                        }
+                        let n = count.fetch_add(1, Ordering::SeqCst) as usize;
+                        let mut res = http::Response::new(Full::new(Bytes::from_static(b"{\"id\":1}")));
+                        if n < fail_first {
+                            *res.status_mut() = fail_status;
+                        }
+                        Ok::<_, std::convert::Infallible>(res)
+                    }
+                });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+            }
+        });
+        Recorder {
+            url: format!("http://{addr}/grafana/"),
+            seen,
+        }
+    }
+
+    fn fast() -> AnnotatorOptions {
+        AnnotatorOptions {
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+            request_timeout: Duration::from_secs(5),
+            ..AnnotatorOptions::default()
+        }
+    }
+
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_post_is_retried_then_delivered() {
+        let grafana = recorder(1, StatusCode::SERVICE_UNAVAILABLE, false).await;
+        let a = Annotator::with_options(&grafana.url, "tok-123", fast()).expect("starts");
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        a.episode_started("fail", at, "chaos fail detected");
+        until("the annotation is sent", || a.sent() == 1).await;
+        assert_eq!(a.retries(), 1);
+        assert_eq!(a.failed(), 0);
+        let seen = grafana.seen.lock();
+        assert_eq!(seen.len(), 2, "one failure, one success");
+        for (method, path, headers, body) in seen.iter() {
+            assert_eq!(method, Method::POST);
+            assert_eq!(path, "/grafana/api/annotations");
+            assert_eq!(headers[header::AUTHORIZATION], "Bearer tok-123");
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+            let v: serde_json::Value = serde_json::from_slice(body).expect("json body");
+            assert_eq!(
+                v,
+                serde_json::json!({"time": 1_700_000_000_123u64, "tags": ["chaos", "fail"], "text": "chaos fail detected"})
+            );
+        }
+        drop(seen);
+        a.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test]
+    async fn a_resolution_is_a_region_over_the_episode() {
+        let grafana = recorder(0, StatusCode::OK, false).await;
+        let a = Annotator::with_options(&grafana.url, "tok", fast()).expect("starts");
+        let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        a.episode_resolved("badjwt", start, start + Duration::from_secs(90), "resolved by following the report link");
+        until("the annotation is sent", || a.sent() == 1).await;
+        let seen = grafana.seen.lock();
+        let v: serde_json::Value = serde_json::from_slice(&seen[0].3).expect("json");
+        assert_eq!(v["time"], 1_700_000_000_000u64);
+        assert_eq!(v["timeEnd"], 1_700_000_090_000u64);
+        assert_eq!(v["tags"], serde_json::json!(["chaos", "badjwt", "resolved"]));
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_not_retried() {
+        let grafana = recorder(usize::MAX, StatusCode::UNAUTHORIZED, false).await;
+        let a = Annotator::with_options(&grafana.url, "wrong", fast()).expect("starts");
+        a.episode_started("fail", SystemTime::now(), "x");
+        until("the annotation is given up", || a.failed() == 1).await;
+        assert_eq!(a.retries(), 0);
+        assert_eq!(grafana.seen.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_give_up_after_max_attempts() {
+        let grafana = recorder(usize::MAX, StatusCode::BAD_GATEWAY, false).await;
+        let options = AnnotatorOptions {
+            max_attempts: 3,
+            ..fast()
+        };
+        let a = Annotator::with_options(&grafana.url, "tok", options).expect("starts");
+        a.episode_started("throttle", SystemTime::now(), "x");
+        until("the annotation is given up", || a.failed() == 1).await;
+        assert_eq!(a.retries(), 2);
+        assert_eq!(grafana.seen.lock().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_waiting() {
+        let grafana = recorder(0, StatusCode::OK, true).await;
+        let options = AnnotatorOptions {
+            queue: 1,
+            ..fast()
+        };
+        let a = Annotator::with_options(&grafana.url, "tok", options).expect("starts");
+        // No await in between: the posting task cannot take any yet.
+        for _ in 0..5 {
+            a.episode_started("fail", SystemTime::now(), "x");
+        }
+        assert_eq!(a.dropped(), 4);
+        a.shutdown(Duration::from_millis(50)).await;
+    }
+
     #[tokio::test]
     async fn the_token_never_shows_in_debug() {
         let a = Annotator::with_options("http://127.0.0.1:9", "s3cr3t-token", AnnotatorOptions::default())
