@@ -68,13 +68,21 @@ async fn every_spec_metric_arrives(protocol: OtlpProtocol) {
         RequestOutcome::FactoryError,
         Duration::from_millis(5),
     );
-    m.client_request(&Method::POST, ClientResult::Status(StatusCode::OK), Duration::from_millis(10));
+    m.client_request(
+        &Method::POST,
+        ClientResult::Status(StatusCode::OK),
+        Duration::from_millis(10),
+    );
     m.client_request(
         &Method::POST,
         ClientResult::Status(StatusCode::INTERNAL_SERVER_ERROR),
         Duration::from_millis(3),
     );
-    m.client_request(&Method::POST, ClientResult::Error(FailureKind::Connect), Duration::from_millis(1));
+    m.client_request(
+        &Method::POST,
+        ClientResult::Error(FailureKind::Connect),
+        Duration::from_millis(1),
+    );
     m.retry(FailureKind::Status5xx);
     m.retry(FailureKind::Status5xx);
     m.retry(FailureKind::Connect);
@@ -96,7 +104,9 @@ async fn every_spec_metric_arrives(protocol: OtlpProtocol) {
         ("sidecar.outcome", "ok"),
     ];
     let p = rotel
-        .wait_for_point("http.server.request.duration", &ok, WAIT, |p| p.count == Some(2))
+        .wait_for_point("http.server.request.duration", &ok, WAIT, |p| {
+            p.count == Some(2)
+        })
         .await;
     let sum = p.sum.expect("histogram sum");
     assert!((sum - 0.06).abs() < 1e-9, "sum of 20 ms + 40 ms, got {sum}");
@@ -107,25 +117,52 @@ async fn every_spec_metric_arrives(protocol: OtlpProtocol) {
         ("sidecar.outcome", "factory_error"),
     ];
     rotel
-        .wait_for_point("http.server.request.duration", &failed, WAIT, |p| p.count == Some(1))
+        .wait_for_point("http.server.request.duration", &failed, WAIT, |p| {
+            p.count == Some(1)
+        })
         .await;
 
     let addr = ("server.address", "factory.test");
     let method = ("http.request.method", "POST");
     for attrs in [
         vec![method, ("http.response.status_code", "200"), addr],
-        vec![method, ("http.response.status_code", "500"), ("error.type", "5xx"), addr],
+        vec![
+            method,
+            ("http.response.status_code", "500"),
+            ("error.type", "5xx"),
+            addr,
+        ],
         vec![method, ("error.type", "connect"), addr],
     ] {
         rotel
-            .wait_for_point("http.client.request.duration", &attrs, WAIT, |p| p.count == Some(1))
+            .wait_for_point("http.client.request.duration", &attrs, WAIT, |p| {
+                p.count == Some(1)
+            })
             .await;
     }
 
-    rotel.wait_for_point("sidecar.retries", &[("reason", "5xx")], WAIT, value(2.0)).await;
-    rotel.wait_for_point("sidecar.retries", &[("reason", "connect")], WAIT, value(1.0)).await;
-    rotel.wait_for_point("sidecar.retries", &[("reason", "timeout")], WAIT, value(0.0)).await;
-    rotel.wait_for_point("sidecar.circuit.state", &[], WAIT, value(2.0)).await;
+    rotel
+        .wait_for_point("sidecar.retries", &[("reason", "5xx")], WAIT, value(2.0))
+        .await;
+    rotel
+        .wait_for_point(
+            "sidecar.retries",
+            &[("reason", "connect")],
+            WAIT,
+            value(1.0),
+        )
+        .await;
+    rotel
+        .wait_for_point(
+            "sidecar.retries",
+            &[("reason", "timeout")],
+            WAIT,
+            value(0.0),
+        )
+        .await;
+    rotel
+        .wait_for_point("sidecar.circuit.state", &[], WAIT, value(2.0))
+        .await;
     rotel
         .wait_for_point(
             "sidecar.circuit.transitions",
@@ -134,29 +171,64 @@ async fn every_spec_metric_arrives(protocol: OtlpProtocol) {
             value(1.0),
         )
         .await;
-    rotel.wait_for_point("sidecar.circuit.rejections", &[], WAIT, value(3.0)).await;
     rotel
-        .wait_for_point("sidecar.chaos.detected", &[("chaos.type", "fail")], WAIT, value(1.0))
+        .wait_for_point("sidecar.circuit.rejections", &[], WAIT, value(3.0))
         .await;
     rotel
-        .wait_for_point("sidecar.chaos.detected", &[("chaos.type", "badjwt")], WAIT, value(0.0))
+        .wait_for_point(
+            "sidecar.chaos.detected",
+            &[("chaos.type", "fail")],
+            WAIT,
+            value(1.0),
+        )
         .await;
     rotel
-        .wait_for_point("sidecar.chaos.active", &[("chaos.type", "fail")], WAIT, value(1.0))
+        .wait_for_point(
+            "sidecar.chaos.detected",
+            &[("chaos.type", "badjwt")],
+            WAIT,
+            value(0.0),
+        )
         .await;
     rotel
-        .wait_for_point("sidecar.chaos.active", &[("chaos.type", "throttle")], WAIT, value(0.0))
+        .wait_for_point(
+            "sidecar.chaos.active",
+            &[("chaos.type", "fail")],
+            WAIT,
+            value(1.0),
+        )
         .await;
     rotel
-        .wait_for_point("sidecar.chaos.resolutions", &[("result", "resolved")], WAIT, value(1.0))
+        .wait_for_point(
+            "sidecar.chaos.active",
+            &[("chaos.type", "throttle")],
+            WAIT,
+            value(0.0),
+        )
         .await;
     rotel
-        .wait_for_point("sidecar.chaos.resolutions", &[("result", "unresolved")], WAIT, value(1.0))
+        .wait_for_point(
+            "sidecar.chaos.resolutions",
+            &[("result", "resolved")],
+            WAIT,
+            value(1.0),
+        )
+        .await;
+    rotel
+        .wait_for_point(
+            "sidecar.chaos.resolutions",
+            &[("result", "unresolved")],
+            WAIT,
+            value(1.0),
+        )
         .await;
 
     // The resource names the service and host.
     let out = rotel.output();
-    assert!(out.contains("service.name: Str(factory-sidecar-test)"), "{out}");
+    assert!(
+        out.contains("service.name: Str(factory-sidecar-test)"),
+        "{out}"
+    );
     assert!(out.contains("service.version: Str("), "{out}");
     assert!(out.contains("host.name: Str("), "{out}");
 
@@ -187,7 +259,11 @@ async fn spans_continue_the_callers_trace(protocol: OtlpProtocol) {
     let seen = sent.clone();
     // server layer -> client layer -> a "factory" that records traceparent.
     let factory = tower::service_fn(move |req: Request<Bytes>| {
-        if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        if let Some(tp) = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+        {
             seen.lock().push(tp.to_owned());
         }
         async { Ok::<_, BoxError>(Response::new(ProxyBody::full("{\"jwt\":\"x\"}"))) }
@@ -241,7 +317,11 @@ async fn shutdown_flushes_what_the_interval_has_not_sent_yet() {
     let rotel = Rotel::start().await;
     // An interval the test never reaches: only the final flush can deliver.
     let telemetry = Telemetry::start(
-        &config(&rotel, OtlpProtocol::HttpProtobuf, Duration::from_secs(3600)),
+        &config(
+            &rotel,
+            OtlpProtocol::HttpProtobuf,
+            Duration::from_secs(3600),
+        ),
         "factory.test",
     )
     .expect("telemetry starts");
@@ -270,10 +350,17 @@ async fn an_unreachable_collector_never_touches_recording_and_shutdown_is_bounde
     }
     // /metrics is unaffected by the failing export.
     let text = telemetry.prometheus_text();
-    assert!(text.lines().any(|l| l == "sidecar_circuit_rejections_total 1000"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "sidecar_circuit_rejections_total 1000"),
+        "{text}"
+    );
     // Bounded by its limit per export task; the outer timeout only turns a
     // hang into a failure.
-    tokio::time::timeout(Duration::from_secs(60), telemetry.shutdown(Duration::from_secs(2)))
-        .await
-        .expect("shutdown returns although the collector is unreachable");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        telemetry.shutdown(Duration::from_secs(2)),
+    )
+    .await
+    .expect("shutdown returns although the collector is unreachable");
 }

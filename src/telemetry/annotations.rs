@@ -154,7 +154,11 @@ impl Annotator {
         if config.url.trim().is_empty() {
             return Ok(Annotator::disabled());
         }
-        Annotator::with_options(&config.url, config.token.expose(), AnnotatorOptions::default())
+        Annotator::with_options(
+            &config.url,
+            config.token.expose(),
+            AnnotatorOptions::default(),
+        )
     }
 
     /// To `base_url` (Grafana's root URL) with `token`.
@@ -168,7 +172,9 @@ impl Annotator {
             reason: reason.to_owned(),
         };
         let target = format!("{}/api/annotations", base_url.trim().trim_end_matches('/'));
-        let uri: Uri = target.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let uri: Uri = target
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
             return Err(bad("must be an http:// or https:// URL"));
         }
@@ -249,7 +255,10 @@ impl Annotator {
             Err(_) => {
                 let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
-                    tracing::warn!(dropped = n, "Grafana annotation queue full; annotation dropped");
+                    tracing::warn!(
+                        dropped = n,
+                        "Grafana annotation queue full; annotation dropped"
+                    );
                 }
             }
         }
@@ -455,7 +464,10 @@ mod tests {
             time_end: Some(1_700_000_060_000),
             ..a
         };
-        assert_eq!(serde_json::to_value(&b).expect("json")["timeEnd"], 1_700_000_060_000u64);
+        assert_eq!(
+            serde_json::to_value(&b).expect("json")["timeEnd"],
+            1_700_000_060_000u64
+        );
     }
 
     #[test]
@@ -481,15 +493,20 @@ mod tests {
     /// A loopback "Grafana" that records every request and answers the
     /// first `fail_first` with `fail_status`, the rest 200 (or never, with
     /// `hang`).
+    /// Method, path, headers, body.
+    type Seen = (Method, String, http::HeaderMap, Bytes);
+
     struct Recorder {
         url: String,
-        seen: Arc<Mutex<Vec<(Method, String, http::HeaderMap, Bytes)>>>,
+        seen: Arc<Mutex<Vec<Seen>>>,
     }
 
     async fn recorder(fail_first: usize, fail_status: StatusCode, hang: bool) -> Recorder {
         use hyper::server::conn::http1;
         use hyper_util::rt::TokioIo;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let count = Arc::new(AtomicU64::new(0));
@@ -503,13 +520,23 @@ mod tests {
                     let count = count.clone();
                     async move {
                         let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        seen.lock().push((parts.method, parts.uri.path().to_owned(), parts.headers, body));
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        seen.lock().push((
+                            parts.method,
+                            parts.uri.path().to_owned(),
+                            parts.headers,
+                            body,
+                        ));
                         if hang {
                             std::future::pending::<()>().await;
                         }
                         let n = count.fetch_add(1, Ordering::SeqCst) as usize;
-                        let mut res = http::Response::new(Full::new(Bytes::from_static(b"{\"id\":1}")));
+                        let mut res =
+                            http::Response::new(Full::new(Bytes::from_static(b"{\"id\":1}")));
                         if n < fail_first {
                             *res.status_mut() = fail_status;
                         }
@@ -537,7 +564,10 @@ mod tests {
     async fn until(what: &str, cond: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !cond() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -551,20 +581,21 @@ mod tests {
         until("the annotation is sent", || a.sent() == 1).await;
         assert_eq!(a.retries(), 1);
         assert_eq!(a.failed(), 0);
-        let seen = grafana.seen.lock();
-        assert_eq!(seen.len(), 2, "one failure, one success");
-        for (method, path, headers, body) in seen.iter() {
-            assert_eq!(method, Method::POST);
-            assert_eq!(path, "/grafana/api/annotations");
-            assert_eq!(headers[header::AUTHORIZATION], "Bearer tok-123");
-            assert_eq!(headers[header::CONTENT_TYPE], "application/json");
-            let v: serde_json::Value = serde_json::from_slice(body).expect("json body");
-            assert_eq!(
-                v,
-                serde_json::json!({"time": 1_700_000_000_123u64, "tags": ["chaos", "fail"], "text": "chaos fail detected"})
-            );
+        {
+            let seen = grafana.seen.lock();
+            assert_eq!(seen.len(), 2, "one failure, one success");
+            for (method, path, headers, body) in seen.iter() {
+                assert_eq!(method, Method::POST);
+                assert_eq!(path, "/grafana/api/annotations");
+                assert_eq!(headers[header::AUTHORIZATION], "Bearer tok-123");
+                assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+                let v: serde_json::Value = serde_json::from_slice(body).expect("json body");
+                assert_eq!(
+                    v,
+                    serde_json::json!({"time": 1_700_000_000_123u64, "tags": ["chaos", "fail"], "text": "chaos fail detected"})
+                );
+            }
         }
-        drop(seen);
         a.shutdown(Duration::from_secs(5)).await;
     }
 
@@ -573,13 +604,21 @@ mod tests {
         let grafana = recorder(0, StatusCode::OK, false).await;
         let a = Annotator::with_options(&grafana.url, "tok", fast()).expect("starts");
         let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        a.episode_resolved("badjwt", start, start + Duration::from_secs(90), "resolved by following the report link");
+        a.episode_resolved(
+            "badjwt",
+            start,
+            start + Duration::from_secs(90),
+            "resolved by following the report link",
+        );
         until("the annotation is sent", || a.sent() == 1).await;
         let seen = grafana.seen.lock();
         let v: serde_json::Value = serde_json::from_slice(&seen[0].3).expect("json");
         assert_eq!(v["time"], 1_700_000_000_000u64);
         assert_eq!(v["timeEnd"], 1_700_000_090_000u64);
-        assert_eq!(v["tags"], serde_json::json!(["chaos", "badjwt", "resolved"]));
+        assert_eq!(
+            v["tags"],
+            serde_json::json!(["chaos", "badjwt", "resolved"])
+        );
     }
 
     #[tokio::test]
@@ -609,10 +648,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_without_waiting() {
         let grafana = recorder(0, StatusCode::OK, true).await;
-        let options = AnnotatorOptions {
-            queue: 1,
-            ..fast()
-        };
+        let options = AnnotatorOptions { queue: 1, ..fast() };
         let a = Annotator::with_options(&grafana.url, "tok", options).expect("starts");
         // No await in between: the posting task cannot take any yet.
         for _ in 0..5 {
@@ -624,8 +660,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_token_never_shows_in_debug() {
-        let a = Annotator::with_options("http://127.0.0.1:9", "s3cr3t-token", AnnotatorOptions::default())
-            .expect("starts");
+        let a = Annotator::with_options(
+            "http://127.0.0.1:9",
+            "s3cr3t-token",
+            AnnotatorOptions::default(),
+        )
+        .expect("starts");
         let shown = format!("{a:?} {}", a.status());
         assert!(!shown.contains("s3cr3t"), "{shown}");
         a.shutdown(Duration::from_millis(1)).await;

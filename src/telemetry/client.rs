@@ -244,19 +244,31 @@ mod tests {
         for _ in 0..5 {
             let _ = svc
                 .clone()
-                .oneshot(Request::post("/api/order").body(bytes::Bytes::new()).expect("req"))
+                .oneshot(
+                    Request::post("/api/order")
+                        .body(bytes::Bytes::new())
+                        .expect("req"),
+                )
                 .await;
         }
         let text = metrics.prometheus_text();
         let a = "server_address=\"factory.test\"";
         for labels in [
             format!("http_request_method=\"POST\",http_response_status_code=\"200\",{a}"),
-            format!("error_type=\"5xx\",http_request_method=\"POST\",http_response_status_code=\"500\",{a}"),
-            format!("error_type=\"badjwt\",http_request_method=\"POST\",http_response_status_code=\"200\",{a}"),
+            format!(
+                "error_type=\"5xx\",http_request_method=\"POST\",http_response_status_code=\"500\",{a}"
+            ),
+            format!(
+                "error_type=\"badjwt\",http_request_method=\"POST\",http_response_status_code=\"200\",{a}"
+            ),
             format!("error_type=\"connect\",http_request_method=\"POST\",{a}"),
             format!("error_type=\"timeout\",http_request_method=\"POST\",{a}"),
         ] {
-            assert_eq!(count_line(&text, &labels).as_deref(), Some("1"), "{labels} in\n{text}");
+            assert_eq!(
+                count_line(&text, &labels).as_deref(),
+                Some("1"),
+                "{labels} in\n{text}"
+            );
         }
     }
 
@@ -270,7 +282,11 @@ mod tests {
         drop(svc.call(Request::get("/api/order").body(()).expect("req")));
         let text = metrics.prometheus_text();
         assert_eq!(
-            count_line(&text, "error_type=\"cancelled\",http_request_method=\"GET\",server_address=\"f\"").as_deref(),
+            count_line(
+                &text,
+                "error_type=\"cancelled\",http_request_method=\"GET\",server_address=\"f\""
+            )
+            .as_deref(),
             Some("1"),
             "{text}"
         );
@@ -284,7 +300,11 @@ mod tests {
         let seen = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
         let seen2 = seen.clone();
         let svc = layer.layer(tower::service_fn(move |req: Request<()>| {
-            if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+            if let Some(tp) = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+            {
                 seen2.lock().push(tp.to_owned());
             }
             async { Ok::<_, BoxError>(answer(StatusCode::OK, false)) }
@@ -293,18 +313,29 @@ mod tests {
             let mut h = http::HeaderMap::new();
             h.insert(
                 "traceparent",
-                http::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+                http::HeaderValue::from_static(
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ),
             );
             h
         };
         let server = tracing
-            .server_span(&headers, &Method::POST, http::Version::HTTP_11, Route::Order, None)
+            .server_span(
+                &headers,
+                &Method::POST,
+                http::Version::HTTP_11,
+                Route::Order,
+                None,
+            )
             .expect("span");
         let server_id = server.span().span_context().span_id();
         {
             use opentelemetry::context::FutureExt as _;
             let req = Request::post("/api/order")
-                .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+                .header(
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                )
                 .body(())
                 .expect("req");
             svc.clone()

@@ -13,7 +13,8 @@
 use std::collections::BTreeSet;
 
 /// The dashboard, as shipped.
-pub const DASHBOARD_JSON: &str = include_str!("../../config/grafana/dashboards/factory-sidecar.json");
+pub const DASHBOARD_JSON: &str =
+    include_str!("../../config/grafana/dashboards/factory-sidecar.json");
 /// The alert rules, as shipped.
 pub const ALERTS_JSON: &str =
     include_str!("../../config/grafana/provisioning/alerting/factory-sidecar-alerts.json");
@@ -29,7 +30,7 @@ pub struct GrafanaFileError {
 
 /// Every PromQL expression (`"expr"` value) in a Grafana JSON document.
 pub fn expressions(json: &str, what: &'static str) -> Result<Vec<String>, GrafanaFileError> {
-    Ok(strings_under(json, what, "expr")?)
+    strings_under(json, what, "expr")
 }
 
 /// Every string value under `key`, anywhere in a JSON document.
@@ -62,7 +63,10 @@ fn collect(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
 
 /// The metric of a template variable query `label_values(metric, label)`.
 pub fn label_values_metric(query: &str) -> Option<String> {
-    let args = query.trim().strip_prefix("label_values(")?.strip_suffix(')')?;
+    let args = query
+        .trim()
+        .strip_prefix("label_values(")?
+        .strip_suffix(')')?;
     let (metric, label) = args.split_once(',')?;
     let metric = metric.trim();
     let selector_free = metric.split('{').next().unwrap_or(metric).trim();
@@ -94,12 +98,44 @@ pub fn queried_metric_names() -> Result<BTreeSet<String>, GrafanaFileError> {
 
 /// PromQL words that are not metric names.
 const KEYWORDS: &[&str] = &[
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-    "offset", "atan2", "inf", "nan", "sum", "min", "max", "avg", "group", "stddev", "stdvar",
-    "count", "count_values", "bottomk", "topk", "quantile", "limitk", "limit_ratio",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
 ];
 /// Keywords followed by a parenthesised list of label names.
-const LABEL_LISTS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
+const LABEL_LISTS: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
 
 /// The metric names a PromQL expression selects.
 pub fn metric_names(expr: &str) -> BTreeSet<String> {
@@ -149,8 +185,8 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
                 }
                 let word: String = chars[start..i].iter().collect();
                 // A number's exponent or suffix (`1e3`, `5m`) is not a name.
-                let after_number = start > 0
-                    && (chars[start - 1].is_ascii_digit() || chars[start - 1] == '.');
+                let after_number =
+                    start > 0 && (chars[start - 1].is_ascii_digit() || chars[start - 1] == '.');
                 let mut j = i;
                 while j < chars.len() && chars[j].is_whitespace() {
                     j += 1;
@@ -207,19 +243,31 @@ mod tests {
     #[test]
     fn the_scanner_finds_metric_names_only() {
         assert_eq!(
-            names("histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{http_route=\"/api/order\"}[$__rate_interval])))"),
+            names(
+                "histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{http_route=\"/api/order\"}[$__rate_interval])))"
+            ),
             ["http_server_request_duration_seconds_bucket"]
         );
         assert_eq!(
-            names("100 * sum(rate(a_count{error_type=\"\"}[5m])) / clamp_min(sum(rate(a_count[5m])), 1e-9)"),
+            names(
+                "100 * sum(rate(a_count{error_type=\"\"}[5m])) / clamp_min(sum(rate(a_count[5m])), 1e-9)"
+            ),
             ["a_count"]
         );
         assert_eq!(
-            names("max_over_time(sidecar_circuit_state[1m]) == 2 and on() vector(1) > bool 0 or sidecar_chaos_active offset 5m"),
+            names(
+                "max_over_time(sidecar_circuit_state[1m]) == 2 and on() vector(1) > bool 0 or sidecar_chaos_active offset 5m"
+            ),
             ["sidecar_chaos_active", "sidecar_circuit_state"]
         );
-        assert_eq!(names("sum without (instance, job) (x_total) unless ignoring(a) y"), ["x_total", "y"]);
-        assert_eq!(names("label_replace(up, \"a\", \"$1\", \"b\", \"(.*)\")"), ["up"]);
+        assert_eq!(
+            names("sum without (instance, job) (x_total) unless ignoring(a) y"),
+            ["x_total", "y"]
+        );
+        assert_eq!(
+            names("label_replace(up, \"a\", \"$1\", \"b\", \"(.*)\")"),
+            ["up"]
+        );
         assert_eq!(names("${metric}_total + $x"), Vec::<String>::new());
     }
 
@@ -247,8 +295,18 @@ mod tests {
         use http::{Method, StatusCode};
         use std::time::Duration;
         let m = Metrics::new("factory.test");
-        m.server_request(&Method::POST, Route::Order, StatusCode::OK, RequestOutcome::Ok, Duration::from_millis(1));
-        m.client_request(&Method::POST, ClientResult::Status(StatusCode::OK), Duration::from_millis(1));
+        m.server_request(
+            &Method::POST,
+            Route::Order,
+            StatusCode::OK,
+            RequestOutcome::Ok,
+            Duration::from_millis(1),
+        );
+        m.client_request(
+            &Method::POST,
+            ClientResult::Status(StatusCode::OK),
+            Duration::from_millis(1),
+        );
         m.retry(FailureKind::Status5xx);
         m.circuit_state(CircuitState::Open);
         m.circuit_transition(CircuitState::Closed, CircuitState::Open);
@@ -270,7 +328,8 @@ mod tests {
             "queried but never rendered: {missing:?}\nrendered: {rendered:?}"
         );
         // And the check can fail: a misspelt name is caught.
-        let bad = metric_names_in(r#"{"expr":"rate(sidecar_retry_total[5m])"}"#, "{}").expect("json");
+        let bad =
+            metric_names_in(r#"{"expr":"rate(sidecar_retry_total[5m])"}"#, "{}").expect("json");
         assert!(bad.iter().any(|n| !rendered.contains(n)));
     }
 
@@ -282,17 +341,30 @@ mod tests {
     fn the_dashboard_is_provisioning_ready_with_the_asked_panels() {
         let d = json(DASHBOARD_JSON);
         assert_eq!(d["uid"], "factory-sidecar");
-        assert!(d.get("id").is_none_or(serde_json::Value::is_null), "no fixed id: provisioning assigns one");
+        assert!(
+            d.get("id").is_none_or(serde_json::Value::is_null),
+            "no fixed id: provisioning assigns one"
+        );
         let vars = d["templating"]["list"].as_array().expect("variables");
         assert!(
-            vars.iter().any(|v| v["type"] == "datasource" && v["query"] == "prometheus" && v["name"] == "datasource"),
+            vars.iter().any(|v| v["type"] == "datasource"
+                && v["query"] == "prometheus"
+                && v["name"] == "datasource"),
             "the data source is a variable"
         );
         let panels = d["panels"].as_array().expect("panels");
         for p in panels.iter().filter(|p| p["type"] != "row") {
-            assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {}", p["title"]);
+            assert_eq!(
+                p["datasource"]["uid"], "${datasource}",
+                "panel {}",
+                p["title"]
+            );
             for t in p["targets"].as_array().expect("targets") {
-                assert_eq!(t["datasource"]["uid"], "${datasource}", "target of {}", p["title"]);
+                assert_eq!(
+                    t["datasource"]["uid"], "${datasource}",
+                    "target of {}",
+                    p["title"]
+                );
             }
         }
         let titles: Vec<String> = panels
@@ -311,14 +383,27 @@ mod tests {
             "chaos active",
             "chaos resolutions",
         ] {
-            assert!(titles.iter().any(|t| t.contains(wanted)), "no panel for {wanted:?}: {titles:?}");
+            assert!(
+                titles.iter().any(|t| t.contains(wanted)),
+                "no panel for {wanted:?}: {titles:?}"
+            );
         }
-        let exprs = expressions(DASHBOARD_JSON, "dashboard").expect("json").join("\n");
-        for q in ["histogram_quantile(0.5,", "histogram_quantile(0.95,", "histogram_quantile(0.99,"] {
+        let exprs = expressions(DASHBOARD_JSON, "dashboard")
+            .expect("json")
+            .join("\n");
+        for q in [
+            "histogram_quantile(0.5,",
+            "histogram_quantile(0.95,",
+            "histogram_quantile(0.99,",
+        ] {
             assert_eq!(exprs.matches(q).count(), 2, "{q} for client and server");
         }
         let annotations = d["annotations"]["list"].as_array().expect("annotations");
-        assert!(annotations.iter().any(|a| a["target"]["tags"] == serde_json::json!(["chaos"])));
+        assert!(
+            annotations
+                .iter()
+                .any(|a| a["target"]["tags"] == serde_json::json!(["chaos"]))
+        );
     }
 
     #[test]
@@ -345,15 +430,31 @@ mod tests {
         };
         let success = rule("factory-success-rate-low");
         assert_eq!(success["for"], "2m", "a pending period of 2 minutes");
-        assert_ne!(success["keepFiringFor"], "0s", "keeps firing through a wobble");
+        assert_ne!(
+            success["keepFiringFor"], "0s",
+            "keeps firing through a wobble"
+        );
         assert!(success["keepFiringFor"].is_string());
-        assert_eq!(threshold(&success), serde_json::json!({"type": "lt", "params": [90]}));
+        assert_eq!(
+            threshold(&success),
+            serde_json::json!({"type": "lt", "params": [90]})
+        );
         let chaos = rule("factory-chaos-unresolved");
         assert_eq!(chaos["for"], "1m");
-        assert!(chaos["data"][0]["model"]["expr"].as_str().expect("expr").contains("sidecar_chaos_active"));
+        assert!(
+            chaos["data"][0]["model"]["expr"]
+                .as_str()
+                .expect("expr")
+                .contains("sidecar_chaos_active")
+        );
         let circuit = rule("circuit-open-long");
         assert_eq!(circuit["for"], "1m");
-        assert!(circuit["data"][0]["model"]["expr"].as_str().expect("expr").contains("sidecar_circuit_state"));
+        assert!(
+            circuit["data"][0]["model"]["expr"]
+                .as_str()
+                .expect("expr")
+                .contains("sidecar_circuit_state")
+        );
         for r in rules {
             assert_eq!(r["condition"], "C");
             assert!(r["annotations"]["runbook_url"].is_string());

@@ -72,7 +72,9 @@ pub fn init(config: &LogConfig) -> Result<(), LogInitError> {
             .with_current_span(false)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
     result.map_err(|_| LogInitError::AlreadySet)
 }
@@ -83,7 +85,8 @@ mod tests {
 
     #[test]
     fn rust_log_refines_the_configured_level() {
-        let f = filter("info", Some("factory_sidecar::telemetry=trace, hyper=warn")).expect("valid");
+        let f =
+            filter("info", Some("factory_sidecar::telemetry=trace, hyper=warn")).expect("valid");
         let s = f.to_string();
         assert!(s.contains("factory_sidecar::telemetry=trace"), "{s}");
         assert!(s.contains("hyper=warn"), "{s}");
@@ -92,7 +95,10 @@ mod tests {
             filter("info", Some("a=notalevel")),
             Err(LogInitError::RustLog { .. })
         ));
-        assert!(matches!(filter("info,a=loud", None), Err(LogInitError::Level { .. })));
+        assert!(matches!(
+            filter("info,a=loud", None),
+            Err(LogInitError::Level { .. })
+        ));
     }
 
     #[test]

@@ -187,7 +187,10 @@ impl Metrics {
     /// attribute), with a minimal resource and no OTLP export: for tests and
     /// for a sidecar without an endpoint (`/metrics` still works).
     pub fn new(server_address: impl Into<String>) -> Metrics {
-        Metrics::with_resource(server_address, super::resource(&super::ResourceInfo::default()))
+        Metrics::with_resource(
+            server_address,
+            super::resource(&super::ResourceInfo::default()),
+        )
     }
 
     /// Instruments whose collections carry `resource` (`service.name`, ...).
@@ -216,7 +219,9 @@ impl Metrics {
             retries: meter
                 .u64_counter(names::RETRIES)
                 .with_unit("{retry}")
-                .with_description("Tries sent again after a failed one, by the failure that caused it.")
+                .with_description(
+                    "Tries sent again after a failed one, by the failure that caused it.",
+                )
                 .build(),
             circuit_state: meter
                 .i64_gauge(names::CIRCUIT_STATE)
@@ -231,7 +236,9 @@ impl Metrics {
             circuit_rejections: meter
                 .u64_counter(names::CIRCUIT_REJECTIONS)
                 .with_unit("{request}")
-                .with_description("Requests refused without asking the factory because the circuit was open.")
+                .with_description(
+                    "Requests refused without asking the factory because the circuit was open.",
+                )
                 .build(),
             chaos_detected: meter
                 .u64_counter(names::CHAOS_DETECTED)
@@ -241,7 +248,9 @@ impl Metrics {
             chaos_active: meter
                 .i64_gauge(names::CHAOS_ACTIVE)
                 .with_unit("{episode}")
-                .with_description("1 while a chaos episode of this type is active and not resolved.")
+                .with_description(
+                    "1 while a chaos episode of this type is active and not resolved.",
+                )
                 .build(),
             chaos_resolutions: meter
                 .u64_counter(names::CHAOS_RESOLUTIONS)
@@ -300,10 +309,7 @@ impl Metrics {
         let attrs = [
             KeyValue::new(attr::HTTP_REQUEST_METHOD, method_attr(method)),
             KeyValue::new(attr::HTTP_ROUTE, route.as_str()),
-            KeyValue::new(
-                attr::HTTP_RESPONSE_STATUS_CODE,
-                i64::from(status.as_u16()),
-            ),
+            KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16())),
             KeyValue::new(attr::SIDECAR_OUTCOME, outcome.as_str()),
         ];
         self.server_duration.record(elapsed.as_secs_f64(), &attrs);
@@ -320,7 +326,9 @@ impl Metrics {
                     .then_some(FailureKind::Status5xx.as_str());
                 self.client_try(method, Some(status), error, elapsed);
             }
-            ClientResult::Error(kind) => self.client_try(method, None, Some(kind.as_str()), elapsed),
+            ClientResult::Error(kind) => {
+                self.client_try(method, None, Some(kind.as_str()), elapsed)
+            }
         }
     }
 
@@ -598,37 +606,60 @@ mod tests {
     fn client_tries_carry_status_or_error_type_and_server_address() {
         let m = Metrics::new("factory.test");
         let get = Method::GET;
-        m.client_request(&get, ClientResult::Status(StatusCode::OK), Duration::from_millis(1));
+        m.client_request(
+            &get,
+            ClientResult::Status(StatusCode::OK),
+            Duration::from_millis(1),
+        );
         m.client_request(
             &get,
             ClientResult::Status(StatusCode::INTERNAL_SERVER_ERROR),
             Duration::from_millis(1),
         );
-        m.client_request(&get, ClientResult::Error(FailureKind::Connect), Duration::ZERO);
+        m.client_request(
+            &get,
+            ClientResult::Error(FailureKind::Connect),
+            Duration::ZERO,
+        );
         m.client_answer_failed(&get, StatusCode::OK, FailureKind::BadJwt, Duration::ZERO);
         m.client_cancelled(&get, Duration::ZERO);
         let addr = ("server.address", "factory.test");
         let meth = ("http.request.method", "GET");
         let ok = [meth, ("http.response.status_code", "200"), addr];
-        assert_eq!(histogram(&m, names::CLIENT_DURATION, &ok).map(|p| p.0), Some(1));
+        assert_eq!(
+            histogram(&m, names::CLIENT_DURATION, &ok).map(|p| p.0),
+            Some(1)
+        );
         let five = [
             meth,
             ("http.response.status_code", "500"),
             ("error.type", "5xx"),
             addr,
         ];
-        assert_eq!(histogram(&m, names::CLIENT_DURATION, &five).map(|p| p.0), Some(1));
+        assert_eq!(
+            histogram(&m, names::CLIENT_DURATION, &five).map(|p| p.0),
+            Some(1)
+        );
         let connect = [meth, ("error.type", "connect"), addr];
-        assert_eq!(histogram(&m, names::CLIENT_DURATION, &connect).map(|p| p.0), Some(1));
+        assert_eq!(
+            histogram(&m, names::CLIENT_DURATION, &connect).map(|p| p.0),
+            Some(1)
+        );
         let bad = [
             meth,
             ("http.response.status_code", "200"),
             ("error.type", "badjwt"),
             addr,
         ];
-        assert_eq!(histogram(&m, names::CLIENT_DURATION, &bad).map(|p| p.0), Some(1));
+        assert_eq!(
+            histogram(&m, names::CLIENT_DURATION, &bad).map(|p| p.0),
+            Some(1)
+        );
         let cancelled = [meth, ("error.type", "cancelled"), addr];
-        assert_eq!(histogram(&m, names::CLIENT_DURATION, &cancelled).map(|p| p.0), Some(1));
+        assert_eq!(
+            histogram(&m, names::CLIENT_DURATION, &cancelled).map(|p| p.0),
+            Some(1)
+        );
     }
 
     #[test]

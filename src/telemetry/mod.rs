@@ -131,7 +131,11 @@ impl Telemetry {
 
     /// The outermost layer (see `lib.rs`).
     pub fn server_layer(&self) -> ServerTelemetryLayer {
-        ServerTelemetryLayer::new(self.metrics.clone(), self.counts.clone(), self.tracing.clone())
+        ServerTelemetryLayer::new(
+            self.metrics.clone(),
+            self.counts.clone(),
+            self.tracing.clone(),
+        )
     }
 
     /// The per-try layer, below the breaker.

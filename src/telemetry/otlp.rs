@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::Context;
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::InstrumentationScope;
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -48,7 +48,9 @@ use crate::config::{OtlpProtocol, TelemetryConfig};
 pub enum TelemetryError {
     #[error("telemetry.otlp_endpoint {endpoint:?} is not a usable URL: {reason}")]
     Endpoint { endpoint: String, reason: String },
-    #[error("telemetry.otlp_endpoint {0:?}: gRPC over TLS is not built in; use otlp_protocol = \"http/protobuf\" for an https endpoint, or a plain-text collector")]
+    #[error(
+        "telemetry.otlp_endpoint {0:?}: gRPC over TLS is not built in; use otlp_protocol = \"http/protobuf\" for an https endpoint, or a plain-text collector"
+    )]
     GrpcTls(String),
     #[error("cannot build the OTLP {signal} exporter: {source}")]
     Exporter {
@@ -86,8 +88,13 @@ impl Endpoints {
             endpoint: endpoint.to_owned(),
             reason: reason.to_owned(),
         };
-        let uri: http::Uri = endpoint.trim().parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        let scheme = uri.scheme_str().ok_or_else(|| bad("no scheme (http:// or https://)"))?;
+        let uri: http::Uri = endpoint
+            .trim()
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let scheme = uri
+            .scheme_str()
+            .ok_or_else(|| bad("no scheme (http:// or https://)"))?;
         if scheme != "http" && scheme != "https" {
             return Err(bad("the scheme must be http or https"));
         }
@@ -164,7 +171,8 @@ impl Exports {
         if config.otlp_endpoint.trim().is_empty() {
             return Ok((Exports::none(), Tracing::disabled()));
         }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
         let endpoints = Endpoints::resolve(&config.otlp_endpoint, config.otlp_protocol)?;
         let timeout = export_timeout(config.export_interval);
 
@@ -205,7 +213,11 @@ impl Exports {
                     .with_version(env!("CARGO_PKG_VERSION"))
                     .build(),
             );
-            (Some(Task { stop, handle }), Some(provider), Tracing::enabled(tracer))
+            (
+                Some(Task { stop, handle }),
+                Some(provider),
+                Tracing::enabled(tracer),
+            )
         } else {
             (None, None, Tracing::disabled())
         };
@@ -251,9 +263,13 @@ fn export_timeout(interval: Duration) -> Duration {
 }
 
 /// An HTTP client for OTLP that speaks http and https (rustls, webpki roots).
-fn http_client(timeout: Duration) -> Result<opentelemetry_http::hyper::HyperClient<super::annotations::Connector>, TelemetryError> {
+fn http_client(
+    timeout: Duration,
+) -> Result<opentelemetry_http::hyper::HyperClient<super::annotations::Connector>, TelemetryError> {
     let connector = super::annotations::connector().map_err(TelemetryError::Tls)?;
-    Ok(opentelemetry_http::hyper::HyperClient::new(connector, timeout, None))
+    Ok(opentelemetry_http::hyper::HyperClient::new(
+        connector, timeout, None,
+    ))
 }
 
 fn metric_exporter(
@@ -511,8 +527,8 @@ mod tests {
 
     #[test]
     fn http_endpoints_get_signal_paths() {
-        let e = Endpoints::resolve("http://127.0.0.1:4318", OtlpProtocol::HttpProtobuf)
-            .expect("valid");
+        let e =
+            Endpoints::resolve("http://127.0.0.1:4318", OtlpProtocol::HttpProtobuf).expect("valid");
         assert_eq!(e.metrics, "http://127.0.0.1:4318/v1/metrics");
         assert_eq!(e.traces, "http://127.0.0.1:4318/v1/traces");
         let e = Endpoints::resolve("https://otel.example/otlp/", OtlpProtocol::HttpProtobuf)
@@ -554,9 +570,12 @@ mod tests {
     #[tokio::test]
     async fn without_an_endpoint_nothing_starts() {
         let metrics = Arc::new(Metrics::new("f"));
-        let (exports, tracing) =
-            Exports::start(&TelemetryConfig::default(), metrics, Resource::builder_empty().build())
-                .expect("no endpoint is fine");
+        let (exports, tracing) = Exports::start(
+            &TelemetryConfig::default(),
+            metrics,
+            Resource::builder_empty().build(),
+        )
+        .expect("no endpoint is fine");
         assert!(!exports.is_active());
         assert!(!tracing.is_enabled());
         exports.shutdown(Duration::from_millis(10)).await;

@@ -265,7 +265,13 @@ fn gauge<T: Num>(out: &mut String, m: &Metric, g: &Gauge<T>) {
     header(out, &name, m.description(), Kind::Gauge);
     let mut lines: Vec<String> = g
         .data_points()
-        .map(|p| format!("{name}{} {}", labels(p.attributes(), None), p.value().text()))
+        .map(|p| {
+            format!(
+                "{name}{} {}",
+                labels(p.attributes(), None),
+                p.value().text()
+            )
+        })
         .collect();
     lines.sort();
     for l in lines {
@@ -284,7 +290,13 @@ fn sum<T: Num>(out: &mut String, m: &Metric, s: &Sum<T>) {
     header(out, &name, m.description(), kind);
     let mut lines: Vec<String> = s
         .data_points()
-        .map(|p| format!("{name}{} {}", labels(p.attributes(), None), p.value().text()))
+        .map(|p| {
+            format!(
+                "{name}{} {}",
+                labels(p.attributes(), None),
+                p.value().text()
+            )
+        })
         .collect();
     lines.sort();
     for l in lines {
@@ -398,15 +410,24 @@ mod tests {
             metric_name("sidecar.circuit.state", "{state}", Kind::Gauge),
             "sidecar_circuit_state"
         );
-        assert_eq!(metric_name("cpu.utilization", "1", Kind::Gauge), "cpu_utilization_ratio");
+        assert_eq!(
+            metric_name("cpu.utilization", "1", Kind::Gauge),
+            "cpu_utilization_ratio"
+        );
         assert_eq!(metric_name("x.count", "1", Kind::Counter), "x_count_total");
-        assert_eq!(metric_name("rx", "By/s", Kind::Gauge), "rx_bytes_per_second");
+        assert_eq!(
+            metric_name("rx", "By/s", Kind::Gauge),
+            "rx_bytes_per_second"
+        );
         assert_eq!(
             metric_name("already_seconds", "s", Kind::Gauge),
             "already_seconds"
         );
         assert_eq!(metric_name("jobs_total", "", Kind::Counter), "jobs_total");
-        assert_eq!(label_name("http.response.status_code"), "http_response_status_code");
+        assert_eq!(
+            label_name("http.response.status_code"),
+            "http_response_status_code"
+        );
         assert_eq!(label_name("2xx"), "_2xx");
     }
 

@@ -261,7 +261,10 @@ impl Record {
     fn cancelled(self) {
         if let Some(cx) = self.span {
             let span = cx.span();
-            span.set_attribute(KeyValue::new(attr::ERROR_TYPE, super::metrics::ERROR_TYPE_CANCELLED));
+            span.set_attribute(KeyValue::new(
+                attr::ERROR_TYPE,
+                super::metrics::ERROR_TYPE_CANCELLED,
+            ));
             span.set_status(Status::error("cancelled"));
             span.end();
         }
@@ -373,7 +376,9 @@ mod tests {
                 retry_after: Duration::from_secs(2),
             }))
         }));
-        let req = Request::get("/api/support/SECRETKEY/report/x").body(()).expect("request");
+        let req = Request::get("/api/support/SECRETKEY/report/x")
+            .body(())
+            .expect("request");
         let res = svc.oneshot(req).await.expect("infallible");
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()["retry-after"], "2");
@@ -460,7 +465,11 @@ mod tests {
         let fut = svc.call(Request::get("/api/order").body(()).expect("request"));
         drop(fut);
         assert_eq!(counts.total(), 0);
-        assert!(!metrics.prometheus_text().contains("http_server_request_duration_seconds_count"));
+        assert!(
+            !metrics
+                .prometheus_text()
+                .contains("http_server_request_duration_seconds_count")
+        );
         let spans = collected.0.lock();
         assert_eq!(spans.len(), 1);
         assert!(matches!(spans[0].status, Status::Error { .. }));

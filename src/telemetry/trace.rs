@@ -197,7 +197,11 @@ pub(crate) mod testing {
         let provider = SdkTracerProvider::builder()
             .with_span_processor(collected.clone())
             .build();
-        (Tracing::enabled(provider.tracer("test")), collected, provider)
+        (
+            Tracing::enabled(provider.tracer("test")),
+            collected,
+            provider,
+        )
     }
 }
 
@@ -209,11 +213,20 @@ mod tests {
     fn disabled_tracing_touches_nothing() {
         let t = Tracing::disabled();
         let mut headers = HeaderMap::new();
-        headers.insert("traceparent", HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        headers.insert(
+            "traceparent",
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
         let before = headers.clone();
-        assert!(t
-            .client_span(&mut headers, &http::Method::GET, &KeyValue::new("server.address", "f"), Route::Other)
-            .is_none());
+        assert!(
+            t.client_span(
+                &mut headers,
+                &http::Method::GET,
+                &KeyValue::new("server.address", "f"),
+                Route::Other
+            )
+            .is_none()
+        );
         assert_eq!(headers, before);
     }
 
@@ -226,7 +239,13 @@ mod tests {
             HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         );
         let server = t
-            .server_span(&headers, &http::Method::POST, http::Version::HTTP_11, Route::Order, None)
+            .server_span(
+                &headers,
+                &http::Method::POST,
+                http::Version::HTTP_11,
+                Route::Order,
+                None,
+            )
             .expect("span");
         let server_sc = server.span().span_context().clone();
         assert_eq!(
@@ -236,8 +255,13 @@ mod tests {
         let mut out = headers.clone();
         let client = {
             let _g = server.clone().attach();
-            t.client_span(&mut out, &http::Method::POST, &KeyValue::new("server.address", "f"), Route::Order)
-                .expect("span")
+            t.client_span(
+                &mut out,
+                &http::Method::POST,
+                &KeyValue::new("server.address", "f"),
+                Route::Order,
+            )
+            .expect("span")
         };
         let client_sc = client.span().span_context().clone();
         let tp = out["traceparent"].to_str().expect("ascii");
@@ -249,9 +273,15 @@ mod tests {
         client.span().end();
         server.span().end();
         let spans = collected.0.lock();
-        let c = spans.iter().find(|s| s.span_kind == SpanKind::Client).expect("client span");
+        let c = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Client)
+            .expect("client span");
         assert_eq!(c.parent_span_id, server_sc.span_id());
-        let s = spans.iter().find(|s| s.span_kind == SpanKind::Server).expect("server span");
+        let s = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Server)
+            .expect("server span");
         assert_eq!(s.name, "POST /api/order");
         assert_eq!(s.parent_span_id.to_string(), "b7ad6b7169203331");
     }

@@ -33,7 +33,10 @@ pub fn agent_path() -> Result<PathBuf, String> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("ROTEL_AGENT={} is not a file. {INSTALL}", p.display()))
+            Err(format!(
+                "ROTEL_AGENT={} is not a file. {INSTALL}",
+                p.display()
+            ))
         };
     }
     for python in ["python3", "python"] {
@@ -90,8 +93,7 @@ impl DataPoint {
 
     /// Exactly these attributes (order free).
     pub fn has_exactly(&self, want: &[(&str, &str)]) -> bool {
-        self.attributes.len() == want.len()
-            && want.iter().all(|(k, v)| self.attr(k) == Some(*v))
+        self.attributes.len() == want.len() && want.iter().all(|(k, v)| self.attr(k) == Some(*v))
     }
 }
 
