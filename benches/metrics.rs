@@ -15,10 +15,10 @@ use factory_sidecar::error::{BoxError, RequestOutcome};
 use factory_sidecar::proxy::body::ProxyBody;
 use factory_sidecar::resilience::breaker::CircuitState;
 use factory_sidecar::resilience::classify::FailureKind;
-use factory_sidecar::telemetry::{
-    ClientResult, ClientTelemetryLayer, Metrics, RequestCounts, Route, ServerTelemetryLayer,
-    Tracing,
+use factory_sidecar::telemetry::layers::{
+    ClientTelemetryLayer, RequestCounts, ServerTelemetryLayer,
 };
+use factory_sidecar::telemetry::{ClientResult, Metrics, Route};
 use http::{Method, Request, Response, StatusCode};
 use tower::{Layer as _, Service as _};
 
@@ -66,8 +66,8 @@ fn layers(c: &mut Criterion) {
     let inner = tower::service_fn(|_req: Request<bytes::Bytes>| {
         std::future::ready(Ok::<_, BoxError>(Response::new(ProxyBody::empty())))
     });
-    let mut svc = ServerTelemetryLayer::new(metrics.clone(), counts, Tracing::disabled())
-        .layer(ClientTelemetryLayer::new(metrics.clone(), Tracing::disabled()).layer(inner));
+    let mut svc = ServerTelemetryLayer::new(metrics.clone(), counts)
+        .layer(ClientTelemetryLayer::new(metrics.clone()).layer(inner));
     let mut cx = Context::from_waker(Waker::noop());
     c.bench_function("layers/server+client, traces off, one request", |b| {
         b.iter(|| {

@@ -143,7 +143,7 @@ pub fn kind_of(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
     match classify_error(err) {
         Outcome::Rejected => ErrorKind::CircuitOpen,
         Outcome::Failure(FailureKind::Timeout) => ErrorKind::Timeout,
-        Outcome::Failure(_) => ErrorKind::Unreachable,
+        Outcome::Failure(_) | Outcome::Excused(_) => ErrorKind::Unreachable,
         Outcome::Aborted if is_deadline(err) => ErrorKind::Timeout,
         _ => ErrorKind::Internal,
     }
@@ -179,21 +179,33 @@ pub fn answer(err: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
         ErrorKind::Internal => tracing::error!(error = %err, "internal error on the request path"),
         _ => tracing::debug!(error = %err, kind = kind.as_str(), "answering with an error"),
     }
-    if kind == ErrorKind::CircuitOpen {
-        let retry_after = circuit_open(err).map_or(Duration::from_secs(1), |c| c.retry_after);
-        return circuit_open_answer(retry_after);
-    }
-    let message = match kind {
-        ErrorKind::Unreachable => {
-            "The pizza factory could not be reached. Please try again shortly."
+    let mut res = match kind {
+        ErrorKind::CircuitOpen => {
+            circuit_open_answer(circuit_open(err).map_or(Duration::from_secs(1), |c| c.retry_after))
         }
-        ErrorKind::Timeout => "The pizza factory did not answer in time. Please try again shortly.",
-        ErrorKind::BodyTooLarge => "The request body is too large.",
-        ErrorKind::Malformed => "The request is malformed.",
-        ErrorKind::Internal => "Something went wrong in the factory sidecar.",
-        ErrorKind::CircuitOpen => unreachable!("handled above"),
+        _ => {
+            let message = match kind {
+                ErrorKind::Unreachable => {
+                    "The pizza factory could not be reached. Please try again shortly."
+                }
+                ErrorKind::Timeout => {
+                    "The pizza factory did not answer in time. Please try again shortly."
+                }
+                ErrorKind::BodyTooLarge => "The request body is too large.",
+                ErrorKind::Malformed => "The request is malformed.",
+                _ => "Something went wrong in the factory sidecar.",
+            };
+            json_answer(kind, serde_json::json!({ "message": message }), None)
+        }
     };
-    json_answer(kind, serde_json::json!({ "message": message }), None)
+    // How many tries reached the factory (0 when the breaker refused them all).
+    if let Some(n) = crate::resilience::retry::attempts_of(err) {
+        res.headers_mut().insert(
+            crate::resilience::retry::X_SIDECAR_ATTEMPTS,
+            HeaderValue::from(n),
+        );
+    }
+    res
 }
 
 /// The breaker's fail-fast answer: readable by a diner, machine-readable

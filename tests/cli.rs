@@ -173,3 +173,38 @@ fn free_port() -> u16 {
         .expect("free port")
         .port()
 }
+
+#[test]
+fn the_demo_ends_by_itself_and_loses_no_order_to_fail_or_badjwt() {
+    let out = Command::new(BIN)
+        .args(["demo", "--duration", "8s", "--rate", "5"])
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |phase: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("summary"))
+            .find(|l| l.split_whitespace().next() == Some(phase))
+            .unwrap_or_else(|| panic!("no {phase} row in:\n{stdout}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    for phase in ["healthy", "blip", "fail", "badjwt", "throttle"] {
+        let r = row(phase);
+        // phase orders ok failed ...
+        assert!(
+            r[1].parse::<u32>().expect("orders") > 0,
+            "{phase}: orders were sent"
+        );
+        assert_eq!(r[3], "0", "{phase}: no failed order\n{stdout}");
+    }
+    assert!(stdout.contains("resolved (auto)"), "{stdout}");
+}

@@ -29,28 +29,9 @@ use tokio::task::JoinHandle;
 use crate::admin::AdminPart;
 use crate::config::GrafanaConfig;
 
-/// The connector for telemetry's own HTTP calls (Grafana, OTLP): http and
-/// https, rustls with the webpki roots.
-pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
-/// Builds a [`Connector`].
-pub fn connector() -> Result<Connector, rustls::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
-}
+/// The sidecar's one TLS stack (rustls, webpki roots), as the factory
+/// client and the OTLP exporter use it.
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// The annotator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +43,7 @@ pub enum AnnotationError {
     #[error("the grafana token is not a valid header value")]
     BadToken,
     #[error("cannot build the TLS client for Grafana: {0}")]
-    Tls(#[source] rustls::Error),
+    Tls(#[source] crate::proxy::client::ClientError),
     #[error("annotations need a running tokio runtime")]
     NoRuntime,
 }
@@ -189,7 +170,10 @@ impl Annotator {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(1)
-            .build(connector().map_err(AnnotationError::Tls)?);
+            .build(
+                crate::proxy::client::https_connector(None, Duration::from_secs(5))
+                    .map_err(AnnotationError::Tls)?,
+            );
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let (stop, stop_rx) = watch::channel(false);
         let stats = Arc::new(Stats::default());

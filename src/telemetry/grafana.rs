@@ -96,6 +96,16 @@ pub fn queried_metric_names() -> Result<BTreeSet<String>, GrafanaFileError> {
     metric_names_in(DASHBOARD_JSON, ALERTS_JSON)
 }
 
+/// The sample names of a Prometheus text exposition (what PromQL selects:
+/// `x_bucket`, `x_count`, `x_sum`, `y_total`, `z`).
+pub fn sample_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// PromQL words that are not metric names.
 const KEYWORDS: &[&str] = &[
     "by",
@@ -314,7 +324,7 @@ mod tests {
         m.chaos_detected(ChaosType::Fail);
         m.chaos_active(ChaosType::Fail, true);
         m.chaos_resolution(ResolveResult::Resolved);
-        crate::telemetry::prometheus::sample_names(&m.prometheus_text())
+        sample_names(&m.prometheus_text())
     }
 
     #[test]

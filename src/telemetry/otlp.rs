@@ -1,596 +1,344 @@
-//! OTLP export: the exporters (http/protobuf over the hyper client, or
-//! gRPC over tonic) and the two tokio tasks that feed them.
+//! OTLP export of the metrics (and, with `telemetry.traces`, the spans).
 //!
-//! Metrics: every `export_interval` the task collects the one
-//! [`Metrics`] reader (the same collection `/metrics` renders) and exports
-//! it. Traces: spans end into a bounded channel ([`ChannelProcessor`]); the
-//! task exports them in batches of up to 512, or every `export_interval`.
-//!
-//! Why own tasks instead of the SDK's `PeriodicReader` / `BatchSpanProcessor`:
-//! the default ones run on their own thread and panic with "there is no
-//! reactor running" with the hyper and tonic clients; the async-runtime
-//! variants fix that but flush and shut down by *blocking* the calling thread
-//! until a task on the runtime answers, which deadlocks a current-thread
-//! runtime (every `#[tokio::test]`), and a second reader would aggregate
-//! every measurement twice. Here nothing ever blocks: recording is in
-//! memory, export happens on the task, `shutdown` is `async`.
-//!
-//! Failures are logged rate-limited (the first one, then at most one line a
-//! minute with a count, then "recovered"); a request never waits for, or
-//! fails because of, an export. Metrics are cumulative, so an export lost
-//! to a collector outage is made good by the next one.
+//! The periodic reader runs on tokio (the SDK's default reader thread has no
+//! reactor for the hyper client: see DEPENDENCIES.md), beside the pull reader
+//! of `/metrics`, on the same instruments. http/protobuf goes through the
+//! sidecar's own hyper + rustls client (one TLS stack); grpc through tonic.
+//! Export failures are logged at most once a minute and never touch a
+//! request: recording only updates in-memory aggregates.
 
-use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::Context;
-use opentelemetry::InstrumentationScope;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor};
-use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
+use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
+use opentelemetry_sdk::runtime;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 
-use super::metrics::{Metrics, SCOPE};
-use super::trace::Tracing;
 use crate::config::{OtlpProtocol, TelemetryConfig};
+use crate::proxy::client::https_connector;
+use crate::telemetry::metrics::Metrics;
 
-/// Telemetry could not start.
+/// Telemetry could not be set up from the config.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("telemetry.otlp_endpoint {endpoint:?} is not a usable URL: {reason}")]
-    Endpoint { endpoint: String, reason: String },
-    #[error(
-        "telemetry.otlp_endpoint {0:?}: gRPC over TLS is not built in; use otlp_protocol = \"http/protobuf\" for an https endpoint, or a plain-text collector"
-    )]
-    GrpcTls(String),
-    #[error("cannot build the OTLP {signal} exporter: {source}")]
+    #[error("cannot build the OTLP {signal} exporter for {endpoint}: {source}")]
     Exporter {
         signal: &'static str,
+        endpoint: String,
         #[source]
         source: opentelemetry_otlp::ExporterBuildError,
     },
-    #[error("cannot build the TLS client for OTLP: {0}")]
-    Tls(#[source] rustls::Error),
-    #[error("OTLP export needs a running tokio runtime")]
-    NoRuntime,
+    #[error("cannot build the OTLP HTTP client: {0}")]
+    Client(#[from] crate::proxy::client::ClientError),
 }
 
-/// Spans waiting for export beyond this are dropped (and counted).
-const SPAN_QUEUE: usize = 4096;
-/// Spans per export call.
-const SPAN_BATCH: usize = 512;
-/// At most one "still failing" line per this period per signal.
-const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// Where each signal goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoints {
-    pub metrics: String,
-    pub traces: String,
-}
-
-impl Endpoints {
-    /// From `otlp_endpoint`: for http/protobuf a base URL gets the signal
-    /// paths `/v1/metrics` and `/v1/traces` (a URL already ending in one of
-    /// them, as `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` does, is taken as the
-    /// base plus that path); for gRPC only scheme and authority count.
-    pub fn resolve(endpoint: &str, protocol: OtlpProtocol) -> Result<Endpoints, TelemetryError> {
-        let bad = |reason: &str| TelemetryError::Endpoint {
-            endpoint: endpoint.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let uri: http::Uri = endpoint
-            .trim()
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        let scheme = uri
-            .scheme_str()
-            .ok_or_else(|| bad("no scheme (http:// or https://)"))?;
-        if scheme != "http" && scheme != "https" {
-            return Err(bad("the scheme must be http or https"));
-        }
-        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
-        match protocol {
-            OtlpProtocol::Grpc => {
-                if scheme == "https" {
-                    return Err(TelemetryError::GrpcTls(endpoint.to_owned()));
-                }
-                let url = format!("{scheme}://{authority}");
-                Ok(Endpoints {
-                    metrics: url.clone(),
-                    traces: url,
-                })
-            }
-            OtlpProtocol::HttpProtobuf => {
-                let path = uri.path().trim_end_matches('/');
-                let base = path
-                    .strip_suffix("/v1/metrics")
-                    .or_else(|| path.strip_suffix("/v1/traces"))
-                    .unwrap_or(path);
-                let base = format!("{scheme}://{authority}{base}");
-                Ok(Endpoints {
-                    metrics: format!("{base}/v1/metrics"),
-                    traces: format!("{base}/v1/traces"),
-                })
-            }
-        }
-    }
-}
-
-/// The running export tasks (none without an endpoint).
-pub struct Exports {
-    metrics: Mutex<Option<Task>>,
-    traces: Mutex<Option<Task>>,
-    /// Kept to end spans' processor on shutdown.
+/// The metrics (always) and the tracer provider (when traces are exported).
+pub struct Telemetry {
+    metrics: Arc<Metrics>,
     tracer_provider: Option<SdkTracerProvider>,
-    active: bool,
 }
 
-impl fmt::Debug for Exports {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Exports")
-            .field("active", &self.active)
-            .finish_non_exhaustive()
-    }
-}
-
-struct Task {
-    stop: watch::Sender<bool>,
-    handle: JoinHandle<()>,
-}
-
-impl Exports {
-    pub(crate) fn none() -> Exports {
-        Exports {
-            metrics: Mutex::new(None),
-            traces: Mutex::new(None),
+impl Telemetry {
+    /// Instruments with `/metrics` only: no OTLP.
+    pub fn local(server_address: &str) -> Telemetry {
+        Telemetry {
+            metrics: Arc::new(Metrics::new(server_address)),
             tracer_provider: None,
-            active: false,
         }
     }
 
-    pub(crate) fn is_active(&self) -> bool {
-        self.active
-    }
-
-    /// Starts the export tasks `config` asks for.
-    pub(crate) fn start(
+    /// Instruments, plus OTLP export when `otlp_endpoint` is set. Must run
+    /// inside the tokio runtime (the readers spawn on it).
+    pub fn start(
         config: &TelemetryConfig,
-        metrics: Arc<Metrics>,
-        resource: Resource,
-    ) -> Result<(Exports, Tracing), TelemetryError> {
-        if config.otlp_endpoint.trim().is_empty() {
-            return Ok((Exports::none(), Tracing::disabled()));
+        server_address: &str,
+    ) -> Result<Telemetry, TelemetryError> {
+        if config.otlp_endpoint.is_empty() {
+            return Ok(Self::local(server_address));
         }
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
-        let endpoints = Endpoints::resolve(&config.otlp_endpoint, config.otlp_protocol)?;
-        let timeout = export_timeout(config.export_interval);
+        let resource = resource(config);
+        let exporter = LoggingExporter::new(metric_exporter(config)?);
+        let reader = opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
+            exporter,
+            runtime::Tokio,
+        )
+        .with_interval(config.export_interval)
+        .with_timeout(config.export_interval.clamp(Duration::from_secs(1), Duration::from_secs(10)))
+        .build();
+        let builder = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_reader(reader);
+        let metrics = Arc::new(Metrics::with_provider(server_address, builder));
 
-        let metric_exporter = metric_exporter(&endpoints.metrics, config.otlp_protocol, timeout)?;
-        let (stop, stop_rx) = watch::channel(false);
-        let handle = runtime.spawn(run_metric_export(
-            metrics,
-            metric_exporter,
-            config.export_interval,
-            timeout,
-            stop_rx,
-        ));
-        let metric_task = Task { stop, handle };
-
-        let (trace_task, tracer_provider, tracing) = if config.traces {
-            let mut exporter = span_exporter(&endpoints.traces, config.otlp_protocol, timeout)?;
-            exporter.set_resource(&resource);
-            let (tx, rx) = mpsc::channel(SPAN_QUEUE);
-            let dropped = Arc::new(AtomicU64::new(0));
-            let provider = SdkTracerProvider::builder()
-                .with_resource(resource)
-                .with_span_processor(ChannelProcessor {
-                    tx,
-                    dropped: dropped.clone(),
-                })
+        let tracer_provider = if config.traces {
+            let exporter = span_exporter(config)?;
+            let processor =
+                opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+                    exporter,
+                    runtime::Tokio,
+                )
                 .build();
-            let (stop, stop_rx) = watch::channel(false);
-            let handle = runtime.spawn(run_span_export(
-                rx,
-                exporter,
-                config.export_interval,
-                timeout,
-                dropped,
-                stop_rx,
-            ));
-            let tracer = provider.tracer_with_scope(
-                InstrumentationScope::builder(SCOPE)
-                    .with_version(env!("CARGO_PKG_VERSION"))
+            Some(
+                SdkTracerProvider::builder()
+                    .with_resource(resource)
+                    .with_span_processor(processor)
                     .build(),
-            );
-            (
-                Some(Task { stop, handle }),
-                Some(provider),
-                Tracing::enabled(tracer),
             )
         } else {
-            (None, None, Tracing::disabled())
+            None
         };
         tracing::info!(
-            metrics = %endpoints.metrics,
-            traces = %if config.traces { endpoints.traces.as_str() } else { "off" },
+            endpoint = %config.otlp_endpoint,
             protocol = ?config.otlp_protocol,
             interval = ?config.export_interval,
+            traces = tracer_provider.is_some(),
             "OTLP export on"
         );
-        Ok((
-            Exports {
-                metrics: Mutex::new(Some(metric_task)),
-                traces: Mutex::new(trace_task),
-                tracer_provider,
-                active: true,
-            },
-            tracing,
-        ))
+        Ok(Telemetry {
+            metrics,
+            tracer_provider,
+        })
     }
 
-    /// Final flush of both signals, each bounded by `limit`, then the tasks end.
-    pub(crate) async fn shutdown(&self, limit: Duration) {
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The tracer for server and client spans, when traces are exported.
+    pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::SdkTracer> {
+        use opentelemetry::trace::TracerProvider as _;
+        self.tracer_provider
+            .as_ref()
+            .map(|p| p.tracer("factory-sidecar"))
+    }
+
+    /// What the telemetry layers trace with: disabled without an endpoint
+    /// or with `telemetry.traces = false`.
+    pub fn tracing(&self) -> crate::telemetry::Tracing {
+        self.tracer().map_or_else(
+            crate::telemetry::Tracing::disabled,
+            crate::telemetry::Tracing::enabled,
+        )
+    }
+
+    /// Final export and stop; called once on shutdown.
+    pub fn shutdown(&self) {
+        self.metrics.shutdown();
         if let Some(p) = &self.tracer_provider {
-            // Ends the processor (non-blocking); already shut down is fine.
+            let _ = p.force_flush();
             let _ = p.shutdown();
         }
-        let tasks = [self.metrics.lock().take(), self.traces.lock().take()];
-        for task in tasks.into_iter().flatten() {
-            let _ = task.stop.send(true);
-            let abort = task.handle.abort_handle();
-            if tokio::time::timeout(limit, task.handle).await.is_err() {
-                tracing::warn!(?limit, "OTLP final flush did not finish in time; abandoned");
-                abort.abort();
-            }
-        }
     }
 }
 
-/// Each export gets at most this long: the interval, within 2..10 s.
-fn export_timeout(interval: Duration) -> Duration {
-    interval.clamp(Duration::from_secs(2), Duration::from_secs(10))
+fn resource(config: &TelemetryConfig) -> Resource {
+    // The default detectors read OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("host.name", host),
+        ])
+        .build()
 }
 
-/// An HTTP client for OTLP that speaks http and https (rustls, webpki roots).
-fn http_client(
-    timeout: Duration,
-) -> Result<opentelemetry_http::hyper::HyperClient<super::annotations::Connector>, TelemetryError> {
-    let connector = super::annotations::connector().map_err(TelemetryError::Tls)?;
-    Ok(opentelemetry_http::hyper::HyperClient::new(
-        connector, timeout, None,
-    ))
+/// The signal's URL: OTLP/HTTP posts to `<base>/v1/<signal>`; a URL that
+/// already names the signal path is used as given.
+fn signal_url(base: &str, signal: &str) -> String {
+    let path = format!("/v1/{signal}");
+    if base.ends_with(&path) {
+        base.to_owned()
+    } else {
+        format!("{}{path}", base.trim_end_matches('/'))
+    }
 }
 
 fn metric_exporter(
-    endpoint: &str,
-    protocol: OtlpProtocol,
-    timeout: Duration,
+    config: &TelemetryConfig,
 ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
-    let built = match protocol {
+    let built = match config.otlp_protocol {
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
             .with_http()
-            .with_http_client(http_client(timeout)?)
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
+            .with_http_client(SidecarHttpClient::new()?)
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(signal_url(&config.otlp_endpoint, "metrics"))
+            .with_temporality(Temporality::Cumulative)
             .build(),
         OtlpProtocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
-            .with_protocol(Protocol::Grpc)
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
+            .with_endpoint(config.otlp_endpoint.clone())
+            .with_temporality(Temporality::Cumulative)
             .build(),
     };
     built.map_err(|source| TelemetryError::Exporter {
         signal: "metrics",
+        endpoint: config.otlp_endpoint.clone(),
         source,
     })
 }
 
 fn span_exporter(
-    endpoint: &str,
-    protocol: OtlpProtocol,
-    timeout: Duration,
+    config: &TelemetryConfig,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    let built = match protocol {
+    let built = match config.otlp_protocol {
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_http_client(http_client(timeout)?)
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
+            .with_http_client(SidecarHttpClient::new()?)
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(signal_url(&config.otlp_endpoint, "traces"))
             .build(),
         OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_protocol(Protocol::Grpc)
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
+            .with_endpoint(config.otlp_endpoint.clone())
             .build(),
     };
     built.map_err(|source| TelemetryError::Exporter {
         signal: "traces",
+        endpoint: config.otlp_endpoint.clone(),
         source,
     })
 }
 
-/// Rate-limited export failure log for one signal.
-#[derive(Debug)]
-pub(crate) struct FailureLog {
-    signal: &'static str,
-    failing_since: Option<Instant>,
-    last_line: Option<Instant>,
-    suppressed: u64,
+/// Wraps the exporter so failures reach the log, at most once a minute
+/// (a collector that is down must not flood the log or be silent).
+struct LoggingExporter<E> {
+    inner: E,
+    last_logged: AtomicU64,
+    suppressed: AtomicU64,
 }
 
-impl FailureLog {
-    pub(crate) fn new(signal: &'static str) -> FailureLog {
-        FailureLog {
-            signal,
-            failing_since: None,
-            last_line: None,
-            suppressed: 0,
+impl<E> LoggingExporter<E> {
+    fn new(inner: E) -> Self {
+        Self {
+            inner,
+            last_logged: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
         }
     }
 
-    /// Records one export result; returns whether a line was logged.
-    pub(crate) fn record(&mut self, result: &Result<(), String>) -> bool {
-        let now = Instant::now();
-        match result {
-            Ok(()) => {
-                if let Some(since) = self.failing_since.take() {
-                    tracing::info!(
-                        signal = self.signal,
-                        failed_for = ?now.saturating_duration_since(since),
-                        "OTLP export recovered"
-                    );
-                    self.suppressed = 0;
-                    self.last_line = None;
-                    return true;
-                }
-                false
-            }
-            Err(e) => {
-                if self.failing_since.is_none() {
-                    self.failing_since = Some(now);
-                }
-                let due = self
-                    .last_line
-                    .is_none_or(|t| now.saturating_duration_since(t) >= FAILURE_LOG_EVERY);
-                if due {
-                    tracing::warn!(
-                        signal = self.signal,
-                        error = %e,
-                        failures_not_logged = self.suppressed,
-                        "OTLP export failed (next report in a minute at most; data is kept and sent with the next export)"
-                    );
-                    self.last_line = Some(now);
-                    self.suppressed = 0;
-                    true
-                } else {
-                    self.suppressed += 1;
-                    false
-                }
-            }
+    fn report(&self, e: &opentelemetry_sdk::error::OTelSdkError) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_logged.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60
+            && self
+                .last_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(error = %e, suppressed, "OTLP metrics export failed");
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-async fn run_metric_export(
-    metrics: Arc<Metrics>,
-    exporter: opentelemetry_otlp::MetricExporter,
-    interval: Duration,
-    timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut log = FailureLog::new("metrics");
-    let mut rm = ResourceMetrics::default();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
+impl<E: PushMetricExporter> PushMetricExporter for LoggingExporter<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let result = self.inner.export(metrics).await;
+        if let Err(e) = &result {
+            self.report(e);
         }
-        export_metrics_once(&metrics, &exporter, &mut rm, timeout, &mut log).await;
-    }
-    // The final flush: what was recorded since the last tick.
-    export_metrics_once(&metrics, &exporter, &mut rm, timeout, &mut log).await;
-    let _ = exporter.shutdown();
-}
-
-async fn export_metrics_once(
-    metrics: &Metrics,
-    exporter: &opentelemetry_otlp::MetricExporter,
-    rm: &mut ResourceMetrics,
-    timeout: Duration,
-    log: &mut FailureLog,
-) {
-    let result = match metrics.collect_into(rm) {
-        Err(e) => Err(e.to_string()),
-        Ok(()) => match tokio::time::timeout(timeout, exporter.export(rm)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {timeout:?}")),
-        },
-    };
-    log.record(&result);
-}
-
-/// Ends spans into the export task's queue; never blocks, drops (and
-/// counts) when the queue is full.
-#[derive(Debug)]
-struct ChannelProcessor {
-    tx: mpsc::Sender<SpanData>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl SpanProcessor for ChannelProcessor {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        if self.tx.try_send(span).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        result
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        // The task exports on its own schedule; `Telemetry::shutdown` flushes.
-        Ok(())
+        self.inner.force_flush()
     }
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
     }
 }
 
-async fn run_span_export(
-    mut rx: mpsc::Receiver<SpanData>,
-    exporter: opentelemetry_otlp::SpanExporter,
-    interval: Duration,
-    timeout: Duration,
-    dropped: Arc<AtomicU64>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut log = FailureLog::new("traces");
-    let mut batch: Vec<SpanData> = Vec::with_capacity(SPAN_BATCH);
-    let mut reported_drops = 0u64;
-    loop {
-        tokio::select! {
-            span = rx.recv() => match span {
-                Some(span) => {
-                    batch.push(span);
-                    if batch.len() < SPAN_BATCH {
-                        continue;
-                    }
-                }
-                None => break,
-            },
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-        export_spans(&exporter, &mut batch, timeout, &mut log).await;
-        let drops = dropped.load(Ordering::Relaxed);
-        if drops > reported_drops {
-            tracing::warn!(
-                dropped = drops - reported_drops,
-                "span export queue full; spans dropped"
-            );
-            reported_drops = drops;
-        }
-    }
-    // Final flush: everything already ended.
-    while let Ok(span) = rx.try_recv() {
-        batch.push(span);
-        if batch.len() >= SPAN_BATCH {
-            export_spans(&exporter, &mut batch, timeout, &mut log).await;
-        }
-    }
-    export_spans(&exporter, &mut batch, timeout, &mut log).await;
-    let _ = exporter.shutdown();
+/// OTLP/HTTP through the sidecar's hyper + rustls client.
+#[derive(Debug, Clone)]
+struct SidecarHttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
-async fn export_spans(
-    exporter: &opentelemetry_otlp::SpanExporter,
-    batch: &mut Vec<SpanData>,
-    timeout: Duration,
-    log: &mut FailureLog,
-) {
-    if batch.is_empty() {
-        return;
+impl SidecarHttpClient {
+    fn new() -> Result<Self, crate::proxy::client::ClientError> {
+        let connector = https_connector(None, Duration::from_secs(5))?;
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(2)
+                .build(connector),
+        })
     }
-    let spans = std::mem::replace(batch, Vec::with_capacity(SPAN_BATCH));
-    let result = match tokio::time::timeout(timeout, exporter.export(spans)).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-    };
-    log.record(&result);
+}
+
+/// Collector answers are tiny; anything bigger is refused.
+const MAX_COLLECTOR_ANSWER: usize = 1024 * 1024;
+
+impl opentelemetry_http::HttpClient for SidecarHttpClient {
+    fn send_bytes<'a, 'b>(
+        &'a self,
+        request: http::Request<Bytes>,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<http::Response<Bytes>, opentelemetry_http::HttpError>>
+                + Send
+                + 'b,
+        >,
+    >
+    where
+        'a: 'b,
+    {
+        Box::pin(async move {
+            let req = request.map(Full::new);
+            let res = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+                .await
+                .map_err(|_| "OTLP request timed out")??;
+            let (parts, body) = res.into_parts();
+            let body = Limited::new(body, MAX_COLLECTOR_ANSWER)
+                .collect()
+                .await?
+                .to_bytes();
+            Ok(http::Response::from_parts(parts, body))
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::signal_url;
 
     #[test]
-    fn http_endpoints_get_signal_paths() {
-        let e =
-            Endpoints::resolve("http://127.0.0.1:4318", OtlpProtocol::HttpProtobuf).expect("valid");
-        assert_eq!(e.metrics, "http://127.0.0.1:4318/v1/metrics");
-        assert_eq!(e.traces, "http://127.0.0.1:4318/v1/traces");
-        let e = Endpoints::resolve("https://otel.example/otlp/", OtlpProtocol::HttpProtobuf)
-            .expect("valid");
-        assert_eq!(e.metrics, "https://otel.example/otlp/v1/metrics");
-        let e = Endpoints::resolve("http://c:4318/v1/metrics", OtlpProtocol::HttpProtobuf)
-            .expect("valid");
-        assert_eq!(e.metrics, "http://c:4318/v1/metrics");
-        assert_eq!(e.traces, "http://c:4318/v1/traces");
-    }
-
-    #[test]
-    fn grpc_endpoints_keep_scheme_and_authority() {
-        let e = Endpoints::resolve("http://127.0.0.1:4317/", OtlpProtocol::Grpc).expect("valid");
-        assert_eq!(e.metrics, "http://127.0.0.1:4317");
-        assert!(matches!(
-            Endpoints::resolve("https://c:4317", OtlpProtocol::Grpc),
-            Err(TelemetryError::GrpcTls(_))
-        ));
-        assert!(Endpoints::resolve("c:4317", OtlpProtocol::Grpc).is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn export_failures_are_logged_at_most_once_a_minute() {
-        let mut log = FailureLog::new("metrics");
-        let fail = Err("refused".to_owned());
-        assert!(log.record(&fail), "first failure is logged");
-        for _ in 0..5 {
-            tokio::time::advance(Duration::from_secs(10)).await;
-            assert!(!log.record(&fail), "repeats within a minute are counted");
-        }
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(log.record(&fail), "a minute later, one more line");
-        assert!(log.record(&Ok(())), "recovery is logged");
-        assert!(!log.record(&Ok(())), "success is quiet");
-        assert!(log.record(&fail), "a new outage is logged at once");
-    }
-
-    #[tokio::test]
-    async fn without_an_endpoint_nothing_starts() {
-        let metrics = Arc::new(Metrics::new("f"));
-        let (exports, tracing) = Exports::start(
-            &TelemetryConfig::default(),
-            metrics,
-            Resource::builder_empty().build(),
-        )
-        .expect("no endpoint is fine");
-        assert!(!exports.is_active());
-        assert!(!tracing.is_enabled());
-        exports.shutdown(Duration::from_millis(10)).await;
-    }
-
-    #[test]
-    fn an_endpoint_needs_a_runtime() {
-        let config = TelemetryConfig {
-            otlp_endpoint: "http://127.0.0.1:4318".into(),
-            ..TelemetryConfig::default()
-        };
-        let metrics = Arc::new(Metrics::new("f"));
-        assert!(matches!(
-            Exports::start(&config, metrics, Resource::builder_empty().build()),
-            Err(TelemetryError::NoRuntime)
-        ));
+    fn signal_urls() {
+        assert_eq!(
+            signal_url("http://c:4318", "metrics"),
+            "http://c:4318/v1/metrics"
+        );
+        assert_eq!(
+            signal_url("http://c:4318/", "traces"),
+            "http://c:4318/v1/traces"
+        );
+        assert_eq!(
+            signal_url("http://c:4318/v1/metrics", "metrics"),
+            "http://c:4318/v1/metrics"
+        );
     }
 }

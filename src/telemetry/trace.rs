@@ -24,7 +24,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracer;
 
-use super::metrics::{Route, attr, method_attr};
+use super::metrics::{Route, method_str};
 
 /// The tracer, or nothing when traces are off. Cheap to clone.
 #[derive(Clone, Default)]
@@ -68,18 +68,18 @@ impl Tracing {
     ) -> Option<Context> {
         let tracer = self.tracer.as_ref()?;
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-        let method = method_attr(method);
+        let method = method_str(method);
         let name: Cow<'static, str> = match route {
             Route::Other => Cow::Borrowed(method),
             known => Cow::Owned(format!("{method} {}", known.as_str())),
         };
         let mut attrs = vec![
-            KeyValue::new(attr::HTTP_REQUEST_METHOD, method),
+            KeyValue::new("http.request.method", method),
             KeyValue::new("url.scheme", "http"),
             KeyValue::new("network.protocol.version", protocol_version(version)),
         ];
         if route != Route::Other {
-            attrs.push(KeyValue::new(attr::HTTP_ROUTE, route.as_str()));
+            attrs.push(KeyValue::new("http.route", route.as_str()));
         }
         if let Some(peer) = client {
             attrs.push(KeyValue::new("client.address", peer.ip().to_string()));
@@ -105,9 +105,9 @@ impl Tracing {
     ) -> Option<Context> {
         let tracer = self.tracer.as_ref()?;
         let parent = Context::current();
-        let method = method_attr(method);
+        let method = method_str(method);
         let mut attrs = vec![
-            KeyValue::new(attr::HTTP_REQUEST_METHOD, method),
+            KeyValue::new("http.request.method", method),
             server_address.clone(),
         ];
         if route != Route::Other {

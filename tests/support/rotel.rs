@@ -1,19 +1,11 @@
-//! A real OTLP receiver for tests: `rotel-agent` (a Rust OpenTelemetry
-//! collector shipped as the PyPI wheel `rotel`), started on free loopback
-//! ports with the blackhole exporter and its debug log on, so every data
-//! point it receives is printed on its stdout, which this helper reads.
+//! A real OTLP collector for tests: `rotel-agent` (a Rust OpenTelemetry
+//! collector shipped in the `rotel` PyPI wheel) on free loopback ports, with
+//! its detailed debug log of every received data point parsed back.
 //!
-//! Install: `pip install --pre rotel`. The binary is found, in order, at
-//! `$ROTEL_AGENT`, inside the installed `rotel` Python package, or on
-//! `PATH`. A missing receiver fails the test (with these instructions):
-//! a telemetry test that skips proves nothing.
-//!
-//! Reusable: [`Rotel::start`], then point any OTLP exporter at
-//! [`Rotel::http_endpoint`] or [`Rotel::grpc_endpoint`] and wait with
-//! [`Rotel::wait_for_point`] for a data point with a given metric name and
-//! attributes (bounded polling, no fixed sleep).
+//! A missing receiver fails the test with the install command: CI installs
+//! it (`.ci/run`), so a skip would hide a broken set-up.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,463 +14,221 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const INSTALL: &str = "rotel-agent (the OTLP receiver these tests need) was not found. \
-Install it with `pip install --pre rotel` (the binary lives inside the installed `rotel` \
-Python package), or set ROTEL_AGENT=/path/to/rotel-agent";
-
-/// Finds the `rotel-agent` binary, or explains how to install it.
-pub fn agent_path() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("ROTEL_AGENT") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!(
-                "ROTEL_AGENT={} is not a file. {INSTALL}",
-                p.display()
-            ))
-        };
-    }
-    for python in ["python3", "python"] {
-        let out = std::process::Command::new(python)
-            .args([
-                "-c",
-                "import os, rotel; print(os.path.dirname(rotel.__file__))",
-            ])
-            .stderr(Stdio::null())
-            .output();
-        if let Ok(out) = out
-            && out.status.success()
-        {
-            let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            let p = Path::new(&dir).join("rotel-agent");
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join("rotel-agent");
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    Err(INSTALL.to_owned())
-}
-
-/// One data point as the receiver printed it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DataPoint {
-    /// The metric's name (`http.server.request.duration`).
+/// One received data point (gauge/sum value or histogram count).
+#[derive(Debug, Clone, Default)]
+pub struct Point {
     pub metric: String,
-    /// The point's attributes, as printed (`"POST"` -> `POST`, ints as digits).
-    pub attributes: Vec<(String, String)>,
-    /// `Value:` of a sum or gauge point.
+    pub attributes: BTreeMap<String, String>,
+    pub resource: BTreeMap<String, String>,
+    /// Gauge and sum points.
     pub value: Option<f64>,
-    /// `Count:` of a histogram point.
+    /// Histogram points.
     pub count: Option<u64>,
-    /// `Sum:` of a histogram point.
-    pub sum: Option<f64>,
 }
 
-impl DataPoint {
-    pub fn attr(&self, key: &str) -> Option<&str> {
-        self.attributes
+impl Point {
+    pub fn has(&self, attrs: &[(&str, &str)]) -> bool {
+        attrs
             .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Exactly these attributes (order free).
-    pub fn has_exactly(&self, want: &[(&str, &str)]) -> bool {
-        self.attributes.len() == want.len() && want.iter().all(|(k, v)| self.attr(k) == Some(*v))
+            .all(|(k, v)| self.attributes.get(*k).map(String::as_str) == Some(*v))
     }
 }
 
-/// A running receiver; killed on drop.
-pub struct Rotel {
-    child: Child,
-    http_port: u16,
-    grpc_port: u16,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    dir: PathBuf,
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+pub struct Collector {
+    pub http_endpoint: String,
+    pub grpc_endpoint: String,
+    points: Arc<Mutex<Vec<Point>>>,
+    _child: Child,
 }
 
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
-/// Removes ANSI colour sequences (`ESC [ ... m`).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
+/// Where pip put `rotel-agent`.
+fn agent_path() -> std::path::PathBuf {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import rotel, os; print(os.path.dirname(rotel.__file__))",
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let dir = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            let path = std::path::Path::new(&dir).join("rotel-agent");
+            assert!(
+                path.is_file(),
+                "rotel is installed but {} is missing",
+                path.display()
+            );
+            path
         }
+        _ => panic!(
+            "the OTLP test receiver is missing: install it with `pip install --pre 'rotel==0.0.1a15'` (bash .ci/run does)"
+        ),
     }
-    out
 }
 
-fn pump<R>(reader: R, into: Arc<Mutex<Vec<String>>>)
-where
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            into.lock().push(strip_ansi(&line));
-        }
-    });
-}
-
-impl Rotel {
-    /// Starts a receiver (metrics and traces debug logs) on free ports and
-    /// waits until both listen. Panics with install instructions when the
-    /// binary is missing.
-    pub async fn start() -> Rotel {
-        let agent = agent_path().unwrap_or_else(|e| panic!("{e}"));
-        let mut last_error = String::new();
-        // A port picked free can be taken before rotel binds it: try again.
-        for _ in 0..3 {
-            match Rotel::try_start(&agent).await {
-                Ok(r) => return r,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("rotel-agent did not start: {last_error}");
-    }
-
-    async fn try_start(agent: &Path) -> Result<Rotel, String> {
-        let http_port = free_port();
-        let grpc_port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "factory-sidecar-rotel-{}-{http_port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("temp dir: {e}"))?;
-        let mut child = Command::new(agent)
-            .arg("start")
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
-            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
-            .args(["--exporter", "blackhole"])
-            .args(["--debug-log", "metrics", "--debug-log", "traces"])
-            .args(["--debug-log-verbosity", "detailed"])
-            .arg("--pid-file")
-            .arg(dir.join("rotel.pid"))
-            .arg("--log-file")
-            .arg(dir.join("rotel.log"))
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
+impl Collector {
+    /// Starts the collector and waits until both ports accept connections.
+    pub async fn start() -> Collector {
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let mut child = Command::new(agent_path())
+            .args([
+                "start",
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{http_port}"),
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{grpc_port}"),
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "metrics",
+                "--debug-log-verbosity",
+                "detailed",
+            ])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", agent.display()))?;
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(out) = child.stdout.take() {
-            pump(out, stdout.clone());
+            .expect("start rotel-agent");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let points = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn(parse(BufReader::new(stdout), points.clone()));
+        for port in [http_port, grpc_port] {
+            super::eventually(
+                "rotel-agent to listen",
+                Duration::from_secs(20),
+                || async move {
+                    tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .ok()
+                        .map(drop)
+                },
+            )
+            .await;
         }
-        if let Some(err) = child.stderr.take() {
-            pump(err, stderr.clone());
-        }
-        let mut rotel = Rotel {
-            child,
-            http_port,
-            grpc_port,
-            stdout,
-            stderr,
-            dir,
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = rotel.child.try_wait() {
-                return Err(format!(
-                    "exited with {status}; output:\n{}",
-                    rotel.output_with_stderr()
-                ));
-            }
-            let http = tokio::net::TcpStream::connect(("127.0.0.1", http_port)).await;
-            let grpc = tokio::net::TcpStream::connect(("127.0.0.1", grpc_port)).await;
-            if http.is_ok() && grpc.is_ok() {
-                return Ok(rotel);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "not listening after 15 s; output:\n{}",
-                    rotel.output_with_stderr()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        Collector {
+            http_endpoint: format!("http://127.0.0.1:{http_port}"),
+            grpc_endpoint: format!("http://127.0.0.1:{grpc_port}"),
+            points,
+            _child: child,
         }
     }
 
-    /// For OTLP http/protobuf (`http://127.0.0.1:P`; exporters add `/v1/...`).
-    pub fn http_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
-    }
-
-    /// For OTLP gRPC.
-    pub fn grpc_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
-    }
-
-    /// Everything printed on stdout so far (colours removed).
-    pub fn output(&self) -> String {
-        self.stdout.lock().join("\n")
-    }
-
-    fn output_with_stderr(&self) -> String {
-        format!(
-            "{}\n--- stderr ---\n{}",
-            self.output(),
-            self.stderr.lock().join("\n")
-        )
-    }
-
-    /// Every metric data point received so far.
-    pub fn data_points(&self) -> Vec<DataPoint> {
-        parse_points(&self.stdout.lock())
-    }
-
-    /// Waits (polling, bounded by `limit`) for a point of `metric` whose
-    /// attributes are exactly `attrs` and that satisfies `check`; returns
-    /// the latest such point. Panics with what was received when none came.
-    pub async fn wait_for_point(
+    /// The newest received point of `metric` with `attrs`, once `accept`
+    /// holds for it (cumulative data: the newest point carries the total).
+    pub async fn wait_for(
         &self,
         metric: &str,
         attrs: &[(&str, &str)],
-        limit: Duration,
-        check: impl Fn(&DataPoint) -> bool,
-    ) -> DataPoint {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
+        accept: impl Fn(&Point) -> bool,
+    ) -> Point {
+        let what = format!("{metric} {attrs:?}");
+        super::eventually(&what, Duration::from_secs(30), || {
             let found = self
-                .data_points()
-                .into_iter()
+                .points
+                .lock()
+                .iter()
                 .rev()
-                .find(|p| p.metric == metric && p.has_exactly(attrs) && check(p));
-            if let Some(p) = found {
-                return p;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let all: Vec<String> = self
-                    .data_points()
-                    .into_iter()
-                    .filter(|p| p.metric == metric)
-                    .map(|p| format!("{p:?}"))
-                    .collect();
-                // The latest export is enough to see what differs.
-                let seen = &all[all.len().saturating_sub(12)..];
-                panic!(
-                    "no {metric} point with attributes {attrs:?} passing the check within {limit:?}; \
-                     {metric} points received: {seen:#?}\nreceiver stdout (tail):\n{}",
-                    tail(&self.output(), 80)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+                .find(|p| p.metric == metric && p.has(attrs))
+                .filter(|p| accept(p))
+                .cloned();
+            async move { found }
+        })
+        .await
     }
 
-    /// Every span received so far.
-    pub fn spans(&self) -> Vec<SpanRecord> {
-        parse(&self.stdout.lock()).1
-    }
-
-    /// Waits (bounded) for a span satisfying `check`; panics with what was
-    /// received when none came.
-    pub async fn wait_for_span(
-        &self,
-        what: &str,
-        limit: Duration,
-        check: impl Fn(&SpanRecord) -> bool,
-    ) -> SpanRecord {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(s) = self.spans().into_iter().find(|s| check(s)) {
-                return s;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "no span {what} within {limit:?}; spans received: {:#?}",
-                    self.spans()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Waits until the receiver printed a line containing `needle`.
-    pub async fn wait_for_output(&self, needle: &str, limit: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(l) = self.stdout.lock().iter().find(|l| l.contains(needle)) {
-                return l.clone();
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "receiver printed no line with {needle:?} within {limit:?}; stdout (tail):\n{}",
-                    tail(&self.output(), 80)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    pub fn points(&self) -> Vec<Point> {
+        self.points.lock().clone()
     }
 }
 
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// One span as the receiver printed it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SpanRecord {
-    pub trace_id: String,
-    pub parent_id: String,
-    pub span_id: String,
-    pub name: String,
-    /// `SPAN_KIND_SERVER`, `SPAN_KIND_CLIENT`, ...
-    pub kind: String,
-    /// `STATUS_CODE_UNSET`, `STATUS_CODE_ERROR`, ...
-    pub status: String,
-    pub attributes: Vec<(String, String)>,
-}
-
-impl SpanRecord {
-    pub fn attr(&self, key: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+/// Parses rotel's detailed debug log into points.
+async fn parse(mut lines: BufReader<tokio::process::ChildStdout>, points: Arc<Mutex<Vec<Point>>>) {
+    #[derive(PartialEq)]
+    enum Section {
+        Other,
+        Resource,
+        Point,
     }
-}
-
-/// `key: Str(value)` / `key: Int(200)` -> (key, value).
-fn attribute(line: &str) -> Option<(String, String)> {
-    let rest = line.trim().strip_prefix("-> ")?;
-    let (key, typed) = rest.split_once(": ")?;
-    let value = match typed.split_once('(') {
-        Some((_, v)) => v.strip_suffix(')').unwrap_or(v),
-        None => typed,
-    };
-    Some((key.to_owned(), value.to_owned()))
-}
-
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let rest = line.trim().strip_prefix(name)?;
-    Some(rest.trim_start().strip_prefix(':')?.trim())
-}
-
-#[derive(PartialEq)]
-enum Section {
-    Other,
-    Descriptor,
-    Point,
-    PointAttributes,
-    Span,
-    SpanAttributes,
-}
-
-/// Parses rotel's `--debug-log-verbosity detailed` output: metric data
-/// points and spans, in the order received.
-pub fn parse(lines: &[String]) -> (Vec<DataPoint>, Vec<SpanRecord>) {
-    let mut points = Vec::new();
-    let mut spans = Vec::new();
-    let mut metric = String::new();
-    let mut point: Option<DataPoint> = None;
-    let mut span: Option<SpanRecord> = None;
     let mut section = Section::Other;
-    for line in lines {
-        let t = line.trim();
-        let starts_block = t.starts_with("ResourceMetrics #")
-            || t.starts_with("ResourceSpans #")
-            || t.starts_with("ResourceLogs #")
-            || t.starts_with("ScopeMetrics #")
-            || t.starts_with("ScopeSpans #")
-            || t.starts_with("Metric #")
-            || t.starts_with("Span #")
-            || t == "Descriptor:"
-            || t.contains("DataPoints #");
-        if starts_block {
-            points.extend(point.take());
-            spans.extend(span.take());
+    let mut resource = BTreeMap::new();
+    let mut metric = String::new();
+    let mut current: Option<Point> = None;
+    let mut line = String::new();
+    let flush = |current: &mut Option<Point>| {
+        if let Some(p) = current.take() {
+            points.lock().push(p);
+        }
+    };
+    loop {
+        line.clear();
+        match lines.read_line(&mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let l = line.trim();
+        if l.starts_with("ResourceMetrics #") {
+            flush(&mut current);
+            resource = BTreeMap::new();
+            section = Section::Other;
+        } else if l == "Resource attributes:" {
+            section = Section::Resource;
+        } else if l == "Data point attributes:" {
+            section = Section::Point;
+        } else if let Some(name) = l.strip_prefix("-> Name: ") {
+            flush(&mut current);
+            metric = name.to_owned();
+            section = Section::Other;
+        } else if l.starts_with("NumberDataPoints #") || l.starts_with("HistogramDataPoints #") {
+            flush(&mut current);
+            current = Some(Point {
+                metric: metric.clone(),
+                resource: resource.clone(),
+                ..Point::default()
+            });
+            section = Section::Other;
+        } else if let Some(kv) = l.strip_prefix("-> ") {
+            if let Some((k, v)) = kv.split_once(": ") {
+                let v = strip_type(v);
+                match section {
+                    Section::Resource => {
+                        resource.insert(k.to_owned(), v);
+                    }
+                    Section::Point => {
+                        if let Some(p) = current.as_mut() {
+                            p.attributes.insert(k.to_owned(), v);
+                        }
+                    }
+                    Section::Other => {}
+                }
+            }
+        } else if let Some(v) = l.strip_prefix("Value: ") {
+            section = Section::Other;
+            if let Some(p) = current.as_mut() {
+                p.value = v.parse().ok();
+            }
+        } else if let Some(v) = l.strip_prefix("Count: ") {
+            section = Section::Other;
+            if let Some(p) = current.as_mut() {
+                p.count = v.parse().ok();
+            }
+        } else if l.starts_with("StartTimestamp") {
             section = Section::Other;
         }
-        if t == "Descriptor:" {
-            section = Section::Descriptor;
-        } else if t.contains("DataPoints #") {
-            point = Some(DataPoint {
-                metric: metric.clone(),
-                ..DataPoint::default()
-            });
-            section = Section::Point;
-        } else if t.starts_with("Span #") {
-            span = Some(SpanRecord::default());
-            section = Section::Span;
-        } else if t == "Data point attributes:" && point.is_some() {
-            section = Section::PointAttributes;
-        } else if t == "Attributes:" && span.is_some() {
-            section = Section::SpanAttributes;
-        } else if section == Section::Descriptor {
-            if let Some(name) = t.strip_prefix("-> Name: ") {
-                metric = name.to_owned();
-            }
-        } else if let Some(p) = point.as_mut() {
-            if t.starts_with("-> ") && section == Section::PointAttributes {
-                p.attributes.extend(attribute(t));
-            } else if let Some(v) = field(t, "Value") {
-                p.value = v.parse().ok();
-            } else if let Some(v) = field(t, "Count") {
-                p.count = v.parse().ok();
-            } else if let Some(v) = field(t, "Sum") {
-                p.sum = v.parse().ok();
-            }
-        } else if let Some(s) = span.as_mut() {
-            if t.starts_with("-> ") && section == Section::SpanAttributes {
-                s.attributes.extend(attribute(t));
-            } else if let Some(v) = field(t, "Trace ID") {
-                s.trace_id = v.to_owned();
-            } else if let Some(v) = field(t, "Parent ID") {
-                s.parent_id = v.to_owned();
-            } else if let Some(v) = field(t, "ID") {
-                s.span_id = v.to_owned();
-            } else if let Some(v) = field(t, "Name") {
-                s.name = v.to_owned();
-            } else if let Some(v) = field(t, "Kind") {
-                s.kind = v.to_owned();
-            } else if let Some(v) = field(t, "Status code") {
-                s.status = v.to_owned();
-            }
-        }
     }
-    points.extend(point);
-    spans.extend(span);
-    (points, spans)
+    flush(&mut current);
 }
 
-/// The metric data points in rotel's output.
-pub fn parse_points(lines: &[String]) -> Vec<DataPoint> {
-    parse(lines).0
+/// `Str(x)` / `Int(1)` / `Double(0.5)` / `Bool(true)` -> `x` / `1` / ...
+fn strip_type(v: &str) -> String {
+    match (v.find('('), v.ends_with(')')) {
+        (Some(open), true) => v[open + 1..v.len() - 1].to_owned(),
+        _ => v.to_owned(),
+    }
 }

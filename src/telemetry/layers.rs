@@ -1,0 +1,405 @@
+//! The two places the stack is measured.
+//!
+//! [`ServerTelemetryLayer`] sits outermost and sees every request from the
+//! service with the answer that really went back (the sidecar's own error
+//! answers included): `http.server.request.duration` with `sidecar.outcome`,
+//! and the per-status-class counts `/status` shows. [`ClientTelemetryLayer`]
+//! sits inside the retry loop and sees each try to the factory:
+//! `http.client.request.duration` with the status and/or `error.type`.
+//! Durations run to the answer's head (the body streams on afterwards).
+//!
+//! With traces on ([`Tracing::with_tracing`](ServerTelemetryLayer::with_tracing)),
+//! the server layer opens a server span per request, continuing the
+//! caller's W3C `traceparent`, and polls the inner stack inside it; the
+//! client layer opens a child client span per try and sends *its* context
+//! to the factory in `traceparent`. With traces off both cost one branch.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Response};
+use opentelemetry::trace::{Status, TraceContextExt as _};
+use opentelemetry::{Context as OtelContext, KeyValue};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use crate::admin::AdminPart;
+use crate::error::{BoxError, RequestOutcome};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::headers::ClientAddr;
+use crate::resilience::classify::{Outcome, classify_error, classify_response};
+use crate::telemetry::metrics::{ClientResult, Metrics, Route};
+use crate::telemetry::trace::Tracing;
+
+/// Requests answered, by status class, since start.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    classes: [AtomicU64; 5],
+}
+
+impl RequestCounts {
+    fn record(&self, status: http::StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        if let Some(c) = self.classes.get(class) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `(class, count)` for 1xx to 5xx.
+    pub fn snapshot(&self) -> [(&'static str, u64); 5] {
+        let n = |i: usize| self.classes.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+        [
+            ("1xx", n(0)),
+            ("2xx", n(1)),
+            ("3xx", n(2)),
+            ("4xx", n(3)),
+            ("5xx", n(4)),
+        ]
+    }
+}
+
+impl AdminPart for RequestCounts {
+    fn name(&self) -> &'static str {
+        "requests"
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let snap = self.snapshot();
+        let total: u64 = snap.iter().map(|(_, n)| n).sum();
+        let mut map = serde_json::Map::new();
+        map.insert("total".to_owned(), total.into());
+        for (class, n) in snap {
+            map.insert(class.to_owned(), n.into());
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+/// Measures every request from the service (outermost layer).
+#[derive(Debug, Clone)]
+pub struct ServerTelemetryLayer {
+    metrics: Arc<Metrics>,
+    counts: Arc<RequestCounts>,
+    tracing: Tracing,
+}
+
+impl ServerTelemetryLayer {
+    pub fn new(metrics: Arc<Metrics>, counts: Arc<RequestCounts>) -> Self {
+        Self {
+            metrics,
+            counts,
+            tracing: Tracing::disabled(),
+        }
+    }
+
+    /// A server span per request when `tracing` is enabled.
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = tracing;
+        self
+    }
+}
+
+impl<S> Layer<S> for ServerTelemetryLayer {
+    type Service = ServerTelemetry<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerTelemetry {
+            inner,
+            metrics: self.metrics.clone(),
+            counts: self.counts.clone(),
+            tracing: self.tracing.clone(),
+        }
+    }
+}
+
+/// See [`ServerTelemetryLayer`].
+#[derive(Debug, Clone)]
+pub struct ServerTelemetry<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    counts: Arc<RequestCounts>,
+    tracing: Tracing,
+}
+
+impl<S, B> Service<Request<B>> for ServerTelemetry<S>
+where
+    S: Service<Request<B>, Response = Response<ProxyBody>>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = S::Error;
+    type Future = ServerFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let route = Route::of(req.uri().path());
+        let span = if self.tracing.is_enabled() {
+            self.tracing.server_span(
+                req.headers(),
+                &method,
+                req.version(),
+                route,
+                req.extensions().get::<ClientAddr>().map(|c| c.0),
+            )
+        } else {
+            None
+        };
+        // Inner layers that start work in `call` already see the span.
+        let inner = {
+            let _guard = span.clone().map(OtelContext::attach);
+            self.inner.call(req)
+        };
+        ServerFuture {
+            inner,
+            started,
+            method,
+            route,
+            metrics: self.metrics.clone(),
+            counts: self.counts.clone(),
+            span,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`ServerTelemetry`].
+    pub struct ServerFuture<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        method: Method,
+        route: Route,
+        metrics: Arc<Metrics>,
+        counts: Arc<RequestCounts>,
+        // The request's server span (traces on); taken when it ends.
+        span: Option<OtelContext>,
+    }
+
+    impl<F> PinnedDrop for ServerFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the answer: the diner went away or the server
+            // stopped. The span still ends, marked as such.
+            if let Some(cx) = this.project().span.take() {
+                end_with_error(&cx, "cancelled");
+            }
+        }
+    }
+}
+
+/// Ends `cx`'s span as failed with `error.type` `error_type`.
+fn end_with_error(cx: &OtelContext, error_type: &'static str) {
+    let span = cx.span();
+    span.set_attribute(KeyValue::new("error.type", error_type));
+    span.set_status(Status::error(error_type));
+    span.end();
+}
+
+impl<F, E> Future for ServerFuture<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            // The inner stack (retries, tries, client spans) runs in the span.
+            let _guard = this.span.clone().map(OtelContext::attach);
+            std::task::ready!(this.inner.poll(cx))
+        };
+        let span = this.span.take();
+        if let Ok(res) = &result {
+            let status = res.status();
+            let outcome = RequestOutcome::of(res);
+            this.counts.record(status);
+            this.metrics.server_request(
+                this.method,
+                *this.route,
+                status,
+                outcome,
+                this.started.elapsed(),
+            );
+            if let Some(span) = span {
+                let s = span.span();
+                s.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                ));
+                s.set_attribute(KeyValue::new("sidecar.outcome", outcome.as_str()));
+                // Server spans: only a 5xx is an error (a 4xx is the caller's).
+                if status.is_server_error() {
+                    end_with_error(&span, outcome.as_str());
+                } else {
+                    s.end();
+                }
+            }
+        } else if let Some(span) = span {
+            end_with_error(&span, "_OTHER");
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// Measures each try to the factory (inside the retry loop).
+#[derive(Debug, Clone)]
+pub struct ClientTelemetryLayer {
+    metrics: Arc<Metrics>,
+    tracing: Tracing,
+}
+
+impl ClientTelemetryLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            tracing: Tracing::disabled(),
+        }
+    }
+
+    /// A client span per try, its `traceparent` sent upstream, when
+    /// `tracing` is enabled.
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = tracing;
+        self
+    }
+}
+
+impl<S> Layer<S> for ClientTelemetryLayer {
+    type Service = ClientTelemetry<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientTelemetry {
+            inner,
+            metrics: self.metrics.clone(),
+            tracing: self.tracing.clone(),
+        }
+    }
+}
+
+/// See [`ClientTelemetryLayer`].
+#[derive(Debug, Clone)]
+pub struct ClientTelemetry<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    tracing: Tracing,
+}
+
+impl<S, B> Service<Request<B>> for ClientTelemetry<S>
+where
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = BoxError;
+    type Future = ClientFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let method = req.method().clone();
+        let span = if self.tracing.is_enabled() {
+            let route = Route::of(req.uri().path());
+            self.tracing.client_span(
+                req.headers_mut(),
+                &method,
+                self.metrics.server_address(),
+                route,
+            )
+        } else {
+            None
+        };
+        ClientFuture {
+            method,
+            inner: self.inner.call(req),
+            started: Instant::now(),
+            metrics: self.metrics.clone(),
+            span,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`ClientTelemetry`].
+    pub struct ClientFuture<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        method: Method,
+        metrics: Arc<Metrics>,
+        // The try's client span (traces on); taken when it ends.
+        span: Option<OtelContext>,
+    }
+
+    impl<F> PinnedDrop for ClientFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped unfinished: the overall deadline or the diner ended it.
+            if let Some(cx) = this.project().span.take() {
+                end_with_error(&cx, "cancelled");
+            }
+        }
+    }
+}
+
+impl<F> Future for ClientFuture<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let recorded = match &result {
+            // A factory answer that failed the try (5xx, or a pizza whose
+            // JWT does not verify) carries `error.type` beside its status,
+            // so "tries without error.type" is the factory's success rate.
+            Ok(res) => match classify_response(res) {
+                Outcome::Failure(kind) | Outcome::Excused(kind) => {
+                    Some(ClientResult::FailedAnswer(res.status(), kind))
+                }
+                _ => Some(ClientResult::Status(res.status())),
+            },
+            // A try the breaker refused or the deadline aborted never reached
+            // the factory: it is not a client request.
+            Err(e) => match classify_error(e.as_ref()) {
+                Outcome::Failure(kind) => Some(ClientResult::Error(kind)),
+                _ => None,
+            },
+        };
+        if let Some(r) = recorded {
+            this.metrics
+                .client_request(this.method, r, this.started.elapsed());
+        }
+        if let Some(span) = this.span.take() {
+            let s = span.span();
+            match recorded {
+                Some(ClientResult::Status(status)) => {
+                    s.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status.as_u16()),
+                    ));
+                    // Client spans: a 4xx is an error too.
+                    if status.is_client_error() {
+                        s.set_status(Status::error("4xx"));
+                    }
+                    s.end();
+                }
+                Some(ClientResult::FailedAnswer(status, kind)) => {
+                    s.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status.as_u16()),
+                    ));
+                    end_with_error(&span, kind.as_str());
+                }
+                Some(ClientResult::Error(kind)) => end_with_error(&span, kind.as_str()),
+                None => end_with_error(&span, "_OTHER"),
+            }
+        }
+        Poll::Ready(result)
+    }
+}
