@@ -125,7 +125,7 @@ impl Sidecar {
             let _ = admin_stop_tx.send(true);
             let _ = admin_task.await;
             // The final export, once no request can record anything more.
-            telemetry.shutdown();
+            telemetry.shutdown().await;
         });
         readiness.set(true);
         tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url(), "factory-sidecar serving");

@@ -131,3 +131,54 @@ async fn exports_over_http_protobuf() {
 async fn exports_over_grpc() {
     exports_the_spec_metrics(OtlpProtocol::Grpc).await;
 }
+
+/// With an export interval far beyond the test, only the final flush on
+/// shutdown can deliver the data: the sidecar must stop (no hang) and the
+/// collector must have the requests.
+async fn shutdown_flushes(protocol: OtlpProtocol) {
+    let collector = Collector::start().await;
+    let factory = sim::start().await;
+    let endpoint = match protocol {
+        OtlpProtocol::HttpProtobuf => collector.http_endpoint.clone(),
+        OtlpProtocol::Grpc => collector.grpc_endpoint.clone(),
+    };
+    let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
+        c.telemetry.otlp_endpoint = endpoint;
+        c.telemetry.otlp_protocol = protocol;
+        c.telemetry.export_interval = std::time::Duration::from_secs(3600);
+    }))
+    .await;
+    let http = Http::new();
+    for _ in 0..2 {
+        let res = http
+            .post_json(
+                &format!("{}/api/order", sc.url),
+                Some(factory.api_key()),
+                factory_sidecar::sim::SAMPLE_ORDER,
+            )
+            .await
+            .expect("order answered");
+        assert_eq!(res.status, 200);
+    }
+    sc.sidecar.shutdown();
+    tokio::time::timeout(std::time::Duration::from_secs(30), sc.sidecar.stopped())
+        .await
+        .expect("the sidecar stops, final export included, without hanging");
+    collector
+        .wait_for(
+            "http.server.request.duration",
+            &[("http.route", "/api/order"), ("sidecar.outcome", "ok")],
+            |p| p.count == Some(2),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_over_http_protobuf() {
+    shutdown_flushes(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_over_grpc() {
+    shutdown_flushes(OtlpProtocol::Grpc).await;
+}

@@ -47,6 +47,10 @@ pub enum TelemetryError {
     Client(#[from] crate::proxy::client::ClientError),
 }
 
+/// How long the final export on shutdown may take (one export's timeout
+/// is at most 10 s).
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(12);
+
 /// The metrics (always) and the tracer provider (when traces are exported).
 pub struct Telemetry {
     metrics: Arc<Metrics>,
@@ -136,12 +140,27 @@ impl Telemetry {
         )
     }
 
-    /// Final export and stop; called once on shutdown.
-    pub fn shutdown(&self) {
-        self.metrics.shutdown();
-        if let Some(p) = &self.tracer_provider {
-            let _ = p.force_flush();
-            let _ = p.shutdown();
+    /// Final export and stop; called once on shutdown, bounded by
+    /// [`FLUSH_LIMIT`].
+    ///
+    /// The SDK's tokio readers flush by *blocking* the calling thread until
+    /// their task has exported; on a runtime worker that task can be stuck
+    /// behind the blocked thread (the sidecar hung on SIGTERM), so the
+    /// blocking part runs on tokio's blocking pool.
+    pub async fn shutdown(&self) {
+        let metrics = Arc::clone(&self.metrics);
+        let tracer_provider = self.tracer_provider.clone();
+        let flush = tokio::task::spawn_blocking(move || {
+            metrics.shutdown();
+            if let Some(p) = tracer_provider {
+                if let Err(e) = p.force_flush() {
+                    tracing::warn!(error = %e, "final span export failed");
+                }
+                let _ = p.shutdown();
+            }
+        });
+        if tokio::time::timeout(FLUSH_LIMIT, flush).await.is_err() {
+            tracing::warn!(limit = ?FLUSH_LIMIT, "final telemetry export did not finish in time");
         }
     }
 }
