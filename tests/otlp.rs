@@ -182,3 +182,120 @@ async fn shutdown_flushes_over_http_protobuf() {
 async fn shutdown_flushes_over_grpc() {
     shutdown_flushes(OtlpProtocol::Grpc).await;
 }
+
+const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CALLER_SPAN: &str = "b7ad6b7169203331";
+
+/// A request with the caller's `traceparent`, whose first try fails (500)
+/// and whose retry succeeds: one server span continuing the caller's trace,
+/// one client span per try under it, and each try carried *its own* span's
+/// context to the factory.
+async fn spans_follow_the_request(protocol: OtlpProtocol) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use support::upstream::{FakeUpstream, answer};
+
+    let collector = Collector::start().await;
+    let tries = std::sync::Arc::new(AtomicUsize::new(0));
+    let up = {
+        let tries = tries.clone();
+        FakeUpstream::start(move |_r| {
+            let n = tries.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    answer(500, "{\"message\":\"oops\"}")
+                } else {
+                    answer(200, "{\"jwt\":\"x\"}")
+                }
+            }
+        })
+        .await
+    };
+    let endpoint = match protocol {
+        OtlpProtocol::HttpProtobuf => collector.http_endpoint.clone(),
+        OtlpProtocol::Grpc => collector.grpc_endpoint.clone(),
+    };
+    let sc = sidecar::start(sidecar::config(&up.url(), |c| {
+        c.telemetry.otlp_endpoint = endpoint;
+        c.telemetry.otlp_protocol = protocol;
+        c.telemetry.export_interval = std::time::Duration::from_millis(200);
+        c.telemetry.traces = true;
+        c.retry.initial_backoff = std::time::Duration::from_millis(1);
+        c.chaos.verify_jwt = false;
+    }))
+    .await;
+    let mut req = support::http::request(
+        http::Method::POST,
+        &format!("{}/api/order", sc.url),
+        None,
+        Some("application/json"),
+        "{}",
+    )
+    .expect("request");
+    req.headers_mut().insert(
+        "traceparent",
+        http::HeaderValue::from_str(&format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+            .expect("header"),
+    );
+    let res = Http::new().send(req).await.expect("answered");
+    assert_eq!(res.status, 200);
+
+    let server = collector
+        .wait_for_span("SERVER POST /api/order", |s| {
+            s.kind.contains("SERVER") && s.name == "POST /api/order"
+        })
+        .await;
+    assert_eq!(server.trace_id, CALLER_TRACE);
+    assert_eq!(server.parent_id, CALLER_SPAN);
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+    assert_eq!(server.attr("sidecar.outcome"), Some("ok"));
+    assert_eq!(server.attr("http.route"), Some("/api/order"));
+
+    let failed = collector
+        .wait_for_span("CLIENT try answered 500", |s| {
+            s.kind.contains("CLIENT") && s.attr("http.response.status_code") == Some("500")
+        })
+        .await;
+    let ok = collector
+        .wait_for_span("CLIENT try answered 200", |s| {
+            s.kind.contains("CLIENT") && s.attr("http.response.status_code") == Some("200")
+        })
+        .await;
+    for client in [&failed, &ok] {
+        assert_eq!(client.trace_id, CALLER_TRACE);
+        assert_eq!(client.parent_id, server.span_id);
+        assert_eq!(client.attr("server.address"), Some("127.0.0.1"));
+    }
+    assert_eq!(failed.attr("error.type"), Some("5xx"));
+    assert!(failed.status.contains("ERROR"), "{failed:?}");
+    assert_ne!(failed.span_id, ok.span_id);
+
+    // The factory saw each try's own context, not the caller's.
+    let sent: Vec<String> = up
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.headers
+                .get("traceparent")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            format!("00-{CALLER_TRACE}-{}-01", failed.span_id),
+            format!("00-{CALLER_TRACE}-{}-01", ok.span_id),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_follow_the_request_over_http_protobuf() {
+    spans_follow_the_request(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_follow_the_request_over_grpc() {
+    spans_follow_the_request(OtlpProtocol::Grpc).await;
+}

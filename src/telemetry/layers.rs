@@ -403,3 +403,185 @@ where
         Poll::Ready(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::client::UpstreamError;
+    use crate::resilience::classify::BadJwt;
+    use crate::resilience::deadline::AttemptTimedOut;
+    use crate::telemetry::trace::testing;
+    use http::{HeaderValue, StatusCode};
+    use opentelemetry::trace::SpanKind;
+    use tower::ServiceExt as _;
+
+    const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    fn answer(status: StatusCode, bad_jwt: bool) -> Response<ProxyBody> {
+        let mut res = Response::new(ProxyBody::empty());
+        *res.status_mut() = status;
+        if bad_jwt {
+            res.extensions_mut().insert(BadJwt);
+        }
+        res
+    }
+
+    fn count(text: &str, labels: &str) -> Option<String> {
+        let prefix = format!("http_client_request_duration_seconds_count{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    }
+
+    #[tokio::test]
+    async fn each_try_is_measured_by_status_and_error_type() {
+        let metrics = Arc::new(Metrics::new("factory.test"));
+        let script = Arc::new(parking_lot::Mutex::new(vec![
+            Ok(answer(StatusCode::OK, false)),
+            Ok(answer(StatusCode::INTERNAL_SERVER_ERROR, false)),
+            Ok(answer(StatusCode::OK, true)),
+            Err::<Response<ProxyBody>, BoxError>(Box::new(UpstreamError::new(
+                "connect",
+                std::io::Error::other("refused"),
+            ))),
+            Err(Box::new(AttemptTimedOut)),
+        ]));
+        let svc =
+            ClientTelemetryLayer::new(metrics.clone()).layer(tower::service_fn(move |_req| {
+                let next = script.lock().remove(0);
+                async move { next }
+            }));
+        for _ in 0..5 {
+            let req = Request::post("/api/order")
+                .body(bytes::Bytes::new())
+                .expect("request");
+            let _ = svc.clone().oneshot(req).await;
+        }
+        let text = metrics.prometheus_text();
+        let a = "server_address=\"factory.test\"";
+        for labels in [
+            format!("http_request_method=\"POST\",http_response_status_code=\"200\",{a}"),
+            format!(
+                "error_type=\"5xx\",http_request_method=\"POST\",http_response_status_code=\"500\",{a}"
+            ),
+            format!(
+                "error_type=\"badjwt\",http_request_method=\"POST\",http_response_status_code=\"200\",{a}"
+            ),
+            format!("error_type=\"connect\",http_request_method=\"POST\",{a}"),
+            format!("error_type=\"timeout\",http_request_method=\"POST\",{a}"),
+        ] {
+            assert_eq!(
+                count(&text, &labels).as_deref(),
+                Some("1"),
+                "{labels} in\n{text}"
+            );
+        }
+    }
+
+    /// Server layer -> client layer -> a "factory" recording `traceparent`.
+    fn stack(
+        tracing: Tracing,
+        sent: Arc<parking_lot::Mutex<Vec<String>>>,
+    ) -> impl Service<
+        Request<bytes::Bytes>,
+        Response = Response<ProxyBody>,
+        Error = BoxError,
+        Future: Send,
+    > + Clone {
+        let metrics = Arc::new(Metrics::new("factory.test"));
+        let factory = tower::service_fn(move |req: Request<bytes::Bytes>| {
+            if let Some(tp) = req.headers().get("traceparent") {
+                sent.lock()
+                    .push(tp.to_str().unwrap_or("not ascii").to_owned());
+            }
+            async { Ok::<_, BoxError>(answer(StatusCode::OK, false)) }
+        });
+        ServerTelemetryLayer::new(metrics.clone(), Arc::default())
+            .with_tracing(tracing.clone())
+            .layer(
+                ClientTelemetryLayer::new(metrics)
+                    .with_tracing(tracing)
+                    .layer(factory),
+            )
+    }
+
+    fn traced_request() -> Request<bytes::Bytes> {
+        let mut req = Request::post("/api/order")
+            .body(bytes::Bytes::new())
+            .expect("request");
+        req.headers_mut()
+            .insert("traceparent", HeaderValue::from_static(CALLER));
+        req
+    }
+
+    #[tokio::test]
+    async fn spans_nest_under_the_callers_trace_and_each_try_sends_its_own() {
+        let (tracing, collected, _provider) = testing::tracing();
+        let sent = Arc::default();
+        let svc = stack(tracing, Arc::clone(&sent));
+        let res = svc.oneshot(traced_request()).await.expect("answer");
+        assert_eq!(res.status(), StatusCode::OK);
+
+        let spans = collected.0.lock();
+        let server = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Server)
+            .expect("server span");
+        let client = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Client)
+            .expect("client span");
+        assert_eq!(server.name, "POST /api/order");
+        assert_eq!(server.parent_span_id.to_string(), "b7ad6b7169203331");
+        assert_eq!(
+            server.span_context.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(client.parent_span_id, server.span_context.span_id());
+        assert!(
+            client.attributes.iter().any(
+                |kv| kv.key.as_str() == "server.address" && kv.value.as_str() == "factory.test"
+            )
+        );
+        assert_eq!(
+            sent.lock().as_slice(),
+            [format!(
+                "00-0af7651916cd43dd8448eb211c80319c-{}-01",
+                client.span_context.span_id()
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_traces_the_callers_traceparent_passes_untouched() {
+        let sent = Arc::default();
+        let svc = stack(Tracing::disabled(), Arc::clone(&sent));
+        svc.oneshot(traced_request()).await.expect("answer");
+        assert_eq!(sent.lock().as_slice(), [CALLER.to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_unanswered_still_ends_its_spans() {
+        let (tracing, collected, _provider) = testing::tracing();
+        let metrics = Arc::new(Metrics::new("f"));
+        let mut svc = ServerTelemetryLayer::new(metrics.clone(), Arc::default())
+            .with_tracing(tracing.clone())
+            .layer(
+                ClientTelemetryLayer::new(metrics)
+                    .with_tracing(tracing)
+                    .layer(tower::service_fn(|_req: Request<bytes::Bytes>| {
+                        std::future::pending::<Result<Response<ProxyBody>, BoxError>>()
+                    })),
+            );
+        drop(svc.call(traced_request()));
+        let spans = collected.0.lock();
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        for s in spans.iter() {
+            assert!(
+                s.attributes
+                    .iter()
+                    .any(|kv| kv.key.as_str() == "error.type" && kv.value.as_str() == "cancelled"),
+                "{s:?}"
+            );
+        }
+    }
+}

@@ -96,6 +96,7 @@ impl Telemetry {
                     exporter,
                     runtime::Tokio,
                 )
+                .with_batch_config(span_batch_config(config.export_interval))
                 .build();
             Some(
                 SdkTracerProvider::builder()
@@ -162,6 +163,20 @@ impl Telemetry {
         if tokio::time::timeout(FLUSH_LIMIT, flush).await.is_err() {
             tracing::warn!(limit = ?FLUSH_LIMIT, "final telemetry export did not finish in time");
         }
+    }
+}
+
+/// Spans go out every `export_interval` (at most the SDK's 5 s), unless
+/// `OTEL_BSP_SCHEDULE_DELAY` says otherwise; the other `OTEL_BSP_*`
+/// variables apply as the SDK reads them.
+fn span_batch_config(export_interval: Duration) -> opentelemetry_sdk::trace::BatchConfig {
+    let builder = opentelemetry_sdk::trace::BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_some() {
+        builder.build()
+    } else {
+        builder
+            .with_scheduled_delay(export_interval.min(Duration::from_secs(5)))
+            .build()
     }
 }
 
