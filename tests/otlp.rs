@@ -299,3 +299,179 @@ async fn spans_follow_the_request_over_http_protobuf() {
 async fn spans_follow_the_request_over_grpc() {
     spans_follow_the_request(OtlpProtocol::Grpc).await;
 }
+
+fn endpoint_of(collector: &Collector, protocol: OtlpProtocol) -> String {
+    match protocol {
+        OtlpProtocol::HttpProtobuf => collector.http_endpoint.clone(),
+        OtlpProtocol::Grpc => collector.grpc_endpoint.clone(),
+    }
+}
+
+/// A blip (the next two orders fail, no report link followed) is ridden out
+/// by retries; a badjwt episode shows as a failed try with `error.type`
+/// beside its 200 status.
+async fn blips_and_bad_pizzas(protocol: OtlpProtocol) {
+    let collector = Collector::start().await;
+    let factory = sim::start().await;
+    let endpoint = endpoint_of(&collector, protocol);
+    let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
+        c.telemetry.otlp_endpoint = endpoint;
+        c.telemetry.otlp_protocol = protocol;
+        c.telemetry.export_interval = std::time::Duration::from_millis(200);
+        c.chaos.auto_resolve = false;
+        c.retry.max_attempts = 3;
+        c.retry.initial_backoff = std::time::Duration::from_millis(1);
+    }))
+    .await;
+    let http = Http::new();
+    let url = format!("{}/api/order", sc.url);
+    let order = || {
+        http.post_json(
+            &url,
+            Some(factory.api_key()),
+            factory_sidecar::sim::SAMPLE_ORDER,
+        )
+    };
+
+    factory.set_chaos(ChaosSpec::fail().count(2));
+    assert_eq!(
+        order().await.expect("answered").status,
+        200,
+        "blip retried away"
+    );
+    collector
+        .wait_for("sidecar.retries", &[("reason", "5xx")], |p| {
+            p.value == Some(2.0)
+        })
+        .await;
+    collector
+        .wait_for(
+            "http.client.request.duration",
+            &[("http.response.status_code", "500"), ("error.type", "5xx")],
+            |p| p.count == Some(2),
+        )
+        .await;
+    collector
+        .wait_for(
+            "http.server.request.duration",
+            &[
+                ("sidecar.outcome", "ok"),
+                ("http.response.status_code", "200"),
+            ],
+            |p| p.count == Some(1),
+        )
+        .await;
+    collector
+        .wait_for("sidecar.chaos.detected", &[("chaos.type", "fail")], |p| {
+            p.value.is_some_and(|v| v >= 1.0)
+        })
+        .await;
+
+    factory.set_chaos(ChaosSpec::badjwt().count(1));
+    assert_eq!(
+        order().await.expect("answered").status,
+        200,
+        "bad pizza retried"
+    );
+    collector
+        .wait_for(
+            "http.client.request.duration",
+            &[
+                ("http.response.status_code", "200"),
+                ("error.type", "badjwt"),
+            ],
+            |p| p.count == Some(1),
+        )
+        .await;
+    collector
+        .wait_for("sidecar.retries", &[("reason", "badjwt")], |p| {
+            p.value == Some(1.0)
+        })
+        .await;
+    collector
+        .wait_for("sidecar.chaos.detected", &[("chaos.type", "badjwt")], |p| {
+            p.value.is_some_and(|v| v >= 1.0)
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blips_and_bad_pizzas_over_http_protobuf() {
+    blips_and_bad_pizzas(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blips_and_bad_pizzas_over_grpc() {
+    blips_and_bad_pizzas(OtlpProtocol::Grpc).await;
+}
+
+/// A factory that only fails: the breaker opens, later orders are refused
+/// at once, and the circuit metrics say so.
+async fn circuit_metrics(protocol: OtlpProtocol) {
+    use support::upstream::{FakeUpstream, answer};
+    let collector = Collector::start().await;
+    let up = FakeUpstream::start(|_r| async { answer(500, "{\"message\":\"down\"}") }).await;
+    let endpoint = endpoint_of(&collector, protocol);
+    let sc = sidecar::start(sidecar::config(&up.url(), |c| {
+        c.telemetry.otlp_endpoint = endpoint;
+        c.telemetry.otlp_protocol = protocol;
+        c.telemetry.export_interval = std::time::Duration::from_millis(200);
+        c.retry.max_attempts = 1;
+        c.circuit_breaker.consecutive_failures = 2;
+        c.circuit_breaker.open_for = std::time::Duration::from_secs(600);
+    }))
+    .await;
+    let http = Http::new();
+    let url = format!("{}/api/order", sc.url);
+    for _ in 0..2 {
+        let res = http.post_json(&url, None, "{}").await.expect("answered");
+        assert_eq!(res.status, 500, "the factory's own answer passes through");
+    }
+    let res = http.post_json(&url, None, "{}").await.expect("answered");
+    assert_eq!(res.status, 503, "circuit open");
+    assert_eq!(up.request_count(), 2, "the open circuit spared the factory");
+
+    collector
+        .wait_for("sidecar.circuit.state", &[], |p| p.value == Some(2.0))
+        .await;
+    collector
+        .wait_for(
+            "sidecar.circuit.transitions",
+            &[("from", "closed"), ("to", "open")],
+            |p| p.value == Some(1.0),
+        )
+        .await;
+    collector
+        .wait_for("sidecar.circuit.rejections", &[], |p| p.value == Some(1.0))
+        .await;
+    collector
+        .wait_for(
+            "http.server.request.duration",
+            &[
+                ("sidecar.outcome", "circuit_open"),
+                ("http.response.status_code", "503"),
+            ],
+            |p| p.count == Some(1),
+        )
+        .await;
+    collector
+        .wait_for(
+            "http.server.request.duration",
+            &[
+                ("sidecar.outcome", "factory_error"),
+                ("http.response.status_code", "500"),
+            ],
+            |p| p.count == Some(2),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_metrics_over_http_protobuf() {
+    circuit_metrics(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_metrics_over_grpc() {
+    circuit_metrics(OtlpProtocol::Grpc).await;
+}
