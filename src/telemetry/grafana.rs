@@ -449,6 +449,16 @@ mod tests {
             threshold(&success),
             serde_json::json!({"type": "lt", "params": [90]})
         );
+        // With every try failing there is no successful series at all: the
+        // rate must read 0%, not "no data" (which would keep the alert OK
+        // through a total outage).
+        assert!(
+            success["data"][0]["model"]["expr"]
+                .as_str()
+                .expect("expr")
+                .contains("or vector(0)"),
+            "a total outage reads 0%"
+        );
         let chaos = rule("factory-chaos-unresolved");
         assert_eq!(chaos["for"], "1m");
         assert!(
