@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminPart, AdminState, Readiness};
 use crate::chaos::Chaos;
 use crate::config::Config;
+use crate::probe::{self, ProbeState};
 use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
@@ -87,18 +88,30 @@ impl Sidecar {
                 source,
             })?;
 
+        let mut admin_parts: Vec<Arc<dyn AdminPart>> = vec![
+            Arc::clone(&parts.counts) as Arc<dyn AdminPart>,
+            Arc::clone(&parts.breaker) as Arc<dyn AdminPart>,
+            Arc::clone(&parts.budget) as Arc<dyn AdminPart>,
+            Arc::clone(&parts.chaos) as Arc<dyn AdminPart>,
+        ];
+        let probe = config.probe.enabled.then(|| {
+            let state = Arc::new(ProbeState::default());
+            admin_parts.push(Arc::clone(&state) as Arc<dyn AdminPart>);
+            probe::spawn(
+                config.probe.clone(),
+                stack::build_buffered(&config, &parts),
+                Arc::clone(&metrics),
+                state,
+            )
+        });
+
         let readiness = Arc::new(Readiness::default());
         let admin_state = Arc::new(AdminState {
             token: config.admin.token.clone(),
             readiness: readiness.clone(),
             upstream: config.upstream.url().to_string(),
             started: SystemTime::now(),
-            parts: vec![
-                Arc::clone(&parts.counts) as Arc<dyn AdminPart>,
-                Arc::clone(&parts.breaker) as Arc<dyn AdminPart>,
-                Arc::clone(&parts.budget) as Arc<dyn AdminPart>,
-                Arc::clone(&parts.chaos) as Arc<dyn AdminPart>,
-            ],
+            parts: admin_parts,
             metrics: {
                 let metrics = Arc::clone(&metrics);
                 Box::new(move || metrics.prometheus_text())
@@ -118,6 +131,9 @@ impl Sidecar {
             ));
             let drain = async {
                 stop_proxy.await;
+                if let Some(probe) = &probe {
+                    probe.abort();
+                }
                 // Tell load balancers first, then stop accepting and drain.
                 ready.set(false);
             };

@@ -376,4 +376,35 @@ mod tests {
         assert_eq!(res.headers()[X_SIDECAR_ERROR], "timeout");
         assert!(body_json(res).await["message"].is_string());
     }
+
+    #[test]
+    fn the_try_count_of_the_retry_layer_reaches_the_answer() {
+        use crate::resilience::retry::{Attempted, X_SIDECAR_ATTEMPTS};
+        let open: BoxError = Box::new(Attempted {
+            attempts: 2,
+            source: Box::new(CircuitOpen {
+                retry_after: Duration::from_secs(4),
+            }),
+        });
+        let res = answer(open.as_ref());
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "4");
+        assert_eq!(res.headers()[X_SIDECAR_ATTEMPTS], "2");
+
+        let late: BoxError = Box::new(Attempted {
+            attempts: 3,
+            source: Box::new(crate::resilience::deadline::AttemptTimedOut),
+        });
+        let res = answer(late.as_ref());
+        assert_eq!(res.status(), 504);
+        assert_eq!(res.headers()[X_SIDECAR_ATTEMPTS], "3");
+
+        let plain: BoxError = Box::new(BodyError::TooLarge { limit: 10 });
+        assert!(
+            answer(plain.as_ref())
+                .headers()
+                .get(X_SIDECAR_ATTEMPTS)
+                .is_none()
+        );
+    }
 }

@@ -31,6 +31,7 @@ pub mod chaos;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod probe;
 pub mod proxy;
 pub mod resilience;
 pub mod sim;

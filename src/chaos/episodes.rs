@@ -478,7 +478,11 @@ impl Registry {
         let _ = ticket.done.send(true);
     }
 
-    /// A healthy answer: every open episode ended by itself.
+    /// A healthy answer: every open episode ended by itself, except one
+    /// whose link is being followed: a healthy answer can overtake the very
+    /// GET that made the factory healthy, and then the follow's answer says
+    /// how the episode ended (else it would read "ended", and the answers
+    /// caught by it would not count as resolved chaos).
     pub fn healthy(&self) {
         if self.open.load(Ordering::Acquire) == 0 {
             return;
@@ -487,9 +491,16 @@ impl Registry {
         let wall = SystemTime::now();
         let mut inner = self.inner.lock();
         let open = std::mem::take(&mut inner.open);
+        let mut kept = Vec::new();
         for ep in open {
-            self.close(&mut inner, ep, How::EndedByItself, now, wall);
+            if ep.follow_in_flight().is_some() {
+                kept.push(ep);
+            } else {
+                self.close(&mut inner, ep, How::EndedByItself, now, wall);
+            }
         }
+        inner.open = kept;
+        self.open.store(inner.open.len(), Ordering::Release);
     }
 
     fn close(&self, inner: &mut Inner, mut ep: Episode, how: How, now: Instant, wall: SystemTime) {
@@ -742,6 +753,26 @@ mod tests {
             Some("https://h/api/support/****c0de/report/****")
         );
         assert!(r.claim_manual().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_healthy_answer_overtaking_the_resolve_get_leaves_the_episode_to_it() {
+        let r = registry(Duration::from_secs(10));
+        let t = go(r.record(ChaosType::Fail, Some(L1), None, true));
+        // The GET made the factory healthy; an order's answer came back first.
+        r.healthy();
+        assert_eq!(r.open_count(), 1, "the follow decides");
+        r.finish(t, &answer(ResolveResult::Resolved));
+        assert_eq!(r.open_count(), 0);
+        assert_eq!(r.snapshot().recent[0].how, Some(How::Auto));
+        assert!(r.is_resolved(L1));
+        // Without a follow in flight, healthy answers end it.
+        let t = go(r.record(ChaosType::Fail, Some(L2), None, true));
+        r.finish(t, &answer(ResolveResult::Error));
+        r.healthy();
+        assert_eq!(r.open_count(), 0);
+        assert_eq!(r.snapshot().recent[0].how, Some(How::EndedByItself));
+        assert!(!r.is_resolved(L2));
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! `background_timeout` counted from the start of the try, only to learn
 //! the report link and resolve it; a throttled factory answers after about
 //! 32 s, well after a 5 s attempt timeout, and that late answer is the only
-//! place its link is written.
+//! place its link is written. A try the factory does not answer at all
+//! within `background_timeout` is recorded as an outage (`unknown`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -20,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use crate::chaos::ChaosType;
 use crate::chaos::handle::Chaos;
 use crate::chaos::order::order_try;
 use crate::chaos::side::SideService;
@@ -111,7 +114,8 @@ where
     F: Future<Output = Answer> + Send,
 {
     let limit = chaos.config.background_timeout;
-    let work = order_try(chaos, answer, started);
+    let answered = AtomicBool::new(false);
+    let work = order_try(Arc::clone(&chaos), answer, started, &answered);
     tokio::pin!(work);
     tokio::select! {
         biased;
@@ -125,7 +129,15 @@ where
                     "abandoned order try finished in the background"
                 ),
                 Ok(Err(e)) => tracing::debug!(error = %e, "abandoned order try failed in the background"),
-                Err(_) => tracing::debug!(?limit, "abandoned order try cut by background_timeout"),
+                Err(_) if answered.load(Ordering::Acquire) => {
+                    tracing::debug!(?limit, "abandoned order try cut by background_timeout");
+                }
+                Err(_) => {
+                    // No answer within background_timeout: the factory is
+                    // not answering at all (an outage, no link to follow).
+                    tracing::debug!(?limit, "the factory did not answer an abandoned order try");
+                    let _ = chaos.sighting(ChaosType::Unknown, None, None);
+                }
             }
         }
     }

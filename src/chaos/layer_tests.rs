@@ -52,6 +52,10 @@ enum Mode {
     Truncated,
     /// A valid jwt signed by a key the JWKS does not hold, with a link.
     ForeignJwt,
+    /// A fast valid pizza with a link (FACTORY.md's healthy answer).
+    LinkedPizza,
+    /// 503 "The oven is full." (an order with no items).
+    OvenFull,
 }
 
 /// A factory as FACTORY.md describes it; records every request.
@@ -179,6 +183,14 @@ impl Factory {
                     Mode::Truncated => json(
                         500,
                         &format!(r#"{{"message":"chaos monkey","reportUrl":"{link}"#),
+                    ),
+                    Mode::LinkedPizza => json(
+                        200,
+                        &serde_json::json!({"jwt": good_jwt(), "reportUrl": link}).to_string(),
+                    ),
+                    Mode::OvenFull => json(
+                        503,
+                        r#"{"message":"Unable to satisfy pizza order. The oven is full."}"#,
                     ),
                     Mode::ForeignJwt => {
                         let jwt = other_key().sign(&pizza_claims()).expect("sign");
@@ -518,7 +530,10 @@ async fn background_learning_is_bounded_by_background_timeout() {
         factory.support_gets().is_empty(),
         "cut at 20 s, before the answer at 32 s"
     );
-    assert!(chaos.snapshot().episodes.active.is_empty());
+    // No answer within background_timeout: recorded as an outage.
+    let s = chaos.snapshot();
+    assert_eq!(s.episodes.active.len(), 1);
+    assert_eq!(s.episodes.active[0].chaos, ChaosType::Unknown);
 }
 
 #[tokio::test(start_paused = true)]
@@ -575,6 +590,34 @@ async fn outages_are_unknown_episodes_that_end_by_themselves() {
     let s = chaos.snapshot();
     assert!(s.episodes.active.is_empty());
     assert_eq!(s.episodes.recent[0].how, Some(How::EndedByItself));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fast_verified_pizza_with_a_link_is_healthy_and_masked() {
+    let factory = Factory::new(Mode::Gateway);
+    let (chaos, svc) = stack(&factory, config());
+    assert_eq!(send(&svc, order()).await.status(), 502);
+    assert_eq!(chaos.snapshot().episodes.active.len(), 1);
+    // FACTORY.md's healthy answer carries the link too: still a good pizza.
+    *factory.mode.lock() = Mode::LinkedPizza;
+    let res = send(&svc, order()).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.extensions().get::<BadJwt>().is_none());
+    let (parts, b) = body(res).await;
+    assert_masked(&parts, &b);
+    let s = chaos.snapshot();
+    assert!(s.episodes.active.is_empty(), "the outage ended by itself");
+    assert_eq!(s.episodes.recent.len(), 1);
+    assert!(factory.support_gets().is_empty(), "nothing to resolve");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_oven_full_refusal_opens_no_episode() {
+    let factory = Factory::new(Mode::OvenFull);
+    let (chaos, svc) = stack(&factory, config());
+    assert_eq!(send(&svc, order()).await.status(), 503);
+    let s = chaos.snapshot();
+    assert!(s.episodes.active.is_empty() && s.episodes.recent.is_empty());
 }
 
 #[tokio::test]

@@ -25,6 +25,10 @@ use crate::chaos::link::MARKER;
 /// Keys at least this long keep their last four characters.
 const SHOW_TAIL_FROM: usize = 16;
 
+/// Keys at least this long are also masked where the text repeats them
+/// before the link.
+const MIN_QUOTED_KEY: usize = 8;
+
 /// A secret segment shown as `****` plus, for long plain keys, its last four
 /// characters.
 pub(crate) struct MaskedKey<'a>(pub &'a str);
@@ -54,10 +58,21 @@ impl fmt::Display for Masked<'_> {
             return f.write_str(s);
         };
         let head_end = at + MARKER.len();
-        f.write_str(&s[..head_end])?;
         let rest = &s[head_end..];
         let key_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        MaskedKey(&rest[..key_len]).fmt(f)?;
+        let key = &rest[..key_len];
+        // The key written again before the link (a message quoting it) is
+        // masked too; short segments are not keys and are left alone.
+        let mut head = &s[..head_end];
+        if key.len() >= MIN_QUOTED_KEY {
+            while let Some(i) = memmem::find(head.as_bytes(), key.as_bytes()) {
+                f.write_str(&head[..i])?;
+                MaskedKey(key).fmt(f)?;
+                head = &head[i + key.len()..];
+            }
+        }
+        f.write_str(head)?;
+        MaskedKey(key).fmt(f)?;
         let after = &rest[key_len..];
         if after.starts_with("/report/") {
             f.write_str("/report/****")
@@ -181,6 +196,13 @@ mod tests {
         assert_eq!(mask_link("no link here"), "no link here");
         let two = format!("a /api/support/{KEY}/report/c1 b /api/support/{KEY}/report/c2");
         assert_eq!(mask_link(&two), "a /api/support/****c0de/report/****");
+        // The key quoted before the link is masked as well.
+        assert_eq!(
+            mask_link(&format!(
+                "vendor {KEY}: https://h/api/support/{KEY}/report/c"
+            )),
+            "vendor ****c0de: https://h/api/support/****c0de/report/****"
+        );
         // A key with odd characters is masked whole.
         assert_eq!(
             mask_link("/api/support/ab\"cdefghijklmnopqrstuvw/report/c"),
@@ -261,12 +283,20 @@ mod tests {
             code in "[0-9a-z]{6,12}",
             host in "[a-z]{1,8}(\\.[a-z]{2,5})?(:[0-9]{1,5})?",
             tail in "(\\?[a-z=&]{0,8})?",
+            quote in any::<bool>(),
         ) {
-            let link = format!("https://{host}/api/support/{key}/report/{code}{tail}");
+            // Sometimes the text quotes the key before the link as well.
+            let pre = if quote && key.len() >= MIN_QUOTED_KEY {
+                format!("vendor {key} at ")
+            } else {
+                String::new()
+            };
+            let link = format!("{pre}https://{host}/api/support/{key}/report/{code}{tail}");
             let skeleton = format!(
                 r#"{{"message":"chaos monkey","reportUrl":"https://{host}/api/support/****/report/****","list":["deep"]}}"#
             );
             prop_assume!(!skeleton.contains(&code) && !skeleton.contains(&key));
+            prop_assume!(!"vendor at".contains(&code) && !"vendor at".contains(&key));
             let masked = mask_link(&link);
             prop_assert!(!masked.contains(&key), "{masked}");
             prop_assert!(!masked.contains(&code), "{masked}");

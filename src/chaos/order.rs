@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
@@ -23,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::chaos::ChaosType;
 use crate::chaos::buffer::{Buffered, read_limited};
-use crate::chaos::detect::{Finding, JwtCheck, classify, classify_uninspected};
+use crate::chaos::detect::{Finding, JwtCheck, classify, classify_uninspected, is_oven_full};
 use crate::chaos::episodes::FollowPlan;
 use crate::chaos::handle::Chaos;
 use crate::chaos::inspect::inspect;
@@ -63,15 +64,19 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Runs the rest of an order try (see the module docs).
+/// `answered` is set once the factory's answer (or its failure) is in.
 pub(crate) async fn order_try<F>(
     chaos: Arc<Chaos>,
     answer: F,
     started: Instant,
+    answered: &AtomicBool,
 ) -> Result<Response<ProxyBody>, BoxError>
 where
     F: Future<Output = Result<Response<ProxyBody>, BoxError>>,
 {
-    let res = match answer.await {
+    let answer = answer.await;
+    answered.store(true, Ordering::Release);
+    let res = match answer {
         Ok(res) => res,
         Err(e) => {
             if matches!(classify_error(e.as_ref()), Outcome::Failure(_)) {
@@ -126,13 +131,17 @@ where
             tracing::debug!(reason = why, "pizza JWT does not verify");
             parts.extensions.insert(BadJwt);
         }
-        let finding = classify(
-            status,
-            elapsed,
-            found.has_link(),
-            check,
-            chaos.config.slow_threshold,
-        );
+        let finding = if is_oven_full(status, found.has_link(), &bytes) {
+            Finding::Nothing
+        } else {
+            classify(
+                status,
+                elapsed,
+                found.has_link(),
+                check,
+                chaos.config.slow_threshold,
+            )
+        };
         match finding {
             Finding::Chaos(kind) => {
                 // Prefer a followable link when an answer holds several.

@@ -231,12 +231,13 @@ impl Drop for Permit {
     }
 }
 
-/// A moment, three ways: RFC 3339, Unix seconds, and seconds ago.
+/// A moment, three ways: RFC 3339 for people, Unix milliseconds for
+/// scripts, and seconds ago (which needs no clock agreement at all).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stamp {
     pub rfc3339: String,
-    pub unix: f64,
+    pub unix_ms: u64,
     pub seconds_ago: f64,
 }
 
@@ -247,10 +248,12 @@ impl Stamp {
         let when = wall.checked_sub(ago).unwrap_or(UNIX_EPOCH);
         Stamp {
             rfc3339: humantime::format_rfc3339_millis(when).to_string(),
-            unix: when
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO)
-                .as_secs_f64(),
+            unix_ms: u64::try_from(
+                when.duration_since(UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO)
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
             seconds_ago: ago.as_secs_f64(),
         }
     }
@@ -403,6 +406,7 @@ mod tests {
         assert_eq!(json["window"]["calls"], 3);
         assert_eq!(json["reason"], "consecutive_failures");
         assert!(json["since"]["rfc3339"].as_str().is_some());
+        assert!(json["since"]["unixMs"].as_u64() > Some(1_600_000_000_000));
 
         // The half-open move shows in /status without waiting for traffic.
         tokio::time::advance(Duration::from_secs(5)).await;

@@ -15,15 +15,20 @@
 //! - this module: the tower [`BreakerService`]; [`layer`] and [`future`].
 //!
 //! # Why not the failsafe crate's state machine
-//! Its shape is kept (policy / state machine / instrument hooks), but its
-//! code could not serve: its clock is `std::time::Instant` with a
-//! thread-local, hidden mock, so tokio's paused clock does not drive it; its
-//! rate policy is a time-weighted moving average that only trips once a full
-//! window has passed since start or the last close, and that ignores every
-//! observation after the first in the same millisecond; half-open admits
-//! every call; there is no state getter, no way to hold it open, and no way
-//! to learn when it will half-open (for `Retry-After`). The machine here is
-//! about as long as the glue those gaps would have needed.
+//! Its shape is kept (a failure policy decides when to trip, the state
+//! machine does the transitions, hooks report them once), but its code could
+//! not serve (failsafe 1.3.0, read from its source): its clock is
+//! `std::time::Instant` behind a thread-local mock (`clock::freeze`), so
+//! tokio's paused clock cannot drive it, and tests of the real layers would
+//! need two clocks; its rate policy is a time-weighted moving average that
+//! only trips once a full window has passed since start or the last close,
+//! and that ignores every observation after the first in the same
+//! millisecond; half-open admits every call, and any success closes it, even
+//! a slow one admitted before the circuit opened; there is no state getter,
+//! no way to hold it open, and no way to learn when it will half-open (for
+//! `Retry-After`). The machine here ([`state`], [`policy`]) is about as long
+//! as the glue those gaps would have needed, so the crate is not a
+//! dependency.
 //!
 //! Which outcomes count is decided by [`crate::resilience::classify`]: a
 //! failure (connect, timeout, 5xx, bad JWT) counts against the factory; a
