@@ -8,11 +8,11 @@
 //! `http.client.request.duration` with the status and/or `error.type`.
 //! Durations run to the answer's head (the body streams on afterwards).
 //!
-//! With traces on ([`Tracing::with_tracing`](ServerTelemetryLayer::with_tracing)),
-//! the server layer opens a server span per request, continuing the
-//! caller's W3C `traceparent`, and polls the inner stack inside it; the
-//! client layer opens a child client span per try and sends *its* context
-//! to the factory in `traceparent`. With traces off both cost one branch.
+//! With traces on ([`ServerTelemetryLayer::with_tracing`]), the server
+//! layer opens a server span per request, continuing the caller's W3C
+//! `traceparent`, and polls the inner stack inside it; the client layer
+//! opens a child client span per try and sends *its* context to the
+//! factory in `traceparent`. With traces off both cost one branch.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -217,13 +217,18 @@ where
         if let Ok(res) = &result {
             let status = res.status();
             let outcome = RequestOutcome::of(res);
+            let elapsed = this.started.elapsed();
             this.counts.record(status);
-            this.metrics.server_request(
-                this.method,
-                *this.route,
-                status,
-                outcome,
-                this.started.elapsed(),
+            this.metrics
+                .server_request(this.method, *this.route, status, outcome, elapsed);
+            // The path is not logged: report links carry the apiKey in theirs.
+            tracing::debug!(
+                method = %this.method,
+                route = this.route.as_str(),
+                status = status.as_u16(),
+                outcome = outcome.as_str(),
+                elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                "request answered"
             );
             if let Some(span) = span {
                 let s = span.span();
