@@ -17,10 +17,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 use http::HeaderMap;
-use http::header::{HeaderName, HeaderValue};
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracer;
 
@@ -134,33 +134,6 @@ fn protocol_version(v: http::Version) -> &'static str {
     }
 }
 
-/// Reads propagation fields from request headers.
-pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
-    }
-}
-
-/// Writes propagation fields into request headers (replacing any).
-pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod testing {
     //! A tracer whose ended spans land in a vector, for layer tests.
@@ -208,6 +181,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn disabled_tracing_touches_nothing() {
