@@ -67,6 +67,7 @@ impl Sidecar {
             budget: RetryBudget::new(&config.retry),
             chaos: Chaos::new(&config.chaos, Arc::clone(&metrics)),
             metrics: Arc::clone(&metrics),
+            tracing: telemetry.tracing(),
         };
         let service = stack::build(&config, &parts);
 
@@ -140,7 +141,7 @@ impl Sidecar {
             let _ = admin_stop_tx.send(true);
             let _ = admin_task.await;
             // The final export, once no request can record anything more.
-            telemetry.shutdown();
+            telemetry.shutdown().await;
         });
         readiness.set(true);
         tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url(), "factory-sidecar serving");

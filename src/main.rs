@@ -95,7 +95,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
-    init_logging(&config.log);
+    // The level was checked with the config; a bad RUST_LOG is a bad input.
+    if let Err(e) = factory_sidecar::telemetry::logging::init(&config.log) {
+        eprintln!("factory-sidecar: {e}");
+        return ExitCode::from(1);
+    }
     let sidecar = match factory_sidecar::app::Sidecar::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -134,18 +138,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-}
-
-fn init_logging(log: &config::LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        config::LogFormat::Json => builder.json().try_init(),
-        config::LogFormat::Text => builder.try_init(),
-    };
 }
 
 async fn healthcheck(url: &str) -> ExitCode {

@@ -69,3 +69,52 @@ async fn metrics_and_status_counts_follow_the_traffic() {
     assert_eq!(status["requests"]["4xx"], 2);
     assert_eq!(status["requests"]["total"], 5);
 }
+
+/// Every metric the shipped Grafana dashboard and alert rules query is one
+/// `/metrics` really exports after traffic that exercises it all (healthy
+/// orders, a fail episode found, resolved and retried, an opened circuit
+/// refusing an order). A renamed metric would leave an empty panel and an
+/// alert that never fires; this catches it.
+#[tokio::test]
+async fn metrics_hold_every_series_the_grafana_files_query() {
+    use factory_sidecar::sim::{ChaosSpec, SAMPLE_ORDER};
+    use factory_sidecar::telemetry::grafana::{queried_metric_names, sample_names};
+
+    let factory = support::sim::start().await;
+    let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
+        c.retry.initial_backoff = std::time::Duration::from_millis(1);
+    }))
+    .await;
+    let client = TestClient::http1();
+    let order_url = format!("{}/api/order", sc.url);
+    let auth = format!("Bearer {}", factory.api_key());
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let order = || client.request(Method::POST, &order_url, &headers, SAMPLE_ORDER);
+    assert_eq!(order().await.status, 200);
+    factory.set_chaos(ChaosSpec::fail());
+    assert_eq!(order().await.status, 200, "found, resolved and retried");
+    let admin_auth = format!("Bearer {}", sidecar::ADMIN_TOKEN);
+    let opened = client
+        .request(
+            Method::POST,
+            &format!("{}/circuit/open", sc.admin),
+            &[("authorization", admin_auth.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(opened.status, 200, "{}", opened.text());
+    assert_eq!(order().await.status, 503, "refused while open");
+
+    let text = client.get(&format!("{}/metrics", sc.admin)).await.text();
+    let exported = sample_names(&text);
+    let queried = queried_metric_names().expect("the shipped Grafana files are JSON");
+    assert!(queried.len() >= 8, "suspiciously few: {queried:?}");
+    let missing: Vec<_> = queried.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "queried by Grafana but not in /metrics: {missing:?}\n{text}"
+    );
+}

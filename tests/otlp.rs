@@ -131,3 +131,347 @@ async fn exports_over_http_protobuf() {
 async fn exports_over_grpc() {
     exports_the_spec_metrics(OtlpProtocol::Grpc).await;
 }
+
+/// With an export interval far beyond the test, only the final flush on
+/// shutdown can deliver the data: the sidecar must stop (no hang) and the
+/// collector must have the requests.
+async fn shutdown_flushes(protocol: OtlpProtocol) {
+    let collector = Collector::start().await;
+    let factory = sim::start().await;
+    let endpoint = match protocol {
+        OtlpProtocol::HttpProtobuf => collector.http_endpoint.clone(),
+        OtlpProtocol::Grpc => collector.grpc_endpoint.clone(),
+    };
+    let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
+        c.telemetry.otlp_endpoint = endpoint;
+        c.telemetry.otlp_protocol = protocol;
+        c.telemetry.export_interval = std::time::Duration::from_secs(3600);
+    }))
+    .await;
+    let http = Http::new();
+    for _ in 0..2 {
+        let res = http
+            .post_json(
+                &format!("{}/api/order", sc.url),
+                Some(factory.api_key()),
+                factory_sidecar::sim::SAMPLE_ORDER,
+            )
+            .await
+            .expect("order answered");
+        assert_eq!(res.status, 200);
+    }
+    sc.sidecar.shutdown();
+    tokio::time::timeout(std::time::Duration::from_secs(30), sc.sidecar.stopped())
+        .await
+        .expect("the sidecar stops, final export included, without hanging");
+    collector
+        .wait_for(
+            "http.server.request.duration",
+            &[("http.route", "/api/order"), ("sidecar.outcome", "ok")],
+            |p| p.count == Some(2),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_over_http_protobuf() {
+    shutdown_flushes(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_over_grpc() {
+    shutdown_flushes(OtlpProtocol::Grpc).await;
+}
+
+const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CALLER_SPAN: &str = "b7ad6b7169203331";
+
+/// A request with the caller's `traceparent`, whose first try fails (500)
+/// and whose retry succeeds: one server span continuing the caller's trace,
+/// one client span per try under it, and each try carried *its own* span's
+/// context to the factory.
+async fn spans_follow_the_request(protocol: OtlpProtocol) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use support::upstream::{FakeUpstream, answer};
+
+    let collector = Collector::start().await;
+    let tries = std::sync::Arc::new(AtomicUsize::new(0));
+    let up = {
+        let tries = tries.clone();
+        FakeUpstream::start(move |_r| {
+            let n = tries.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    answer(500, "{\"message\":\"oops\"}")
+                } else {
+                    answer(200, "{\"jwt\":\"x\"}")
+                }
+            }
+        })
+        .await
+    };
+    let endpoint = match protocol {
+        OtlpProtocol::HttpProtobuf => collector.http_endpoint.clone(),
+        OtlpProtocol::Grpc => collector.grpc_endpoint.clone(),
+    };
+    let sc = sidecar::start(sidecar::config(&up.url(), |c| {
+        c.telemetry.otlp_endpoint = endpoint;
+        c.telemetry.otlp_protocol = protocol;
+        c.telemetry.export_interval = std::time::Duration::from_millis(200);
+        c.telemetry.traces = true;
+        c.retry.initial_backoff = std::time::Duration::from_millis(1);
+        c.chaos.verify_jwt = false;
+    }))
+    .await;
+    let mut req = support::http::request(
+        http::Method::POST,
+        &format!("{}/api/order", sc.url),
+        None,
+        Some("application/json"),
+        "{}",
+    )
+    .expect("request");
+    req.headers_mut().insert(
+        "traceparent",
+        http::HeaderValue::from_str(&format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+            .expect("header"),
+    );
+    let res = Http::new().send(req).await.expect("answered");
+    assert_eq!(res.status, 200);
+
+    let server = collector
+        .wait_for_span("SERVER POST /api/order", |s| {
+            s.kind.contains("SERVER") && s.name == "POST /api/order"
+        })
+        .await;
+    assert_eq!(server.trace_id, CALLER_TRACE);
+    assert_eq!(server.parent_id, CALLER_SPAN);
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+    assert_eq!(server.attr("sidecar.outcome"), Some("ok"));
+    assert_eq!(server.attr("http.route"), Some("/api/order"));
+
+    let failed = collector
+        .wait_for_span("CLIENT try answered 500", |s| {
+            s.kind.contains("CLIENT") && s.attr("http.response.status_code") == Some("500")
+        })
+        .await;
+    let ok = collector
+        .wait_for_span("CLIENT try answered 200", |s| {
+            s.kind.contains("CLIENT") && s.attr("http.response.status_code") == Some("200")
+        })
+        .await;
+    for client in [&failed, &ok] {
+        assert_eq!(client.trace_id, CALLER_TRACE);
+        assert_eq!(client.parent_id, server.span_id);
+        assert_eq!(client.attr("server.address"), Some("127.0.0.1"));
+    }
+    assert_eq!(failed.attr("error.type"), Some("5xx"));
+    assert!(failed.status.contains("ERROR"), "{failed:?}");
+    assert_ne!(failed.span_id, ok.span_id);
+
+    // The factory saw each try's own context, not the caller's.
+    let sent: Vec<String> = up
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.headers
+                .get("traceparent")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            format!("00-{CALLER_TRACE}-{}-01", failed.span_id),
+            format!("00-{CALLER_TRACE}-{}-01", ok.span_id),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_follow_the_request_over_http_protobuf() {
+    spans_follow_the_request(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_follow_the_request_over_grpc() {
+    spans_follow_the_request(OtlpProtocol::Grpc).await;
+}
+
+fn endpoint_of(collector: &Collector, protocol: OtlpProtocol) -> String {
+    match protocol {
+        OtlpProtocol::HttpProtobuf => collector.http_endpoint.clone(),
+        OtlpProtocol::Grpc => collector.grpc_endpoint.clone(),
+    }
+}
+
+/// A blip (the next two orders fail, no report link followed) is ridden out
+/// by retries; a badjwt episode shows as a failed try with `error.type`
+/// beside its 200 status.
+async fn blips_and_bad_pizzas(protocol: OtlpProtocol) {
+    let collector = Collector::start().await;
+    let factory = sim::start().await;
+    let endpoint = endpoint_of(&collector, protocol);
+    let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
+        c.telemetry.otlp_endpoint = endpoint;
+        c.telemetry.otlp_protocol = protocol;
+        c.telemetry.export_interval = std::time::Duration::from_millis(200);
+        c.chaos.auto_resolve = false;
+        c.retry.max_attempts = 3;
+        c.retry.initial_backoff = std::time::Duration::from_millis(1);
+    }))
+    .await;
+    let http = Http::new();
+    let url = format!("{}/api/order", sc.url);
+    let order = || {
+        http.post_json(
+            &url,
+            Some(factory.api_key()),
+            factory_sidecar::sim::SAMPLE_ORDER,
+        )
+    };
+
+    factory.set_chaos(ChaosSpec::fail().count(2));
+    assert_eq!(
+        order().await.expect("answered").status,
+        200,
+        "blip retried away"
+    );
+    collector
+        .wait_for("sidecar.retries", &[("reason", "5xx")], |p| {
+            p.value == Some(2.0)
+        })
+        .await;
+    collector
+        .wait_for(
+            "http.client.request.duration",
+            &[("http.response.status_code", "500"), ("error.type", "5xx")],
+            |p| p.count == Some(2),
+        )
+        .await;
+    collector
+        .wait_for(
+            "http.server.request.duration",
+            &[
+                ("sidecar.outcome", "ok"),
+                ("http.response.status_code", "200"),
+            ],
+            |p| p.count == Some(1),
+        )
+        .await;
+    collector
+        .wait_for("sidecar.chaos.detected", &[("chaos.type", "fail")], |p| {
+            p.value.is_some_and(|v| v >= 1.0)
+        })
+        .await;
+
+    factory.set_chaos(ChaosSpec::badjwt().count(1));
+    assert_eq!(
+        order().await.expect("answered").status,
+        200,
+        "bad pizza retried"
+    );
+    collector
+        .wait_for(
+            "http.client.request.duration",
+            &[
+                ("http.response.status_code", "200"),
+                ("error.type", "badjwt"),
+            ],
+            |p| p.count == Some(1),
+        )
+        .await;
+    collector
+        .wait_for("sidecar.retries", &[("reason", "badjwt")], |p| {
+            p.value == Some(1.0)
+        })
+        .await;
+    collector
+        .wait_for("sidecar.chaos.detected", &[("chaos.type", "badjwt")], |p| {
+            p.value.is_some_and(|v| v >= 1.0)
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blips_and_bad_pizzas_over_http_protobuf() {
+    blips_and_bad_pizzas(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blips_and_bad_pizzas_over_grpc() {
+    blips_and_bad_pizzas(OtlpProtocol::Grpc).await;
+}
+
+/// A factory that only fails: the breaker opens, later orders are refused
+/// at once, and the circuit metrics say so.
+async fn circuit_metrics(protocol: OtlpProtocol) {
+    use support::upstream::{FakeUpstream, answer};
+    let collector = Collector::start().await;
+    let up = FakeUpstream::start(|_r| async { answer(500, "{\"message\":\"down\"}") }).await;
+    let endpoint = endpoint_of(&collector, protocol);
+    let sc = sidecar::start(sidecar::config(&up.url(), |c| {
+        c.telemetry.otlp_endpoint = endpoint;
+        c.telemetry.otlp_protocol = protocol;
+        c.telemetry.export_interval = std::time::Duration::from_millis(200);
+        c.retry.max_attempts = 1;
+        c.circuit_breaker.consecutive_failures = 2;
+        c.circuit_breaker.open_for = std::time::Duration::from_secs(600);
+    }))
+    .await;
+    let http = Http::new();
+    let url = format!("{}/api/order", sc.url);
+    for _ in 0..2 {
+        let res = http.post_json(&url, None, "{}").await.expect("answered");
+        assert_eq!(res.status, 500, "the factory's own answer passes through");
+    }
+    let res = http.post_json(&url, None, "{}").await.expect("answered");
+    assert_eq!(res.status, 503, "circuit open");
+    assert_eq!(up.request_count(), 2, "the open circuit spared the factory");
+
+    collector
+        .wait_for("sidecar.circuit.state", &[], |p| p.value == Some(2.0))
+        .await;
+    collector
+        .wait_for(
+            "sidecar.circuit.transitions",
+            &[("from", "closed"), ("to", "open")],
+            |p| p.value == Some(1.0),
+        )
+        .await;
+    collector
+        .wait_for("sidecar.circuit.rejections", &[], |p| p.value == Some(1.0))
+        .await;
+    collector
+        .wait_for(
+            "http.server.request.duration",
+            &[
+                ("sidecar.outcome", "circuit_open"),
+                ("http.response.status_code", "503"),
+            ],
+            |p| p.count == Some(1),
+        )
+        .await;
+    collector
+        .wait_for(
+            "http.server.request.duration",
+            &[
+                ("sidecar.outcome", "factory_error"),
+                ("http.response.status_code", "500"),
+            ],
+            |p| p.count == Some(2),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_metrics_over_http_protobuf() {
+    circuit_metrics(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_metrics_over_grpc() {
+    circuit_metrics(OtlpProtocol::Grpc).await;
+}

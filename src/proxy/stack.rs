@@ -18,14 +18,16 @@ use crate::proxy::headers::ForwardedHeadersLayer;
 use crate::resilience::breaker::{Breaker, BreakerLayer};
 use crate::resilience::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::resilience::retry::{RetryBudget, RetryLayer};
-use crate::telemetry::Metrics;
 use crate::telemetry::layers::{ClientTelemetryLayer, RequestCounts, ServerTelemetryLayer};
+use crate::telemetry::{Metrics, Tracing};
 
 /// The shared state the layers hold (cheap to clone: all `Arc`s).
 #[derive(Clone)]
 pub struct Parts {
     pub forward: Forward,
     pub metrics: Arc<Metrics>,
+    /// Server and client spans (disabled: one branch per request).
+    pub tracing: Tracing,
     pub counts: Arc<RequestCounts>,
     pub breaker: Arc<Breaker>,
     pub budget: Arc<RetryBudget>,
@@ -45,10 +47,10 @@ pub fn build(
 + Send
 + 'static {
     ServiceBuilder::new()
-        .layer(ServerTelemetryLayer::new(
-            Arc::clone(&parts.metrics),
-            Arc::clone(&parts.counts),
-        ))
+        .layer(
+            ServerTelemetryLayer::new(Arc::clone(&parts.metrics), Arc::clone(&parts.counts))
+                .with_tracing(parts.tracing.clone()),
+        )
         .layer(RescueLayer)
         .layer(CollectBodyLayer::new(config.server.max_body_bytes))
         .service(build_buffered(config, parts))
@@ -84,7 +86,10 @@ pub fn build_buffered(
                 .enabled
                 .then(|| BreakerLayer::new(Arc::clone(&parts.breaker))),
         )
-        .layer(ClientTelemetryLayer::new(Arc::clone(&parts.metrics)))
+        .layer(
+            ClientTelemetryLayer::new(Arc::clone(&parts.metrics))
+                .with_tracing(parts.tracing.clone()),
+        )
         .layer(AttemptTimeoutLayer::new(config.upstream.attempt_timeout))
         .layer(parts.chaos.layer())
         .service(parts.forward.clone())

@@ -5,8 +5,14 @@
 //! answers included): `http.server.request.duration` with `sidecar.outcome`,
 //! and the per-status-class counts `/status` shows. [`ClientTelemetryLayer`]
 //! sits inside the retry loop and sees each try to the factory:
-//! `http.client.request.duration` with the status or `error.type`. Durations
-//! run to the answer's head (the body streams on afterwards).
+//! `http.client.request.duration` with the status and/or `error.type`.
+//! Durations run to the answer's head (the body streams on afterwards).
+//!
+//! With traces on ([`ServerTelemetryLayer::with_tracing`]), the server
+//! layer opens a server span per request, continuing the caller's W3C
+//! `traceparent`, and polls the inner stack inside it; the client layer
+//! opens a child client span per try and sends *its* context to the
+//! factory in `traceparent`. With traces off both cost one branch.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,14 +21,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
+use opentelemetry::trace::{Status, TraceContextExt as _};
+use opentelemetry::{Context as OtelContext, KeyValue};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::admin::AdminPart;
 use crate::error::{BoxError, RequestOutcome};
 use crate::proxy::body::ProxyBody;
-use crate::resilience::classify::{Outcome, classify_error};
+use crate::proxy::headers::ClientAddr;
+use crate::resilience::classify::{Outcome, classify_error, classify_response};
 use crate::telemetry::metrics::{ClientResult, Metrics, Route};
+use crate::telemetry::trace::Tracing;
 
 /// Requests answered, by status class, since start.
 #[derive(Debug, Default)]
@@ -73,11 +83,22 @@ impl AdminPart for RequestCounts {
 pub struct ServerTelemetryLayer {
     metrics: Arc<Metrics>,
     counts: Arc<RequestCounts>,
+    tracing: Tracing,
 }
 
 impl ServerTelemetryLayer {
     pub fn new(metrics: Arc<Metrics>, counts: Arc<RequestCounts>) -> Self {
-        Self { metrics, counts }
+        Self {
+            metrics,
+            counts,
+            tracing: Tracing::disabled(),
+        }
+    }
+
+    /// A server span per request when `tracing` is enabled.
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = tracing;
+        self
     }
 }
 
@@ -88,6 +109,7 @@ impl<S> Layer<S> for ServerTelemetryLayer {
             inner,
             metrics: self.metrics.clone(),
             counts: self.counts.clone(),
+            tracing: self.tracing.clone(),
         }
     }
 }
@@ -98,6 +120,7 @@ pub struct ServerTelemetry<S> {
     inner: S,
     metrics: Arc<Metrics>,
     counts: Arc<RequestCounts>,
+    tracing: Tracing,
 }
 
 impl<S, B> Service<Request<B>> for ServerTelemetry<S>
@@ -113,15 +136,33 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = Instant::now();
         let method = req.method().clone();
         let route = Route::of(req.uri().path());
+        let span = if self.tracing.is_enabled() {
+            self.tracing.server_span(
+                req.headers(),
+                &method,
+                req.version(),
+                route,
+                req.extensions().get::<ClientAddr>().map(|c| c.0),
+            )
+        } else {
+            None
+        };
+        // Inner layers that start work in `call` already see the span.
+        let inner = {
+            let _guard = span.clone().map(OtelContext::attach);
+            self.inner.call(req)
+        };
         ServerFuture {
-            inner: self.inner.call(req),
-            started: Instant::now(),
+            inner,
+            started,
             method,
             route,
             metrics: self.metrics.clone(),
             counts: self.counts.clone(),
+            span,
         }
     }
 }
@@ -136,7 +177,27 @@ pin_project_lite::pin_project! {
         route: Route,
         metrics: Arc<Metrics>,
         counts: Arc<RequestCounts>,
+        // The request's server span (traces on); taken when it ends.
+        span: Option<OtelContext>,
     }
+
+    impl<F> PinnedDrop for ServerFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the answer: the diner went away or the server
+            // stopped. The span still ends, marked as such.
+            if let Some(cx) = this.project().span.take() {
+                end_with_error(&cx, "cancelled");
+            }
+        }
+    }
+}
+
+/// Ends `cx`'s span as failed with `error.type` `error_type`.
+fn end_with_error(cx: &OtelContext, error_type: &'static str) {
+    let span = cx.span();
+    span.set_attribute(KeyValue::new("error.type", error_type));
+    span.set_status(Status::error(error_type));
+    span.end();
 }
 
 impl<F, E> Future for ServerFuture<F>
@@ -147,17 +208,44 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
+        let result = {
+            // The inner stack (retries, tries, client spans) runs in the span.
+            let _guard = this.span.clone().map(OtelContext::attach);
+            std::task::ready!(this.inner.poll(cx))
+        };
+        let span = this.span.take();
         if let Ok(res) = &result {
             let status = res.status();
+            let outcome = RequestOutcome::of(res);
+            let elapsed = this.started.elapsed();
             this.counts.record(status);
-            this.metrics.server_request(
-                this.method,
-                *this.route,
-                status,
-                RequestOutcome::of(res),
-                this.started.elapsed(),
+            this.metrics
+                .server_request(this.method, *this.route, status, outcome, elapsed);
+            // The path is not logged: report links carry the apiKey in theirs.
+            tracing::debug!(
+                method = %this.method,
+                route = this.route.as_str(),
+                status = status.as_u16(),
+                outcome = outcome.as_str(),
+                elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                "request answered"
             );
+            if let Some(span) = span {
+                let s = span.span();
+                s.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                ));
+                s.set_attribute(KeyValue::new("sidecar.outcome", outcome.as_str()));
+                // Server spans: only a 5xx is an error (a 4xx is the caller's).
+                if status.is_server_error() {
+                    end_with_error(&span, outcome.as_str());
+                } else {
+                    s.end();
+                }
+            }
+        } else if let Some(span) = span {
+            end_with_error(&span, "_OTHER");
         }
         Poll::Ready(result)
     }
@@ -167,11 +255,22 @@ where
 #[derive(Debug, Clone)]
 pub struct ClientTelemetryLayer {
     metrics: Arc<Metrics>,
+    tracing: Tracing,
 }
 
 impl ClientTelemetryLayer {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+        Self {
+            metrics,
+            tracing: Tracing::disabled(),
+        }
+    }
+
+    /// A client span per try, its `traceparent` sent upstream, when
+    /// `tracing` is enabled.
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = tracing;
+        self
     }
 }
 
@@ -181,6 +280,7 @@ impl<S> Layer<S> for ClientTelemetryLayer {
         ClientTelemetry {
             inner,
             metrics: self.metrics.clone(),
+            tracing: self.tracing.clone(),
         }
     }
 }
@@ -190,6 +290,7 @@ impl<S> Layer<S> for ClientTelemetryLayer {
 pub struct ClientTelemetry<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    tracing: Tracing,
 }
 
 impl<S, B> Service<Request<B>> for ClientTelemetry<S>
@@ -204,12 +305,25 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let method = req.method().clone();
+        let span = if self.tracing.is_enabled() {
+            let route = Route::of(req.uri().path());
+            self.tracing.client_span(
+                req.headers_mut(),
+                &method,
+                self.metrics.server_address(),
+                route,
+            )
+        } else {
+            None
+        };
         ClientFuture {
-            method: req.method().clone(),
+            method,
             inner: self.inner.call(req),
             started: Instant::now(),
             metrics: self.metrics.clone(),
+            span,
         }
     }
 }
@@ -222,6 +336,17 @@ pin_project_lite::pin_project! {
         started: Instant,
         method: Method,
         metrics: Arc<Metrics>,
+        // The try's client span (traces on); taken when it ends.
+        span: Option<OtelContext>,
+    }
+
+    impl<F> PinnedDrop for ClientFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped unfinished: the overall deadline or the diner ended it.
+            if let Some(cx) = this.project().span.take() {
+                end_with_error(&cx, "cancelled");
+            }
+        }
     }
 }
 
@@ -235,7 +360,15 @@ where
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
         let recorded = match &result {
-            Ok(res) => Some(ClientResult::Status(res.status())),
+            // A factory answer that failed the try (5xx, or a pizza whose
+            // JWT does not verify) carries `error.type` beside its status,
+            // so "tries without error.type" is the factory's success rate.
+            Ok(res) => match classify_response(res) {
+                Outcome::Failure(kind) | Outcome::Excused(kind) => {
+                    Some(ClientResult::FailedAnswer(res.status(), kind))
+                }
+                _ => Some(ClientResult::Status(res.status())),
+            },
             // A try the breaker refused or the deadline aborted never reached
             // the factory: it is not a client request.
             Err(e) => match classify_error(e.as_ref()) {
@@ -247,6 +380,213 @@ where
             this.metrics
                 .client_request(this.method, r, this.started.elapsed());
         }
+        if let Some(span) = this.span.take() {
+            let s = span.span();
+            match recorded {
+                Some(ClientResult::Status(status)) => {
+                    s.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status.as_u16()),
+                    ));
+                    // Client spans: a 4xx is an error too.
+                    if status.is_client_error() {
+                        s.set_status(Status::error("4xx"));
+                    }
+                    s.end();
+                }
+                Some(ClientResult::FailedAnswer(status, kind)) => {
+                    s.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status.as_u16()),
+                    ));
+                    end_with_error(&span, kind.as_str());
+                }
+                Some(ClientResult::Error(kind)) => end_with_error(&span, kind.as_str()),
+                None => end_with_error(&span, "_OTHER"),
+            }
+        }
         Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::client::UpstreamError;
+    use crate::resilience::classify::BadJwt;
+    use crate::resilience::deadline::AttemptTimedOut;
+    use crate::telemetry::trace::testing;
+    use http::{HeaderValue, StatusCode};
+    use opentelemetry::trace::SpanKind;
+    use tower::ServiceExt as _;
+
+    const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    fn answer(status: StatusCode, bad_jwt: bool) -> Response<ProxyBody> {
+        let mut res = Response::new(ProxyBody::empty());
+        *res.status_mut() = status;
+        if bad_jwt {
+            res.extensions_mut().insert(BadJwt);
+        }
+        res
+    }
+
+    fn count(text: &str, labels: &str) -> Option<String> {
+        let prefix = format!("http_client_request_duration_seconds_count{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    }
+
+    #[tokio::test]
+    async fn each_try_is_measured_by_status_and_error_type() {
+        let metrics = Arc::new(Metrics::new("factory.test"));
+        let script = Arc::new(parking_lot::Mutex::new(vec![
+            Ok(answer(StatusCode::OK, false)),
+            Ok(answer(StatusCode::INTERNAL_SERVER_ERROR, false)),
+            Ok(answer(StatusCode::OK, true)),
+            Err::<Response<ProxyBody>, BoxError>(Box::new(UpstreamError::new(
+                "connect",
+                std::io::Error::other("refused"),
+            ))),
+            Err(Box::new(AttemptTimedOut)),
+        ]));
+        let svc =
+            ClientTelemetryLayer::new(metrics.clone()).layer(tower::service_fn(move |_req| {
+                let next = script.lock().remove(0);
+                async move { next }
+            }));
+        for _ in 0..5 {
+            let req = Request::post("/api/order")
+                .body(bytes::Bytes::new())
+                .expect("request");
+            let _ = svc.clone().oneshot(req).await;
+        }
+        let text = metrics.prometheus_text();
+        let a = "server_address=\"factory.test\"";
+        for labels in [
+            format!("http_request_method=\"POST\",http_response_status_code=\"200\",{a}"),
+            format!(
+                "error_type=\"5xx\",http_request_method=\"POST\",http_response_status_code=\"500\",{a}"
+            ),
+            format!(
+                "error_type=\"badjwt\",http_request_method=\"POST\",http_response_status_code=\"200\",{a}"
+            ),
+            format!("error_type=\"connect\",http_request_method=\"POST\",{a}"),
+            format!("error_type=\"timeout\",http_request_method=\"POST\",{a}"),
+        ] {
+            assert_eq!(
+                count(&text, &labels).as_deref(),
+                Some("1"),
+                "{labels} in\n{text}"
+            );
+        }
+    }
+
+    /// Server layer -> client layer -> a "factory" recording `traceparent`.
+    fn stack(
+        tracing: Tracing,
+        sent: Arc<parking_lot::Mutex<Vec<String>>>,
+    ) -> impl Service<
+        Request<bytes::Bytes>,
+        Response = Response<ProxyBody>,
+        Error = BoxError,
+        Future: Send,
+    > + Clone {
+        let metrics = Arc::new(Metrics::new("factory.test"));
+        let factory = tower::service_fn(move |req: Request<bytes::Bytes>| {
+            if let Some(tp) = req.headers().get("traceparent") {
+                sent.lock()
+                    .push(tp.to_str().unwrap_or("not ascii").to_owned());
+            }
+            async { Ok::<_, BoxError>(answer(StatusCode::OK, false)) }
+        });
+        ServerTelemetryLayer::new(metrics.clone(), Arc::default())
+            .with_tracing(tracing.clone())
+            .layer(
+                ClientTelemetryLayer::new(metrics)
+                    .with_tracing(tracing)
+                    .layer(factory),
+            )
+    }
+
+    fn traced_request() -> Request<bytes::Bytes> {
+        let mut req = Request::post("/api/order")
+            .body(bytes::Bytes::new())
+            .expect("request");
+        req.headers_mut()
+            .insert("traceparent", HeaderValue::from_static(CALLER));
+        req
+    }
+
+    #[tokio::test]
+    async fn spans_nest_under_the_callers_trace_and_each_try_sends_its_own() {
+        let (tracing, collected, _provider) = testing::tracing();
+        let sent = Arc::default();
+        let svc = stack(tracing, Arc::clone(&sent));
+        let res = svc.oneshot(traced_request()).await.expect("answer");
+        assert_eq!(res.status(), StatusCode::OK);
+
+        let spans = collected.0.lock();
+        let server = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Server)
+            .expect("server span");
+        let client = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Client)
+            .expect("client span");
+        assert_eq!(server.name, "POST /api/order");
+        assert_eq!(server.parent_span_id.to_string(), "b7ad6b7169203331");
+        assert_eq!(
+            server.span_context.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(client.parent_span_id, server.span_context.span_id());
+        assert!(
+            client.attributes.iter().any(
+                |kv| kv.key.as_str() == "server.address" && kv.value.as_str() == "factory.test"
+            )
+        );
+        assert_eq!(
+            sent.lock().as_slice(),
+            [format!(
+                "00-0af7651916cd43dd8448eb211c80319c-{}-01",
+                client.span_context.span_id()
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_traces_the_callers_traceparent_passes_untouched() {
+        let sent = Arc::default();
+        let svc = stack(Tracing::disabled(), Arc::clone(&sent));
+        svc.oneshot(traced_request()).await.expect("answer");
+        assert_eq!(sent.lock().as_slice(), [CALLER.to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_unanswered_still_ends_its_spans() {
+        let (tracing, collected, _provider) = testing::tracing();
+        let metrics = Arc::new(Metrics::new("f"));
+        let mut svc = ServerTelemetryLayer::new(metrics.clone(), Arc::default())
+            .with_tracing(tracing.clone())
+            .layer(
+                ClientTelemetryLayer::new(metrics)
+                    .with_tracing(tracing)
+                    .layer(tower::service_fn(|_req: Request<bytes::Bytes>| {
+                        std::future::pending::<Result<Response<ProxyBody>, BoxError>>()
+                    })),
+            );
+        drop(svc.call(traced_request()));
+        let spans = collected.0.lock();
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        for s in spans.iter() {
+            assert!(
+                s.attributes
+                    .iter()
+                    .any(|kv| kv.key.as_str() == "error.type" && kv.value.as_str() == "cancelled"),
+                "{s:?}"
+            );
+        }
     }
 }

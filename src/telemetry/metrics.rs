@@ -59,7 +59,13 @@ impl Route {
 /// How one try to the factory ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientResult {
+    /// An answer that did not fail the try.
     Status(StatusCode),
+    /// An answer that failed the try (5xx, badjwt): recorded with its
+    /// status *and* `error.type`, as the HTTP semantic conventions ask for
+    /// error statuses.
+    FailedAnswer(StatusCode, FailureKind),
+    /// No answer.
     Error(FailureKind),
 }
 
@@ -83,7 +89,7 @@ const CHAOS_TYPE: Key = Key::from_static_str("chaos.type");
 const RESULT: Key = Key::from_static_str("result");
 
 /// The semantic-conventions name of a method: the standard ones, else `_OTHER`.
-fn method_str(m: &Method) -> &'static str {
+pub(crate) fn method_str(m: &Method) -> &'static str {
     match *m {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -273,18 +279,40 @@ impl Metrics {
 
     /// `http.client.request.duration`: one per try to the factory.
     pub fn client_request(&self, method: &Method, result: ClientResult, elapsed: Duration) {
-        let outcome = match result {
-            ClientResult::Status(s) => KeyValue::new(STATUS, i64::from(s.as_u16())),
-            ClientResult::Error(kind) => KeyValue::new(ERROR_TYPE, kind.as_str()),
-        };
-        self.client_duration.record(
-            elapsed.as_secs_f64(),
-            &[
-                KeyValue::new(METHOD, method_str(method)),
-                outcome,
-                self.server_address.clone(),
-            ],
-        );
+        let method = KeyValue::new(METHOD, method_str(method));
+        let secs = elapsed.as_secs_f64();
+        match result {
+            ClientResult::Status(s) => self.client_duration.record(
+                secs,
+                &[
+                    method,
+                    KeyValue::new(STATUS, i64::from(s.as_u16())),
+                    self.server_address.clone(),
+                ],
+            ),
+            ClientResult::FailedAnswer(s, kind) => self.client_duration.record(
+                secs,
+                &[
+                    method,
+                    KeyValue::new(STATUS, i64::from(s.as_u16())),
+                    KeyValue::new(ERROR_TYPE, kind.as_str()),
+                    self.server_address.clone(),
+                ],
+            ),
+            ClientResult::Error(kind) => self.client_duration.record(
+                secs,
+                &[
+                    method,
+                    KeyValue::new(ERROR_TYPE, kind.as_str()),
+                    self.server_address.clone(),
+                ],
+            ),
+        }
+    }
+
+    /// The `server.address` attribute (the factory's host), for spans.
+    pub fn server_address(&self) -> &KeyValue {
+        &self.server_address
     }
 
     /// `sidecar.retries`.

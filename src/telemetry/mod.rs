@@ -5,11 +5,20 @@
 //! - [`layers`]: where the stack is measured (per request, per try).
 //! - [`otlp`]: periodic OTLP export of the same instruments, and traces.
 //! - [`prometheus`]: the admin `/metrics` text, rendered from the same data.
+//! - [`trace`]: the tracer handle and W3C `traceparent` extract/inject.
+//! - [`logging`]: the `tracing` subscriber (text or JSON).
+//! - [`annotations`]: chaos episodes posted to Grafana as annotations.
+//! - [`grafana`]: the metric names the shipped dashboard and alerts query.
 
+pub mod annotations;
+pub mod grafana;
 pub mod layers;
+pub mod logging;
 pub mod metrics;
 pub mod otlp;
 pub mod prometheus;
+pub mod trace;
 
 pub use metrics::{ClientResult, Metrics, Route};
 pub use otlp::{Telemetry, TelemetryError};
+pub use trace::Tracing;

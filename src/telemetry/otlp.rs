@@ -47,6 +47,10 @@ pub enum TelemetryError {
     Client(#[from] crate::proxy::client::ClientError),
 }
 
+/// How long the final export on shutdown may take (one export's timeout
+/// is at most 10 s).
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(12);
+
 /// The metrics (always) and the tracer provider (when traces are exported).
 pub struct Telemetry {
     metrics: Arc<Metrics>,
@@ -92,6 +96,7 @@ impl Telemetry {
                     exporter,
                     runtime::Tokio,
                 )
+                .with_batch_config(span_batch_config(config.export_interval))
                 .build();
             Some(
                 SdkTracerProvider::builder()
@@ -119,6 +124,11 @@ impl Telemetry {
         &self.metrics
     }
 
+    /// The admin `/metrics` body: the same instruments OTLP exports.
+    pub fn prometheus_text(&self) -> String {
+        self.metrics.prometheus_text()
+    }
+
     /// The tracer for server and client spans, when traces are exported.
     pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::SdkTracer> {
         use opentelemetry::trace::TracerProvider as _;
@@ -127,13 +137,51 @@ impl Telemetry {
             .map(|p| p.tracer("factory-sidecar"))
     }
 
-    /// Final export and stop; called once on shutdown.
-    pub fn shutdown(&self) {
-        self.metrics.shutdown();
-        if let Some(p) = &self.tracer_provider {
-            let _ = p.force_flush();
-            let _ = p.shutdown();
+    /// What the telemetry layers trace with: disabled without an endpoint
+    /// or with `telemetry.traces = false`.
+    pub fn tracing(&self) -> crate::telemetry::Tracing {
+        self.tracer().map_or_else(
+            crate::telemetry::Tracing::disabled,
+            crate::telemetry::Tracing::enabled,
+        )
+    }
+
+    /// Final export and stop; called once on shutdown, bounded by
+    /// [`FLUSH_LIMIT`].
+    ///
+    /// The SDK's tokio readers flush by *blocking* the calling thread until
+    /// their task has exported; on a runtime worker that task can be stuck
+    /// behind the blocked thread (the sidecar hung on SIGTERM), so the
+    /// blocking part runs on tokio's blocking pool.
+    pub async fn shutdown(&self) {
+        let metrics = Arc::clone(&self.metrics);
+        let tracer_provider = self.tracer_provider.clone();
+        let flush = tokio::task::spawn_blocking(move || {
+            metrics.shutdown();
+            if let Some(p) = tracer_provider {
+                if let Err(e) = p.force_flush() {
+                    tracing::warn!(error = %e, "final span export failed");
+                }
+                let _ = p.shutdown();
+            }
+        });
+        if tokio::time::timeout(FLUSH_LIMIT, flush).await.is_err() {
+            tracing::warn!(limit = ?FLUSH_LIMIT, "final telemetry export did not finish in time");
         }
+    }
+}
+
+/// Spans go out every `export_interval` (at most the SDK's 5 s), unless
+/// `OTEL_BSP_SCHEDULE_DELAY` says otherwise; the other `OTEL_BSP_*`
+/// variables apply as the SDK reads them.
+fn span_batch_config(export_interval: Duration) -> opentelemetry_sdk::trace::BatchConfig {
+    let builder = opentelemetry_sdk::trace::BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_some() {
+        builder.build()
+    } else {
+        builder
+            .with_scheduled_delay(export_interval.min(Duration::from_secs(5)))
+            .build()
     }
 }
 

@@ -5,6 +5,7 @@
 //!   convenience wrapper for tests that expect every exchange to work.
 //! - [`upstream`]: a scriptable fake upstream; [`raw`]: a raw-TCP one for faults.
 //! - [`sim`]: the factory simulator in-process; [`sidecar`]: the sidecar in-process.
+//! - [`rotel`]: a real OTLP receiver (`rotel-agent`) that prints what it gets.
 #![allow(dead_code)]
 
 pub mod client;

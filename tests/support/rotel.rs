@@ -34,10 +34,36 @@ impl Point {
     }
 }
 
+/// One received span.
+#[derive(Debug, Clone, Default)]
+pub struct SpanRecord {
+    pub trace_id: String,
+    pub parent_id: String,
+    pub span_id: String,
+    pub name: String,
+    /// `SPAN_KIND_SERVER`, `SPAN_KIND_CLIENT`, ...
+    pub kind: String,
+    /// `STATUS_CODE_UNSET`, `STATUS_CODE_ERROR`, ...
+    pub status: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl SpanRecord {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+#[derive(Default)]
+struct Received {
+    points: Vec<Point>,
+    spans: Vec<SpanRecord>,
+}
+
 pub struct Collector {
     pub http_endpoint: String,
     pub grpc_endpoint: String,
-    points: Arc<Mutex<Vec<Point>>>,
+    received: Arc<Mutex<Received>>,
     _child: Child,
 }
 
@@ -88,6 +114,8 @@ impl Collector {
                 "blackhole",
                 "--debug-log",
                 "metrics",
+                "--debug-log",
+                "traces",
                 "--debug-log-verbosity",
                 "detailed",
             ])
@@ -97,8 +125,8 @@ impl Collector {
             .spawn()
             .expect("start rotel-agent");
         let stdout = child.stdout.take().expect("piped stdout");
-        let points = Arc::new(Mutex::new(Vec::new()));
-        tokio::spawn(parse(BufReader::new(stdout), points.clone()));
+        let received = Arc::new(Mutex::new(Received::default()));
+        tokio::spawn(parse(BufReader::new(stdout), received.clone()));
         for port in [http_port, grpc_port] {
             super::eventually(
                 "rotel-agent to listen",
@@ -115,7 +143,7 @@ impl Collector {
         Collector {
             http_endpoint: format!("http://127.0.0.1:{http_port}"),
             grpc_endpoint: format!("http://127.0.0.1:{grpc_port}"),
-            points,
+            received,
             _child: child,
         }
     }
@@ -131,8 +159,9 @@ impl Collector {
         let what = format!("{metric} {attrs:?}");
         super::eventually(&what, Duration::from_secs(30), || {
             let found = self
-                .points
+                .received
                 .lock()
+                .points
                 .iter()
                 .rev()
                 .find(|p| p.metric == metric && p.has(attrs))
@@ -144,27 +173,60 @@ impl Collector {
     }
 
     pub fn points(&self) -> Vec<Point> {
-        self.points.lock().clone()
+        self.received.lock().points.clone()
+    }
+
+    pub fn spans(&self) -> Vec<SpanRecord> {
+        self.received.lock().spans.clone()
+    }
+
+    /// The first received span for which `accept` holds.
+    pub async fn wait_for_span(
+        &self,
+        what: &str,
+        accept: impl Fn(&SpanRecord) -> bool,
+    ) -> SpanRecord {
+        let waited = super::wait_for(Duration::from_secs(30), || {
+            let found = self
+                .received
+                .lock()
+                .spans
+                .iter()
+                .find(|s| accept(s))
+                .cloned();
+            async move { found }
+        })
+        .await;
+        match waited {
+            Some(s) => s,
+            None => panic!(
+                "no span {what} within 30s; spans received: {:#?}",
+                self.spans()
+            ),
+        }
     }
 }
 
-/// Parses rotel's detailed debug log into points.
-async fn parse(mut lines: BufReader<tokio::process::ChildStdout>, points: Arc<Mutex<Vec<Point>>>) {
+/// Parses rotel's detailed debug log into points and spans.
+async fn parse(mut lines: BufReader<tokio::process::ChildStdout>, received: Arc<Mutex<Received>>) {
     #[derive(PartialEq)]
     enum Section {
         Other,
         Resource,
         Point,
+        Span,
+        SpanAttributes,
     }
     let mut section = Section::Other;
     let mut resource = BTreeMap::new();
     let mut metric = String::new();
     let mut current: Option<Point> = None;
+    let mut span: Option<SpanRecord> = None;
     let mut line = String::new();
-    let flush = |current: &mut Option<Point>| {
-        if let Some(p) = current.take() {
-            points.lock().push(p);
-        }
+    let flush = |current: &mut Option<Point>, span: &mut Option<SpanRecord>| {
+        let mut r = received.lock();
+        r.points.extend(current.take());
+        r.spans.extend(span.take());
     };
     loop {
         line.clear();
@@ -173,20 +235,50 @@ async fn parse(mut lines: BufReader<tokio::process::ChildStdout>, points: Arc<Mu
             Ok(_) => {}
         }
         let l = line.trim();
-        if l.starts_with("ResourceMetrics #") {
-            flush(&mut current);
+        if l.starts_with("ResourceMetrics #") || l.starts_with("ResourceSpans #") {
+            flush(&mut current, &mut span);
             resource = BTreeMap::new();
             section = Section::Other;
+        } else if l.starts_with("ScopeSpans #") || l.starts_with("ScopeMetrics #") {
+            flush(&mut current, &mut span);
+            section = Section::Other;
+        } else if l.starts_with("Span #") {
+            flush(&mut current, &mut span);
+            span = Some(SpanRecord::default());
+            section = Section::Span;
+        } else if let Some(s) = span.as_mut() {
+            // Inside a span until the next block.
+            if l == "Attributes:" {
+                section = Section::SpanAttributes;
+            } else if let (Section::SpanAttributes, Some(kv)) = (&section, l.strip_prefix("-> ")) {
+                if let Some((k, v)) = kv.split_once(": ") {
+                    s.attributes.insert(k.to_owned(), strip_type(v));
+                }
+            } else if let Some(v) = field(l, "Trace ID") {
+                s.trace_id = v.to_owned();
+            } else if let Some(v) = field(l, "Parent ID") {
+                s.parent_id = v.to_owned();
+            } else if let Some(v) = field(l, "ID") {
+                s.span_id = v.to_owned();
+            } else if let Some(v) = field(l, "Name") {
+                s.name = v.to_owned();
+            } else if let Some(v) = field(l, "Kind") {
+                s.kind = v.to_owned();
+            } else if let Some(v) = field(l, "Status code") {
+                s.status = v.to_owned();
+            } else if !l.starts_with("-> ") {
+                section = Section::Span;
+            }
         } else if l == "Resource attributes:" {
             section = Section::Resource;
         } else if l == "Data point attributes:" {
             section = Section::Point;
         } else if let Some(name) = l.strip_prefix("-> Name: ") {
-            flush(&mut current);
+            flush(&mut current, &mut span);
             metric = name.to_owned();
             section = Section::Other;
         } else if l.starts_with("NumberDataPoints #") || l.starts_with("HistogramDataPoints #") {
-            flush(&mut current);
+            flush(&mut current, &mut span);
             current = Some(Point {
                 metric: metric.clone(),
                 resource: resource.clone(),
@@ -205,7 +297,7 @@ async fn parse(mut lines: BufReader<tokio::process::ChildStdout>, points: Arc<Mu
                             p.attributes.insert(k.to_owned(), v);
                         }
                     }
-                    Section::Other => {}
+                    _ => {}
                 }
             }
         } else if let Some(v) = l.strip_prefix("Value: ") {
@@ -222,7 +314,13 @@ async fn parse(mut lines: BufReader<tokio::process::ChildStdout>, points: Arc<Mu
             section = Section::Other;
         }
     }
-    flush(&mut current);
+    flush(&mut current, &mut span);
+}
+
+/// `Name    : value` -> `value` (rotel aligns the colons of span fields).
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix(name)?;
+    Some(rest.trim_start().strip_prefix(':')?.trim())
 }
 
 /// `Str(x)` / `Int(1)` / `Double(0.5)` / `Bool(true)` -> `x` / `1` / ...
