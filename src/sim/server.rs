@@ -241,6 +241,11 @@ impl SimHandle {
         self.shared.signer.jwks_json().clone()
     }
 
+    /// Whether `jwt` is a pizza this simulator signed (what `/api/order/verify` says).
+    pub fn verify(&self, jwt: &str) -> bool {
+        self.shared.signer.verify(jwt).is_some()
+    }
+
     /// The key id that signs this simulator's pizzas.
     pub fn kid(&self) -> &str {
         self.shared.signer.kid()

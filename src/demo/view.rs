@@ -1,0 +1,206 @@
+//! What the demo prints: a line per second while it runs, and a summary
+//! table per phase at the end. Pure formatting over results and `/status`.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::driver::OrderResult;
+
+/// Counts over a set of orders.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub orders: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub saved_by_retry: usize,
+    pub fast_503: usize,
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+}
+
+impl Tally {
+    pub fn of<'a>(results: impl IntoIterator<Item = &'a OrderResult>) -> Tally {
+        let mut t = Tally::default();
+        let mut latencies = Vec::new();
+        for r in results {
+            t.orders += 1;
+            if r.ok {
+                t.ok += 1;
+            } else {
+                t.failed += 1;
+            }
+            t.saved_by_retry += usize::from(r.saved_by_retry());
+            t.fast_503 += usize::from(r.fast_circuit_open());
+            latencies.push(r.latency);
+        }
+        latencies.sort_unstable();
+        t.p50 = percentile(&latencies, 0.50);
+        t.p99 = percentile(&latencies, 0.99);
+        t
+    }
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((sorted.len() as f64) * q).ceil() as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len() - 1))
+        .copied()
+}
+
+pub fn ms(d: Option<Duration>) -> String {
+    match d {
+        None => "-".to_owned(),
+        Some(d) if d < Duration::from_millis(10) => format!("{:.1}ms", d.as_secs_f64() * 1000.0),
+        Some(d) if d < Duration::from_secs(10) => format!("{}ms", d.as_millis()),
+        Some(d) => format!("{:.1}s", d.as_secs_f64()),
+    }
+}
+
+/// The state the sidecar reports in `/status`, as far as the demo shows it.
+#[derive(Debug, Default, Clone)]
+pub struct SidecarView {
+    pub circuit: String,
+    pub chaos: String,
+}
+
+impl SidecarView {
+    /// Reads the parts of `/status` the live line shows; parts a build does
+    /// not have yet show as `-`.
+    pub fn from_status(status: &serde_json::Value) -> SidecarView {
+        let circuit = status
+            .pointer("/circuit/state")
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_owned();
+        let chaos = status
+            .pointer("/chaos/episodes")
+            .and_then(|v| v.as_array())
+            .and_then(|eps| eps.last())
+            .map(describe_episode)
+            .unwrap_or_else(|| "none seen".to_owned());
+        SidecarView { circuit, chaos }
+    }
+}
+
+/// One episode in a few words: `fail resolved (auto, 14ms)`.
+pub fn describe_episode(ep: &serde_json::Value) -> String {
+    let kind = ep.get("type").and_then(|v| v.as_str()).unwrap_or("?");
+    match ep.get("resolvedAt").filter(|v| !v.is_null()) {
+        Some(_) => {
+            let how = ep.get("how").and_then(|v| v.as_str()).unwrap_or("?");
+            let took = ep
+                .get("tookMs")
+                .and_then(|v| v.as_u64())
+                .map(|t| ms(Some(Duration::from_millis(t))))
+                .unwrap_or_else(|| "?".to_owned());
+            format!("{kind} resolved ({how}, {took})")
+        }
+        None => format!("{kind} ACTIVE"),
+    }
+}
+
+/// The line printed each second.
+pub fn live_line(
+    elapsed: Duration,
+    phase: &str,
+    last_second: &Tally,
+    view: &SidecarView,
+) -> String {
+    format!(
+        "{:>4}s  {:<10} orders {:>3}  ok {:>3}  failed {:>3}  retried-ok {:>2}  fast-503 {:>3}  p50 {:>7}  p99 {:>7}  circuit {:<9}  chaos: {}",
+        elapsed.as_secs(),
+        phase,
+        last_second.orders,
+        last_second.ok,
+        last_second.failed,
+        last_second.saved_by_retry,
+        last_second.fast_503,
+        ms(last_second.p50),
+        ms(last_second.p99),
+        view.circuit,
+        view.chaos,
+    )
+}
+
+/// The closing table: one row per phase, then the total.
+pub fn summary(phases: &[&str], results: &[OrderResult]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<11}{:>7}{:>7}{:>8}{:>16}{:>10}{:>9}{:>9}",
+        "phase", "orders", "ok", "failed", "saved-by-retry", "fast-503", "p50", "p99"
+    );
+    let mut row = |name: &str, t: &Tally| {
+        let _ = writeln!(
+            out,
+            "{:<11}{:>7}{:>7}{:>8}{:>16}{:>10}{:>9}{:>9}",
+            name,
+            t.orders,
+            t.ok,
+            t.failed,
+            t.saved_by_retry,
+            t.fast_503,
+            ms(t.p50),
+            ms(t.p99)
+        );
+    };
+    for (i, name) in phases.iter().enumerate() {
+        row(name, &Tally::of(results.iter().filter(|r| r.phase == i)));
+    }
+    row("total", &Tally::of(results));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(phase: usize, ok: bool, attempts: u32, ms: u64) -> OrderResult {
+        OrderResult {
+            phase,
+            status: Some(if ok {
+                http::StatusCode::OK
+            } else {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }),
+            ok,
+            latency: Duration::from_millis(ms),
+            attempts,
+            sidecar_error: (!ok).then(|| "circuit-open".to_owned()),
+        }
+    }
+
+    #[test]
+    fn tallies_count_outcomes_and_percentiles() {
+        let rs: Vec<_> = (1..=100)
+            .map(|i| result(0, i % 10 != 0, if i % 5 == 0 { 2 } else { 1 }, i))
+            .collect();
+        let t = Tally::of(&rs);
+        assert_eq!((t.orders, t.ok, t.failed), (100, 90, 10));
+        assert_eq!(
+            t.saved_by_retry, 10,
+            "attempts 2 and ok: multiples of 5 but not of 10"
+        );
+        assert_eq!(t.fast_503, 10);
+        assert_eq!(t.p50, Some(Duration::from_millis(50)));
+        assert_eq!(t.p99, Some(Duration::from_millis(99)));
+    }
+
+    #[test]
+    fn summary_has_a_row_per_phase_and_a_total() {
+        let rs = vec![result(0, true, 1, 3), result(1, false, 1, 1)];
+        let s = summary(&["healthy", "down"], &rs);
+        assert_eq!(s.lines().count(), 4);
+        assert!(s.lines().nth(3).is_some_and(|l| l.starts_with("total")));
+    }
+
+    #[test]
+    fn status_parts_missing_show_as_dashes() {
+        let v = SidecarView::from_status(&serde_json::json!({"version": "x"}));
+        assert_eq!(v.circuit, "-");
+        assert_eq!(v.chaos, "none seen");
+    }
+}
