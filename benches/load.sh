@@ -8,7 +8,7 @@
 #
 # Not a test and not run in CI; loopback only. See benches/README.md.
 #
-#   bash benches/load.sh            full run  (about 7 minutes)
+#   bash benches/load.sh            full run  (about 8 minutes)
 #   bash benches/load.sh --quick    quick run (about 2 minutes)
 #   bash benches/load.sh --help
 set -euo pipefail
@@ -18,13 +18,16 @@ usage() {
 usage: benches/load.sh [options]
 
   --quick           3 s per point, 1 s warm-up, 1 round, 3 start-up samples
-  --duration S      seconds measured per point        (full: 8)
-  --warmup S        seconds of warm-up before a point (full: 2)
-  --rounds N        rounds over all targets; figures are medians (full: 2)
+  --duration S      seconds measured per point        (full: 5)
+  --warmup S        seconds of warm-up before a point (full: 1)
+  --rounds N        rounds over all targets; figures are medians (full: 3)
   --conns "A B C"   connection counts                  (default: "1 32 256")
   --startups N      start-up samples per proxy         (full: 5)
-  --pool N          idle upstream keep-alive connections for every proxy
-                    (default 64, the sidecar's pool_max_idle_per_host default)
+  --pool N          idle upstream keep-alive connections kept by every proxy
+                    (default 256, the largest connection count, so no proxy
+                    churns upstream connections; 64 is the sidecar's default)
+  --nice N          run every benchmarked process and wrk with nice -n N
+                    (e.g. -5 on a machine shared with builds; needs root)
   --no-pin          do not pin processes to CPUs
   --no-install      do not install missing tools (apt-get, pip)
   --no-build        use the existing release binary
@@ -40,7 +43,7 @@ EOF
 
 # ---------------------------------------------------------------- options
 QUICK=0 PIN=1 INSTALL=1 BUILD=1 WRITE=1 KEEP=0
-DURATION="" WARMUP="" ROUNDS="" STARTUPS="" CONNS="1 32 256" POOL=64
+DURATION="" WARMUP="" ROUNDS="" STARTUPS="" CONNS="1 32 256" POOL=256 NICE=""
 while (($#)); do
     case "$1" in
     --quick) QUICK=1 ;;
@@ -50,6 +53,7 @@ while (($#)); do
     --conns) CONNS=${2:?--conns needs a list}; shift ;;
     --startups) STARTUPS=${2:?--startups needs a number}; shift ;;
     --pool) POOL=${2:?--pool needs a number}; shift ;;
+    --nice) NICE=${2:?--nice needs a niceness}; shift ;;
     --no-pin) PIN=0 ;;
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
@@ -63,7 +67,12 @@ done
 if ((QUICK)); then
     : "${DURATION:=3}" "${WARMUP:=1}" "${ROUNDS:=1}" "${STARTUPS:=3}"
 else
-    : "${DURATION:=8}" "${WARMUP:=2}" "${ROUNDS:=2}" "${STARTUPS:=5}"
+    : "${DURATION:=5}" "${WARMUP:=1}" "${ROUNDS:=3}" "${STARTUPS:=5}"
+fi
+NICE_CMD=()
+if [[ -n $NICE ]]; then
+    [[ $NICE =~ ^-?[0-9]+$ ]] || { echo "load.sh: --nice must be an integer" >&2; exit 1; }
+    NICE_CMD=(nice -n "$NICE")
 fi
 for v in DURATION WARMUP ROUNDS STARTUPS POOL; do
     [[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || { echo "load.sh: --${v,,} must be a positive integer" >&2; exit 1; }
@@ -199,9 +208,9 @@ spawn() {
     local name=$1 cpu=$2
     shift 2
     if ((PIN)); then
-        taskset -c "$cpu" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+        taskset -c "$cpu" "${NICE_CMD[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
     else
-        "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+        "${NICE_CMD[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
     fi
     SPAWNED=$!
     PIDS+=("$SPAWNED")
@@ -285,6 +294,9 @@ fill() { # template out key=value...
 
 # ---------------------------------------------------------------- upstream
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOADAVG_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+    log "WARNING: load average $LOADAVG_START before the run: other work on this machine will add noise"
+fi
 log "temp dir $TMP; pinning: $( ((PIN)) && echo "proxies CPU $PROXY_CPU, load+upstream CPU $LOAD_CPU" || echo off)"
 
 spawn sim "$LOAD_CPU" env TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$BIN" sim --listen 127.0.0.1:0
@@ -457,7 +469,7 @@ RAW=$TMP/results.tsv
 run_wrk() { # target conns seconds outfile
     local name=$1 c=$2 secs=$3 out=$4 threads=1
     ((!PIN && c >= 2)) && threads=2
-    local cmd=(wrk -t"$threads" -c"$c" -d"${secs}s" --timeout 5s -s "$CONF/load.lua" "http://${ADDR[$name]}/api/order")
+    local cmd=("${NICE_CMD[@]}" wrk -t"$threads" -c"$c" -d"${secs}s" --timeout 5s -s "$CONF/load.lua" "http://${ADDR[$name]}/api/order")
     if ((PIN)); then cmd=(taskset -c "$LOAD_CPU" "${cmd[@]}"); fi
     timeout $((secs + 30)) "${cmd[@]}" >"$out" 2>&1
 }
@@ -546,6 +558,7 @@ EXIT=0
     else
         echo "- pinning: off (--no-pin); wrk 2 threads at 2+ connections, one worker per proxy"
     fi
+    [[ -z $NICE ]] || echo "- priority: every benchmarked process and wrk under nice -n $NICE"
     echo "- load: wrk, keep-alive, POST /api/order with the simulator's SAMPLE_ORDER body (${#BENCH_BODY} bytes) and the test apiKey; upstream pool for every proxy: $POOL idle keep-alive connections"
     [[ -z $OTLP_SKIP ]] || echo "- **OTLP: $OTLP_SKIP. The OTLP variant is skipped; 'sidecar' runs without export.**"
     echo
