@@ -10,11 +10,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{self, AdminState, Readiness};
+use crate::admin::{self, AdminPart, AdminState, Readiness};
+use crate::chaos::Chaos;
 use crate::config::Config;
 use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
+use crate::telemetry::metrics::Metrics;
 
 /// The sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +52,9 @@ impl Sidecar {
     pub async fn start(config: Config) -> Result<Sidecar, StartError> {
         let config = Arc::new(config);
         let forward = Forward::new(&config.upstream)?;
-        let service = stack::build(&config, forward);
+        let metrics = Arc::new(Metrics::new(config.upstream.url().host()));
+        let chaos = Chaos::new(&config.chaos, Arc::clone(&metrics));
+        let service = stack::build(&config, forward, &chaos);
 
         let proxy_listener = bind("server.listen", config.server.listen).await?;
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
@@ -75,7 +79,7 @@ impl Sidecar {
             readiness: readiness.clone(),
             upstream: config.upstream.url().to_string(),
             started: SystemTime::now(),
-            parts: Vec::new(),
+            parts: vec![Arc::clone(&chaos) as Arc<dyn AdminPart>],
             metrics: Box::new(String::new),
         });
 

@@ -1,5 +1,50 @@
-//! Chaos intelligence (skeleton: inspection, episodes, resolve and JWT
-//! verification land with the chaos issue).
+//! Chaos intelligence: the reason the sidecar exists. In every incident the
+//! fix was one GET of the report link in the factory's answer, found hours
+//! late, while that link (which carries the vendor's apiKey) went out to
+//! every diner. This module finds the link, follows it by itself, verifies
+//! pizza JWTs to catch `badjwt`, keeps a record of chaos episodes, and masks
+//! links wherever they would leave the sidecar.
+//!
+//! # Layout
+//! ```text
+//! layer.rs     ChaosLayer/ChaosService: only POST /api/order, try in a task (background learning)
+//! order.rs     one order answer: buffer, inspect, verify, classify, record, follow, mask
+//! detect.rs    the pure decision: fail / badjwt / throttle / unknown / healthy
+//! inspect.rs   the link(s) and the jwt in a JSON answer, zero-copy
+//! link.rs      the support-link shape: lenient to find, strict to follow
+//! mask.rs      mask_link, Masked (Display), redact (bodies)
+//! jwt.rs       JWKS cache (single flight, rate-limited refresh), RS256 verify
+//! episodes.rs  the episode registry: cooldown, single flight, metrics, events, status
+//! resolve.rs   the report-link GET (path only) and what the answer means
+//! side.rs      side requests through the inner service (path only)
+//! buffer.rs    read a body up to a limit, or hand it back untouched
+//! handle.rs    Chaos: the shared handle (snapshot, resolve_now, subscribe)
+//! admin.rs     Chaos as an admin part (/status section, POST /chaos/resolve)
+//! ```
+
+mod admin;
+mod buffer;
+pub mod detect;
+pub mod episodes;
+mod handle;
+pub mod inspect;
+pub mod jwt;
+pub mod layer;
+pub mod link;
+pub mod mask;
+mod order;
+pub mod resolve;
+pub mod side;
+#[doc(hidden)]
+pub mod testkit;
+
+pub use episodes::{EpisodeEvent, EventKind, How};
+pub use handle::{Chaos, ChaosSnapshot, ManualResolve, ResolveNowError};
+pub use inspect::{Inspection, inspect};
+pub use layer::{ChaosLayer, ChaosService};
+pub use link::ReportLink;
+pub use mask::{Masked, mask_link, redact};
+pub use resolve::FactoryAnswer;
 
 /// What kind of chaos an answer shows, as `chaos.type` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

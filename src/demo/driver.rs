@@ -6,6 +6,7 @@
 //! the diner would only find out about later.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,13 +58,40 @@ impl Results {
     }
 }
 
+/// Which phase new orders belong to, and a pause for phase switches: the
+/// demo stops sending and lets in-flight orders finish before it changes the
+/// factory's chaos, so every order is counted in the phase it really met.
+#[derive(Default)]
+pub struct PhaseGate {
+    phase: AtomicUsize,
+    paused: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+impl PhaseGate {
+    /// Pauses sending and waits (bounded) for in-flight orders to finish.
+    pub async fn pause(&self, limit: Duration) {
+        self.paused.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + limit;
+        while self.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Resumes sending; new orders belong to `phase`.
+    pub fn resume(&self, phase: usize) {
+        self.phase.store(phase, Ordering::SeqCst);
+        self.paused.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Sends orders to `sidecar_url` at `rate` per second until `stop` resolves;
 /// each order is its own task so a slow one never holds the rate back.
 pub async fn drive(
     sidecar_url: String,
     sim: Arc<SimHandle>,
     rate: u32,
-    phase: Arc<std::sync::atomic::AtomicUsize>,
+    gate: Arc<PhaseGate>,
     results: Arc<Results>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -79,11 +107,21 @@ pub async fn drive(
             break;
         }
         tick.tick().await;
-        let phase_now = phase.load(std::sync::atomic::Ordering::Relaxed);
-        let (client, url, sim, results) =
-            (client.clone(), url.clone(), sim.clone(), results.clone());
+        if gate.paused.load(Ordering::SeqCst) {
+            continue;
+        }
+        gate.in_flight.fetch_add(1, Ordering::SeqCst);
+        let phase_now = gate.phase.load(Ordering::SeqCst);
+        let (client, url, sim, results, gate) = (
+            client.clone(),
+            url.clone(),
+            sim.clone(),
+            results.clone(),
+            gate.clone(),
+        );
         in_flight.spawn(async move {
             results.push(order(&client, &url, &sim, phase_now).await);
+            gate.in_flight.fetch_sub(1, Ordering::SeqCst);
         });
         while in_flight.try_join_next().is_some() {}
     }

@@ -11,7 +11,6 @@ pub mod view;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -159,14 +158,15 @@ pub async fn main(args: DemoArgs) -> ExitCode {
 
     let phases = phases();
     let total_weight: u32 = phases.iter().map(|p| p.weight).sum();
-    let phase_now = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(driver::PhaseGate::default());
+    gate.pause(Duration::ZERO).await;
     let results = Arc::new(driver::Results::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let driving = tokio::spawn(driver::drive(
         proxy.clone(),
         sim.clone(),
         args.rate,
-        phase_now.clone(),
+        gate.clone(),
         results.clone(),
         stop_rx,
     ));
@@ -175,8 +175,9 @@ pub async fn main(args: DemoArgs) -> ExitCode {
     let status = StatusReader::new(&admin);
     let mut seen = 0usize;
     for (i, phase) in phases.iter().enumerate() {
-        phase_now.store(i, Ordering::Relaxed);
+        gate.pause(Duration::from_secs(10)).await;
         sim.set_chaos(phase.chaos.clone());
+        gate.resume(i);
         println!("--- {}: {}", phase.name, phase.what);
         let length = args.duration * phase.weight / total_weight.max(1);
         let phase_end = Instant::now() + length;

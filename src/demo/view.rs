@@ -75,30 +75,35 @@ impl SidecarView {
             .and_then(|v| v.as_str())
             .unwrap_or("-")
             .to_owned();
-        let chaos = status
-            .pointer("/chaos/episodes")
-            .and_then(|v| v.as_array())
-            .and_then(|eps| eps.last())
-            .map(describe_episode)
+        let newest = |key: &str| {
+            status
+                .pointer(&format!("/chaos/{key}"))
+                .and_then(|v| v.as_array())
+                .and_then(|eps| eps.first())
+                .map(describe_episode)
+        };
+        let chaos = newest("active")
+            .or_else(|| newest("recent"))
             .unwrap_or_else(|| "none seen".to_owned());
         SidecarView { circuit, chaos }
     }
 }
 
-/// One episode in a few words: `fail resolved (auto, 14ms)`.
+/// One episode in a few words: `fail resolved (auto) after 14ms`.
 pub fn describe_episode(ep: &serde_json::Value) -> String {
     let kind = ep.get("type").and_then(|v| v.as_str()).unwrap_or("?");
+    let took = ep
+        .get("durationSeconds")
+        .and_then(|v| v.as_f64())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| ms(Some(Duration::from_secs_f64(s))))
+        .unwrap_or_else(|| "?".to_owned());
     match ep.get("resolvedAt").filter(|v| !v.is_null()) {
         Some(_) => {
             let how = ep.get("how").and_then(|v| v.as_str()).unwrap_or("?");
-            let took = ep
-                .get("tookMs")
-                .and_then(|v| v.as_u64())
-                .map(|t| ms(Some(Duration::from_millis(t))))
-                .unwrap_or_else(|| "?".to_owned());
-            format!("{kind} resolved ({how}, {took})")
+            format!("{kind} resolved ({how}) after {took}")
         }
-        None => format!("{kind} ACTIVE"),
+        None => format!("{kind} ACTIVE for {took}"),
     }
 }
 
@@ -195,6 +200,23 @@ mod tests {
         let s = summary(&["healthy", "down"], &rs);
         assert_eq!(s.lines().count(), 4);
         assert!(s.lines().nth(3).is_some_and(|l| l.starts_with("total")));
+    }
+
+    #[test]
+    fn the_newest_episode_is_described() {
+        let status = serde_json::json!({"chaos": {"active": [], "recent": [
+            {"type": "fail", "resolvedAt": "t", "how": "auto", "durationSeconds": 0.012},
+            {"type": "badjwt", "resolvedAt": "t", "how": "auto", "durationSeconds": 1.0}
+        ]}});
+        assert_eq!(
+            SidecarView::from_status(&status).chaos,
+            "fail resolved (auto) after 12ms"
+        );
+        let status = serde_json::json!({"chaos": {"active": [{"type": "throttle", "durationSeconds": 2.5}], "recent": []}});
+        assert_eq!(
+            SidecarView::from_status(&status).chaos,
+            "throttle ACTIVE for 2500ms"
+        );
     }
 
     #[test]

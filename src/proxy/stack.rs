@@ -1,11 +1,13 @@
 //! Assembles the tower stack, top to bottom as `lib.rs` draws it.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 
+use crate::chaos::Chaos;
 use crate::config::Config;
 use crate::error::RescueLayer;
 use crate::proxy::body::ProxyBody;
@@ -17,6 +19,7 @@ use crate::proxy::headers::ForwardedHeadersLayer;
 pub fn build(
     config: &Config,
     forward: Forward,
+    chaos: &Arc<Chaos>,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<ProxyBody>,
@@ -29,5 +32,6 @@ pub fn build(
         .layer(RescueLayer)
         .layer(CollectBodyLayer::new(config.server.max_body_bytes))
         .layer(ForwardedHeadersLayer)
+        .layer(chaos.layer())
         .service(forward)
 }

@@ -1,0 +1,273 @@
+//! Chaos intelligence end to end: the real sidecar in front of the factory
+//! simulator. Each chaos type is detected, resolved with exactly one GET
+//! of the link's path to the upstream, shown in `/status` with the link
+//! masked; no apiKey leaves the sidecar (answers, `/status`; logs in
+//! `chaos_logs.rs`).
+//!
+//! These tests hold with or without the retry layer: without it the first
+//! order of a `fail` episode answers the (masked) 500; with it, the same
+//! order is retried after the resolve and answers 200.
+
+mod support;
+
+use std::time::Duration;
+
+use factory_sidecar::config::Config;
+use factory_sidecar::sim::{ChaosKind, ChaosSpec, SimHandle};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use support::http::{Http, Reply, request};
+use support::sidecar::{self, ADMIN_TOKEN, Running};
+use support::sim;
+use support::upstream::{FakeUpstream, answer};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn chaos_config(tweak: impl FnOnce(&mut Config)) -> impl FnOnce(&mut Config) {
+    move |c: &mut Config| {
+        c.chaos.resolve_cooldown = Duration::from_secs(30);
+        tweak(c);
+    }
+}
+
+async fn start(sim: &SimHandle, tweak: impl FnOnce(&mut Config)) -> Running {
+    sidecar::start(sidecar::config(&sim.url(), chaos_config(tweak))).await
+}
+
+async fn order(http: &Http, sc: &Running, sim: &SimHandle) -> Reply {
+    http.post_json(
+        &format!("{}/api/order", sc.url),
+        Some(sim.api_key()),
+        factory_sidecar::sim::SAMPLE_ORDER,
+    )
+    .await
+    .expect("the sidecar answers")
+}
+
+async fn status(http: &Http, sc: &Running) -> Value {
+    let req = request(
+        http::Method::GET,
+        &format!("{}/status", sc.admin),
+        Some(ADMIN_TOKEN),
+        None,
+        "",
+    )
+    .expect("request");
+    let reply = http.send(req).await.expect("status");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
+/// Whether `jwt` verifies against the simulator's JWKS.
+fn verifies(sim: &SimHandle, jwt: &str) -> bool {
+    let set: JwkSet = serde_json::from_slice(&sim.jwks()).expect("jwks");
+    let Some(jwk) = set.find(sim.kid()) else {
+        return false;
+    };
+    let key = DecodingKey::from_jwk(jwk).expect("rsa key");
+    let mut v = Validation::new(Algorithm::RS256);
+    v.required_spec_claims.clear();
+    jsonwebtoken::decode::<Value>(jwt, &key, &v).is_ok()
+}
+
+fn assert_no_key(sim: &SimHandle, what: &str, text: &str) {
+    assert!(
+        !text.contains(sim.api_key()),
+        "{what} holds the apiKey in clear: {text}"
+    );
+}
+
+/// A reply during an episode: the masked factory answer, or (with retries)
+/// a good pizza.
+fn check_episode_reply(sim: &SimHandle, reply: &Reply) {
+    assert_no_key(sim, "the answer", &reply.text());
+    match reply.status.as_u16() {
+        200 => {}
+        500 => {
+            let v = reply.json();
+            let link = v["reportUrl"].as_str().expect("the link, masked");
+            assert!(link.ends_with("/report/****"), "{link}");
+            assert_eq!(
+                reply.header("content-length"),
+                Some(reply.body.len().to_string().as_str())
+            );
+        }
+        other => panic!("unexpected {other}: {}", reply.text()),
+    }
+}
+
+async fn resolved_episode(http: &Http, sc: &Running, kind: &str) -> Value {
+    let found = support::wait_for(LIMIT, || async {
+        let s = status(http, sc).await;
+        let recent = s["chaos"]["recent"].as_array().cloned().unwrap_or_default();
+        recent.into_iter().find(|e| e["type"] == kind)
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("no resolved {kind} episode in /status"))
+}
+
+#[tokio::test]
+async fn fail_is_resolved_with_one_get_and_the_next_order_is_a_good_pizza() {
+    let sim = sim::start().await;
+    sim.set_chaos(ChaosSpec::fail());
+    let sc = start(&sim, |_| {}).await;
+    let http = Http::new();
+
+    let first = order(&http, &sc, &sim).await;
+    check_episode_reply(&sim, &first);
+    let ep = resolved_episode(&http, &sc, "fail").await;
+    assert_eq!(ep["how"], "auto");
+    assert!(
+        ep["link"]
+            .as_str()
+            .expect("masked link")
+            .ends_with("/report/****")
+    );
+    assert_eq!(ep["resolves"][0]["result"], "resolved");
+
+    let next = order(&http, &sc, &sim).await;
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert!(verifies(&sim, next.json()["jwt"].as_str().expect("jwt")));
+    let stats = sim.stats();
+    assert_eq!(stats.support_requests, 1, "exactly one resolve GET");
+    assert_eq!(stats.resolves, 1);
+    assert_no_key(&sim, "/status", &status(&http, &sc).await.to_string());
+}
+
+#[tokio::test]
+async fn concurrent_orders_in_an_episode_send_one_resolve_get() {
+    let sim = sim::start().await;
+    sim.set_chaos(ChaosSpec::fail());
+    let sc = start(&sim, |_| {}).await;
+    let http = Http::new();
+    let replies = futures_join(
+        (0..8)
+            .map(|_| {
+                let (http, url, key) = (http.clone(), sc.url.clone(), sim.api_key().to_owned());
+                tokio::spawn(async move {
+                    http.post_json(
+                        &format!("{url}/api/order"),
+                        Some(&key),
+                        factory_sidecar::sim::SAMPLE_ORDER,
+                    )
+                    .await
+                    .expect("answer")
+                })
+            })
+            .collect(),
+    )
+    .await;
+    for r in &replies {
+        check_episode_reply(&sim, r);
+    }
+    resolved_episode(&http, &sc, "fail").await;
+    assert_eq!(sim.stats().support_requests, 1);
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Reply>>) -> Vec<Reply> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn badjwt_is_caught_by_the_jwks_and_resolved() {
+    let sim = sim::start().await;
+    sim.set_chaos(ChaosSpec::badjwt());
+    let sc = start(&sim, |_| {}).await;
+    let http = Http::new();
+
+    let first = order(&http, &sc, &sim).await;
+    assert_eq!(first.status, 200);
+    assert_no_key(&sim, "the answer", &first.text());
+    let ep = resolved_episode(&http, &sc, "badjwt").await;
+    assert_eq!(ep["how"], "auto");
+    let next = order(&http, &sc, &sim).await;
+    assert!(verifies(&sim, next.json()["jwt"].as_str().expect("jwt")));
+    let stats = sim.stats();
+    assert_eq!(stats.support_requests, 1);
+    assert!(stats.jwks_requests >= 1);
+    assert_eq!(
+        status(&http, &sc).await["chaos"]["jwks"]["state"],
+        "available"
+    );
+}
+
+#[tokio::test]
+async fn throttle_is_resolved_after_the_first_slow_answer() {
+    let sim = sim::start_with(sim::fast_options().throttle_delay(Duration::from_secs(2))).await;
+    sim.set_chaos(ChaosSpec::throttle());
+    let sc = start(&sim, |c| {
+        c.chaos.slow_threshold = Duration::from_secs(1);
+        c.upstream.attempt_timeout = Duration::from_secs(10);
+        c.upstream.request_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let http = Http::new();
+    let slow = order(&http, &sc, &sim).await;
+    assert_eq!(slow.status, 200, "the slow pizza is still a pizza");
+    assert!(verifies(&sim, slow.json()["jwt"].as_str().expect("jwt")));
+    assert_no_key(&sim, "the answer", &slow.text());
+    resolved_episode(&http, &sc, "throttle").await;
+    assert_eq!(sim.chaos().kind, ChaosKind::None);
+    let next = order(&http, &sc, &sim).await;
+    assert_eq!(next.status, 200);
+    assert_eq!(sim.stats().support_requests, 1);
+}
+
+#[tokio::test]
+async fn with_auto_resolve_off_no_support_path_is_requested_until_asked() {
+    let sim = sim::start().await;
+    sim.set_chaos(ChaosSpec::fail());
+    let sc = start(&sim, |c| c.chaos.auto_resolve = false).await;
+    let http = Http::new();
+    for _ in 0..3 {
+        let r = order(&http, &sc, &sim).await;
+        assert_eq!(r.status, 500);
+        check_episode_reply(&sim, &r);
+    }
+    assert_eq!(sim.stats().support_requests, 0);
+    let s = status(&http, &sc).await;
+    assert_eq!(s["chaos"]["active"][0]["type"], "fail");
+    assert!(s["chaos"]["active"][0]["attempts"].as_u64() >= Some(3));
+
+    let req = request(
+        http::Method::POST,
+        &format!("{}/chaos/resolve", sc.admin),
+        Some(ADMIN_TOKEN),
+        None,
+        "",
+    )
+    .expect("request");
+    let done = http.send(req).await.expect("resolve");
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(done.json()["result"], "resolved");
+    assert_no_key(&sim, "the resolve answer", &done.text());
+    assert_eq!(sim.stats().support_requests, 1);
+    assert_eq!(order(&http, &sc, &sim).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_link_naming_another_host_is_never_contacted() {
+    let elsewhere = FakeUpstream::start(|_| async { answer(200, "{}") }).await;
+    let sim = sim::start_with(sim::fast_options().public_url(elsewhere.url())).await;
+    sim.set_chaos(ChaosSpec::fail());
+    let sc = start(&sim, |_| {}).await;
+    let http = Http::new();
+    check_episode_reply(&sim, &order(&http, &sc, &sim).await);
+    resolved_episode(&http, &sc, "fail").await;
+    assert_eq!(
+        sim.stats().support_requests,
+        1,
+        "the resolve went to the upstream"
+    );
+    assert_eq!(
+        elsewhere.connection_count(),
+        0,
+        "the link's host got nothing"
+    );
+}
