@@ -275,6 +275,18 @@ order_via() {
 }
 
 # Sum of a /proc/PID/status field (VmRSS, VmHWM) over PID and its children, in KiB.
+# CPU time (user + system, in clock ticks) of PID and its children so far.
+cpu_ticks() {
+    local sum=0 p v
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+        # Fields after "pid (comm) ": utime and stime are the 12th and 13th.
+        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }' || true)
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
 mem_kib() {
     local field=$1 pid=$2 sum=0 p v
     for p in "$pid" $(pgrep -P "$pid" 2>/dev/null || true); do
@@ -357,6 +369,8 @@ SIDECARS+=(sc-bare)
 TARGETS+=("${SIDECARS[@]:1}")
 
 declare -A ADDR PID ADMIN FLAG CFG
+# Admin token of every sidecar variant: random per run, never printed.
+ADMIN_TOKEN=bench-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
 ADDR[direct]=$SIM_ADDR
 PID[direct]=$SIM_PID
 
@@ -366,7 +380,7 @@ write_sidecar_config() { # name listen admin
     otlp=""
     [[ ${v[3]} == on && -n $OTLP_URL ]] && otlp=$OTLP_URL
     CFG[$name]=$TMP/$name.toml
-    fill "$CONF/sidecar.toml.in" "${CFG[$name]}" LISTEN="$2" ADMIN="$3" UPSTREAM="$SIM_ADDR" POOL="$POOL" \
+    fill "$CONF/sidecar.toml.in" "${CFG[$name]}" LISTEN="$2" ADMIN="$3" TOKEN="$ADMIN_TOKEN" UPSTREAM="$SIM_ADDR" POOL="$POOL" \
         MAX_ATTEMPTS="${v[0]}" BREAKER="${v[1]}" CHAOS="${v[2]}" OTLP="$otlp"
     "$BIN" check --config "${CFG[$name]}" >"$TMP/$name.check" 2>&1 ||
         die "factory-sidecar check rejects the $name config: $(tail -5 "$TMP/$name.check")"
@@ -463,6 +477,21 @@ for name in "${TARGETS[@]}"; do
     fi
 done
 
+# Which features the sidecar binary actually has wired in: the parts its
+# /status reports (a config key that is accepted is not proof that the
+# layer behind it is in the stack). Printed with the results.
+STATUS_PARTS="unknown"
+if [[ -z ${FLAG[sidecar]:-} ]] && command -v python3 >/dev/null; then
+    STATUS_PARTS=$(curl -sS --max-time 5 -H "authorization: Bearer $ADMIN_TOKEN" "http://${ADMIN[sidecar]}/status" 2>/dev/null |
+        python3 -c '
+import json, sys
+generic = {"ready", "upstream", "uptimeSeconds", "version", "requests", "listen", "admin"}
+d = json.load(sys.stdin)
+print(", ".join(k for k in d if k not in generic and isinstance(d[k], dict)) or "none")
+' 2>/dev/null || echo unknown)
+fi
+log "sidecar /status parts (features wired into this binary): $STATUS_PARTS"
+
 # ---------------------------------------------------------------- load
 RAW=$TMP/results.tsv
 : >"$RAW"
@@ -484,6 +513,7 @@ for c in $CONNS; do
             [[ -z ${FLAG[$name]:-} ]] || continue
             kill -0 "${PID[$name]}" 2>/dev/null || { FLAG[$name]="exited during the run"; log "FLAG $name: exited"; continue; }
             run_wrk "$name" "$c" "$WARMUP" "$TMP/warm.out" || true
+            cpu0=$(cpu_ticks "${PID[$name]}")
             if ! run_wrk "$name" "$c" "$DURATION" "$TMP/wrk.out"; then
                 FLAG[$name]="wrk failed at $c connections: $(tail -2 "$TMP/wrk.out" | tr '\n' ' ')"
                 log "FLAG $name: ${FLAG[$name]}"
@@ -491,12 +521,14 @@ for c in $CONNS; do
             fi
             line=$(grep '^RESULT ' "$TMP/wrk.out" | tail -1)
             [[ -n $line ]] || die "no RESULT line from wrk for $name: $(tail -3 "$TMP/wrk.out")"
+            cpu=$(($(cpu_ticks "${PID[$name]}") - cpu0))
             # name conns round rps p50 p99 p999 max requests http_errors socket_errors
-            awk -v n="$name" -v c="$c" -v r="$r" '{
+            awk -v n="$name" -v c="$c" -v r="$r" -v cpu="$cpu" -v hz="$CLK_TCK" '{
                 for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-                printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n, c, r, f["rps"], f["p50_us"], f["p99_us"],
+                printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\n", n, c, r, f["rps"], f["p50_us"], f["p99_us"],
                     f["p999_us"], f["max_us"], f["requests"], f["http_errors"],
-                    f["connect"] + f["read"] + f["write"] + f["timeout"]
+                    f["connect"] + f["read"] + f["write"] + f["timeout"],
+                    (f["requests"] > 0 ? cpu * 1e6 / hz / f["requests"] : 0)
             }' <<<"$line" >>"$RAW"
             log "$(printf '%-11s c=%-4s round %s: %s' "$name" "$c" "$r" "${line#RESULT }")"
         done
@@ -523,7 +555,7 @@ function med(s,   a, n, i, j, t) {
 {
     k = $1 "\t" $2
     if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
-    rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; p999[k] = p999[k] " " $7
+    cpu[k] = cpu[k] " " $12; rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; p999[k] = p999[k] " " $7
     err[k] += $10 + $11; req[k] += $9
     if (!(k in lo) || $4 < lo[k]) lo[k] = $4
     if (!(k in hi) || $4 > hi[k]) hi[k] = $4
@@ -531,11 +563,11 @@ function med(s,   a, n, i, j, t) {
 END {
     for (i = 1; i <= nk; i++) {
         k = order[i]; m = med(rps[k])
-        printf "%s\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.1f\n", k, m, med(p50[k]), med(p99[k]), med(p999[k]), err[k], req[k], (m > 0 ? 100 * (hi[k] - lo[k]) / m : 0)
+        printf "%s\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\n", k, m, med(p50[k]), med(p99[k]), med(p999[k]), err[k], req[k], (m > 0 ? 100 * (hi[k] - lo[k]) / m : 0), med(cpu[k])
     }
 }' "$RAW" >"$AGG"
 
-get() { # name conns column(3=rps 4=p50 5=p99 6=p999 7=errors 8=requests 9=spread)
+get() { # name conns column(3=rps 4=p50 5=p99 6=p999 7=errors 8=requests 9=spread 10=cpu µs/req)
     awk -F'\t' -v n="$1" -v c="$2" -v col="$3" '$1 == n && $2 == c { print $col; exit }' "$AGG"
 }
 fmt_us() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) printf "%d µs", u; else if (u < 100000) printf "%.2f ms", u / 1000; else printf "%.0f ms", u / 1000 }'; }
@@ -560,15 +592,16 @@ EXIT=0
     fi
     [[ -z $NICE ]] || echo "- priority: every benchmarked process and wrk under nice -n $NICE"
     echo "- load: wrk, keep-alive, POST /api/order with the simulator's SAMPLE_ORDER body (${#BENCH_BODY} bytes) and the test apiKey; upstream pool for every proxy: $POOL idle keep-alive connections"
+    echo "- features wired into this sidecar binary (the parts its /status reports): $STATUS_PARTS; a variant that turns off a feature not listed here measures no difference by construction"
     [[ -z $OTLP_SKIP ]] || echo "- **OTLP: $OTLP_SKIP. The OTLP variant is skipped; 'sidecar' runs without export.**"
     echo
-    echo "| target | conns | req/s | p50 | p99 | p99.9 | errors | req/s ÷ direct | p99 ÷ direct | req/s ÷ nginx | p99 ÷ nginx | req/s ÷ haproxy | p99 ÷ haproxy |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| target | conns | req/s | p50 | p99 | p99.9 | errors | CPU µs/req | req/s ÷ direct | p99 ÷ direct | req/s ÷ nginx | p99 ÷ nginx | req/s ÷ haproxy | p99 ÷ haproxy |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for name in "${TARGETS[@]}"; do
         for c in $CONNS; do
             rps=$(get "$name" "$c" 3)
             if [[ -z $rps ]]; then
-                echo "| $name | $c | **${FLAG[$name]:-not measured}** | | | | | | | | | | |"
+                echo "| $name | $c | **${FLAG[$name]:-not measured}** | | | | | | | | | | | |"
                 continue
             fi
             p99=$(get "$name" "$c" 5)
@@ -586,13 +619,13 @@ EXIT=0
                 vs_n=$(ratio "$rps" "$(get nginx "$c" 3)") vs_np=$(ratio "$p99" "$(get nginx "$c" 5)")
                 vs_h=$(ratio "$rps" "$(get haproxy "$c" 3)") vs_hp=$(ratio "$p99" "$(get haproxy "$c" 5)")
             fi
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$c" \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$c" \
                 "$(printf '%.0f' "$rps")" "$(fmt_us "$(get "$name" "$c" 4)")" "$(fmt_us "$p99")" \
-                "$(fmt_us "$(get "$name" "$c" 6)")" "$e" "$vs_d" "$vs_dp" "$vs_n" "$vs_np" "$vs_h" "$vs_hp"
+                "$(fmt_us "$(get "$name" "$c" 6)")" "$e" "$(get "$name" "$c" 10)" "$vs_d" "$vs_dp" "$vs_n" "$vs_np" "$vs_h" "$vs_hp"
         done
     done
     echo
-    echo "Errors = HTTP statuses >= 400 plus socket errors (connect, read, write, timeout > 5 s), summed over rounds. Ratios: req/s above 1 and p99 below 1 favour the proxy in the row."
+    echo "Errors = HTTP statuses >= 400 plus socket errors (connect, read, write, timeout > 5 s), summed over rounds. CPU µs/req = user + system CPU time of the target's processes (/proc/PID/stat; for direct, the simulator) over the requests served: the proxy's own cost, much less sensitive to other work on the machine than req/s. Ratios: req/s above 1 and p99 below 1 favour the proxy in the row."
     if ((ROUNDS > 1)); then
         echo "Round-to-round req/s spread (max - min over median), the noise floor for the comparisons below: $(awk -F'\t' '{ if ($9 > m) m = $9; s += $9; n++ } END { if (n) printf "mean %.1f%%, worst %.1f%%", s / n, m }' "$AGG")."
     fi
@@ -610,17 +643,17 @@ EXIT=0
     echo
     echo "Feature overhead (on vs off; target: throughput of 'on' no more than the limit below 'off'):"
     echo
-    echo "| comparison | conns | req/s on | req/s off | req/s change | p99 on | p99 off | p99 change | limit | verdict |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| comparison | conns | req/s on | req/s off | req/s change | CPU/req change | p99 on | p99 off | p99 change | limit | verdict |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     compare() { # label on off limit%
         local label=$1 on=$2 off=$3 lim=$4 c a b pa pb d verdict
         for c in $CONNS; do
             a=$(get "$on" "$c" 3) b=$(get "$off" "$c" 3)
-            if [[ -z $a || -z $b ]]; then echo "| $label | $c | | | | | | | $lim% | not measured |"; continue; fi
+            if [[ -z $a || -z $b ]]; then echo "| $label | $c | | | | | | | | $lim% | not measured |"; continue; fi
             pa=$(get "$on" "$c" 5) pb=$(get "$off" "$c" 5)
             d=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", 100 * (a - b) / b }')
             verdict=$(awk -v d="$d" -v l="$lim" 'BEGIN { print (d >= -l) ? "ok" : "**MISSED**" }')
-            echo "| $label | $c | $(printf '%.0f' "$a") | $(printf '%.0f' "$b") | $(pct "$a" "$b") | $(fmt_us "$pa") | $(fmt_us "$pb") | $(pct "$pa" "$pb") | $lim% | $verdict |"
+            echo "| $label | $c | $(printf '%.0f' "$a") | $(printf '%.0f' "$b") | $(pct "$a" "$b") | $(pct "$(get "$on" "$c" 10)" "$(get "$off" "$c" 10)") | $(fmt_us "$pa") | $(fmt_us "$pb") | $(pct "$pa" "$pb") | $lim% | $verdict |"
         done
     }
     compare "retry+breaker (issue 4): sidecar vs sc-noretry" sidecar sc-noretry 5
@@ -628,7 +661,7 @@ EXIT=0
     if [[ -z $OTLP_SKIP ]]; then
         compare "OTLP export (issue 6): sidecar vs sc-nootlp" sidecar sc-nootlp 3
     else
-        echo "| OTLP export (issue 6) | | | | | | | | 3% | skipped: no collector |"
+        echo "| OTLP export (issue 6) | | | | | | | | | 3% | skipped: no collector |"
     fi
     compare "all features (issue 7): sidecar vs sc-bare" sidecar sc-bare 5
     echo
