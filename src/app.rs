@@ -16,7 +16,10 @@ use crate::config::Config;
 use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
-use crate::telemetry::metrics::Metrics;
+use crate::resilience::breaker::Breaker;
+use crate::resilience::retry::RetryBudget;
+use crate::telemetry::layers::RequestCounts;
+use crate::telemetry::{Telemetry, TelemetryError};
 
 /// The sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
 }
 
 /// A running sidecar.
@@ -52,9 +57,17 @@ impl Sidecar {
     pub async fn start(config: Config) -> Result<Sidecar, StartError> {
         let config = Arc::new(config);
         let forward = Forward::new(&config.upstream)?;
-        let metrics = Arc::new(Metrics::new(config.upstream.url().host()));
-        let chaos = Chaos::new(&config.chaos, Arc::clone(&metrics));
-        let service = stack::build(&config, forward, &chaos);
+        let telemetry = Telemetry::start(&config.telemetry, config.upstream.url().host())?;
+        let metrics = Arc::clone(telemetry.metrics());
+        let parts = stack::Parts {
+            forward,
+            counts: Arc::new(RequestCounts::default()),
+            breaker: Breaker::new(&config.circuit_breaker, Arc::clone(&metrics)),
+            budget: RetryBudget::new(&config.retry),
+            chaos: Chaos::new(&config.chaos, Arc::clone(&metrics)),
+            metrics: Arc::clone(&metrics),
+        };
+        let service = stack::build(&config, &parts);
 
         let proxy_listener = bind("server.listen", config.server.listen).await?;
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
@@ -79,8 +92,16 @@ impl Sidecar {
             readiness: readiness.clone(),
             upstream: config.upstream.url().to_string(),
             started: SystemTime::now(),
-            parts: vec![Arc::clone(&chaos) as Arc<dyn AdminPart>],
-            metrics: Box::new(String::new),
+            parts: vec![
+                Arc::clone(&parts.counts) as Arc<dyn AdminPart>,
+                Arc::clone(&parts.breaker) as Arc<dyn AdminPart>,
+                Arc::clone(&parts.budget) as Arc<dyn AdminPart>,
+                Arc::clone(&parts.chaos) as Arc<dyn AdminPart>,
+            ],
+            metrics: {
+                let metrics = Arc::clone(&metrics);
+                Box::new(move || metrics.prometheus_text())
+            },
         });
 
         let (shutdown, watch_rx) = watch::channel(false);
@@ -102,6 +123,8 @@ impl Sidecar {
             server::serve(proxy_listener, service, opts, drain).await;
             let _ = admin_stop_tx.send(true);
             let _ = admin_task.await;
+            // The final export, once no request can record anything more.
+            telemetry.shutdown();
         });
         readiness.set(true);
         tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url(), "factory-sidecar serving");

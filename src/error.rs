@@ -143,7 +143,7 @@ pub fn kind_of(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
     match classify_error(err) {
         Outcome::Rejected => ErrorKind::CircuitOpen,
         Outcome::Failure(FailureKind::Timeout) => ErrorKind::Timeout,
-        Outcome::Failure(_) => ErrorKind::Unreachable,
+        Outcome::Failure(_) | Outcome::Excused(_) => ErrorKind::Unreachable,
         Outcome::Aborted if is_deadline(err) => ErrorKind::Timeout,
         _ => ErrorKind::Internal,
     }
@@ -193,7 +193,14 @@ pub fn answer(err: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
         ErrorKind::Internal => "Something went wrong in the factory sidecar.",
         ErrorKind::CircuitOpen => unreachable!("handled above"),
     };
-    json_answer(kind, serde_json::json!({ "message": message }), None)
+    let mut res = json_answer(kind, serde_json::json!({ "message": message }), None);
+    if let Some(n) = crate::resilience::retry::attempts_of(err) {
+        res.headers_mut().insert(
+            crate::resilience::retry::X_SIDECAR_ATTEMPTS,
+            HeaderValue::from(n),
+        );
+    }
+    res
 }
 
 /// The breaker's fail-fast answer: readable by a diner, machine-readable

@@ -79,23 +79,33 @@ fn assert_no_key(sim: &SimHandle, what: &str, text: &str) {
     );
 }
 
-/// A reply during an episode: the masked factory answer, or (with retries)
-/// a good pizza.
-fn check_episode_reply(sim: &SimHandle, reply: &Reply) {
+/// A reply during an episode with the whole stack on: a good pizza whose
+/// JWT the factory verifies, with no apiKey anywhere in it.
+fn assert_pizza(sim: &SimHandle, reply: &Reply) {
+    assert_eq!(reply.status, 200, "{}", reply.text());
     assert_no_key(sim, "the answer", &reply.text());
-    match reply.status.as_u16() {
-        200 => {}
-        500 => {
-            let v = reply.json();
-            let link = v["reportUrl"].as_str().expect("the link, masked");
-            assert!(link.ends_with("/report/****"), "{link}");
-            assert_eq!(
-                reply.header("content-length"),
-                Some(reply.body.len().to_string().as_str())
-            );
-        }
-        other => panic!("unexpected {other}: {}", reply.text()),
-    }
+    let jwt = reply.json()["jwt"]
+        .as_str()
+        .map(str::to_owned)
+        .expect("a jwt");
+    assert!(
+        verifies(sim, &jwt),
+        "the pizza JWT verifies against the factory's keys"
+    );
+}
+
+/// The factory's failed answer passed on (no retry): its link masked and
+/// Content-Length right.
+fn assert_masked_failure(sim: &SimHandle, reply: &Reply) {
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_no_key(sim, "the answer", &reply.text());
+    let v = reply.json();
+    let link = v["reportUrl"].as_str().expect("the link, masked");
+    assert!(link.ends_with("/report/****"), "{link}");
+    assert_eq!(
+        reply.header("content-length"),
+        Some(reply.body.len().to_string().as_str())
+    );
 }
 
 async fn resolved_episode(http: &Http, sc: &Running, kind: &str) -> Value {
@@ -116,7 +126,12 @@ async fn fail_is_resolved_with_one_get_and_the_next_order_is_a_good_pizza() {
     let http = Http::new();
 
     let first = order(&http, &sc, &sim).await;
-    check_episode_reply(&sim, &first);
+    assert_pizza(&sim, &first);
+    assert_eq!(
+        first.header("x-sidecar-attempts"),
+        Some("2"),
+        "one failed try, then the pizza"
+    );
     let ep = resolved_episode(&http, &sc, "fail").await;
     assert_eq!(ep["how"], "auto");
     assert!(
@@ -160,7 +175,7 @@ async fn concurrent_orders_in_an_episode_send_one_resolve_get() {
     )
     .await;
     for r in &replies {
-        check_episode_reply(&sim, r);
+        assert_pizza(&sim, r);
     }
     resolved_episode(&http, &sc, "fail").await;
     assert_eq!(sim.stats().support_requests, 1);
@@ -182,8 +197,12 @@ async fn badjwt_is_caught_by_the_jwks_and_resolved() {
     let http = Http::new();
 
     let first = order(&http, &sc, &sim).await;
-    assert_eq!(first.status, 200);
-    assert_no_key(&sim, "the answer", &first.text());
+    assert_pizza(&sim, &first);
+    assert_eq!(
+        first.header("x-sidecar-attempts"),
+        Some("2"),
+        "the bad pizza was retried"
+    );
     let ep = resolved_episode(&http, &sc, "badjwt").await;
     assert_eq!(ep["how"], "auto");
     let next = order(&http, &sc, &sim).await;
@@ -223,12 +242,17 @@ async fn throttle_is_resolved_after_the_first_slow_answer() {
 async fn with_auto_resolve_off_no_support_path_is_requested_until_asked() {
     let sim = sim::start().await;
     sim.set_chaos(ChaosSpec::fail());
-    let sc = start(&sim, |c| c.chaos.auto_resolve = false).await;
+    // No retry and no breaker: this is about what the chaos layer does alone.
+    let sc = start(&sim, |c| {
+        c.chaos.auto_resolve = false;
+        c.retry.max_attempts = 1;
+        c.circuit_breaker.enabled = false;
+    })
+    .await;
     let http = Http::new();
     for _ in 0..3 {
         let r = order(&http, &sc, &sim).await;
-        assert_eq!(r.status, 500);
-        check_episode_reply(&sim, &r);
+        assert_masked_failure(&sim, &r);
     }
     assert_eq!(sim.stats().support_requests, 0);
     let s = status(&http, &sc).await;
@@ -258,7 +282,7 @@ async fn a_link_naming_another_host_is_never_contacted() {
     sim.set_chaos(ChaosSpec::fail());
     let sc = start(&sim, |_| {}).await;
     let http = Http::new();
-    check_episode_reply(&sim, &order(&http, &sc, &sim).await);
+    assert_pizza(&sim, &order(&http, &sc, &sim).await);
     resolved_episode(&http, &sc, "fail").await;
     assert_eq!(
         sim.stats().support_requests,

@@ -120,6 +120,15 @@ struct Episode {
 }
 
 impl Episode {
+    /// Closed by following `link` (auto or manual) less than `cooldown` ago.
+    fn resolved_recently(&self, link: &ReportLink, now: Instant, cooldown: Duration) -> bool {
+        self.link.as_ref() == Some(link)
+            && matches!(self.how, Some(How::Auto | How::Manual))
+            && self.ended.is_some_and(|t| now.duration_since(t) < cooldown)
+    }
+}
+
+impl Episode {
     fn follow_in_flight(&self) -> Option<watch::Receiver<bool>> {
         let rx = self.follow.as_ref()?;
         // Closed (ticket dropped) or done: nothing to wait for.
@@ -267,12 +276,11 @@ impl Registry {
 
         // An order that was in flight while we resolved this very link.
         if let Some(l) = &link
-            && let Some(ep) = inner.closed.iter_mut().rev().find(|e| {
-                e.link.as_ref() == Some(l)
-                    && matches!(e.how, Some(How::Auto | How::Manual))
-                    && e.ended
-                        .is_some_and(|t| now.duration_since(t) < self.cooldown)
-            })
+            && let Some(ep) = inner
+                .closed
+                .iter_mut()
+                .rev()
+                .find(|e| e.resolved_recently(l, now, self.cooldown))
         {
             ep.attempts += 1;
             ep.last_seen = wall;
@@ -374,6 +382,22 @@ impl Registry {
             return FollowPlan::None;
         }
         FollowPlan::Go(Self::ticket(ep, link, How::Auto, now))
+    }
+
+    /// Whether `link_text` was followed and the factory confirmed the chaos
+    /// resolved, within the cooldown: an answer carrying it describes chaos
+    /// that is already over.
+    pub fn is_resolved(&self, link_text: &str) -> bool {
+        let Some(link) = ReportLink::parse(link_text) else {
+            return false;
+        };
+        let now = Instant::now();
+        self.inner
+            .lock()
+            .closed
+            .iter()
+            .rev()
+            .any(|e| e.resolved_recently(&link, now, self.cooldown))
     }
 
     fn ticket(ep: &mut Episode, link: ReportLink, how: How, now: Instant) -> FollowTicket {

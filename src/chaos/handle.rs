@@ -172,6 +172,11 @@ impl Chaos {
             .record(chaos, link, status, self.config.auto_resolve)
     }
 
+    /// Whether the chaos behind `link` has been resolved by following it.
+    pub(crate) fn is_resolved(&self, link: &str) -> bool {
+        self.registry.is_resolved(link)
+    }
+
     pub(crate) fn healthy(&self) {
         if self.config.detect {
             self.registry.healthy();

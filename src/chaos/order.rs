@@ -33,7 +33,7 @@ use crate::chaos::mask::redact_with;
 use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::UpstreamError;
-use crate::resilience::classify::{BadJwt, Outcome, classify_error};
+use crate::resilience::classify::{BadJwt, ChaosResolved, Outcome, classify_error};
 
 /// How long an order try waits for the JWKS before passing its pizza on
 /// unjudged (the fetch goes on beside it): a slow key endpoint must not
@@ -142,6 +142,11 @@ where
                     .or_else(|| found.links().next());
                 let plan = chaos.sighting(kind, link, Some(status));
                 act(&chaos, plan, kind).await;
+                // Chaos already resolved says nothing about the factory's
+                // health: the retry gets its pizza, the breaker stays out.
+                if kind != ChaosType::Throttle && link.is_some_and(|l| chaos.is_resolved(l)) {
+                    parts.extensions.insert(ChaosResolved);
+                }
             }
             Finding::Healthy => chaos.healthy(),
             Finding::Nothing => {}

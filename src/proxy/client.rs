@@ -80,18 +80,7 @@ pub struct Forward {
 
 impl Forward {
     pub fn new(config: &UpstreamConfig) -> Result<Forward, ClientError> {
-        let tls = tls_config(config)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+        let connector = https_connector(config.ca_file.as_deref(), config.connect_timeout)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -110,10 +99,31 @@ impl Forward {
     }
 }
 
-fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ClientError> {
+/// The one TLS stack: an http-or-https connector with rustls (aws-lc-rs),
+/// the webpki roots plus the PEM roots in `ca_file`, ALPN h2 and http/1.1.
+/// Shared by `Forward` and the telemetry clients (OTLP, Grafana).
+pub fn https_connector(
+    ca_file: Option<&std::path::Path>,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, ClientError> {
+    let tls = tls_config(ca_file)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http))
+}
+
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &config.ca_file {
+    if let Some(path) = ca_file {
         let shown = path.display().to_string();
         let mut added = 0usize;
         for cert in CertificateDer::pem_file_iter(path).map_err(|source| ClientError::CaFile {

@@ -16,6 +16,15 @@ use crate::resilience::deadline::{AttemptTimedOut, DeadlineExceeded};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadJwt;
 
+/// Response extension set by the chaos layer on a failed answer (`fail`,
+/// `badjwt`) whose report link the sidecar followed and the factory
+/// confirmed resolved: the chaos is already over, so the try is retried
+/// but says nothing about the factory's health (the breaker ignores it).
+/// Without it a burst of orders caught by one episode would open the
+/// breaker just as the episode ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChaosResolved;
+
 /// What one try amounted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -25,6 +34,9 @@ pub enum Outcome {
     CallerError,
     /// The factory failed this try.
     Failure(FailureKind),
+    /// The factory failed this try with chaos the sidecar has already
+    /// resolved ([`ChaosResolved`]): retried like a failure, not counted.
+    Excused(FailureKind),
     /// The breaker refused the try; the factory was not asked.
     Rejected,
     /// The sidecar itself gave up (overall deadline) or failed for a reason
@@ -67,14 +79,19 @@ pub fn classify<B>(result: &Result<Response<B>, BoxError>) -> Outcome {
 /// Classifies a factory answer.
 pub fn classify_response<B>(res: &Response<B>) -> Outcome {
     let status = res.status();
-    if status.is_server_error() {
-        Outcome::Failure(FailureKind::Status5xx)
+    let failure = if status.is_server_error() {
+        FailureKind::Status5xx
     } else if status.is_client_error() {
-        Outcome::CallerError
+        return Outcome::CallerError;
     } else if res.extensions().get::<BadJwt>().is_some() {
-        Outcome::Failure(FailureKind::BadJwt)
+        FailureKind::BadJwt
     } else {
-        Outcome::Success
+        return Outcome::Success;
+    };
+    if res.extensions().get::<ChaosResolved>().is_some() {
+        Outcome::Excused(failure)
+    } else {
+        Outcome::Failure(failure)
     }
 }
 
@@ -97,4 +114,62 @@ pub fn classify_error(e: &(dyn std::error::Error + 'static)) -> Outcome {
         cur = err.source();
     }
     Outcome::Aborted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16) -> Response<()> {
+        let mut r = Response::new(());
+        *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
+        r
+    }
+
+    #[test]
+    fn answers_are_classified_in_one_place() {
+        assert_eq!(classify_response(&answer(200)), Outcome::Success);
+        assert_eq!(classify_response(&answer(404)), Outcome::CallerError);
+        assert_eq!(
+            classify_response(&answer(503)),
+            Outcome::Failure(FailureKind::Status5xx)
+        );
+        let mut bad = answer(200);
+        bad.extensions_mut().insert(BadJwt);
+        assert_eq!(
+            classify_response(&bad),
+            Outcome::Failure(FailureKind::BadJwt)
+        );
+        bad.extensions_mut().insert(ChaosResolved);
+        assert_eq!(
+            classify_response(&bad),
+            Outcome::Excused(FailureKind::BadJwt)
+        );
+        let mut fail = answer(500);
+        fail.extensions_mut().insert(ChaosResolved);
+        assert_eq!(
+            classify_response(&fail),
+            Outcome::Excused(FailureKind::Status5xx)
+        );
+        // A 4xx stays the caller's fault whatever else is attached.
+        let mut caller = answer(400);
+        caller.extensions_mut().insert(ChaosResolved);
+        assert_eq!(classify_response(&caller), Outcome::CallerError);
+    }
+
+    #[test]
+    fn errors_are_classified_through_their_cause_chain() {
+        let open = CircuitOpen {
+            retry_after: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(classify_error(&open), Outcome::Rejected);
+        assert_eq!(
+            classify_error(&AttemptTimedOut),
+            Outcome::Failure(FailureKind::Timeout)
+        );
+        assert_eq!(classify_error(&DeadlineExceeded), Outcome::Aborted);
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let up = UpstreamError::new("cannot connect", io);
+        assert_eq!(classify_error(&up), Outcome::Failure(FailureKind::Connect));
+    }
 }

@@ -1,4 +1,27 @@
-//! Deadlines (skeleton: the layers land with the resilience issue).
+//! Deadlines: `request_timeout` over the whole request, `attempt_timeout` per try.
+//!
+//! Two layers, because the two limits answer different questions.
+//! [`DeadlineLayer`] sits above retry: it fixes the moment the diner stops
+//! waiting (all tries and all backoff included), publishes it as a
+//! [`Deadline`] request extension, and fails the request with
+//! [`DeadlineExceeded`] when it passes. [`AttemptTimeoutLayer`] sits below the
+//! breaker and bounds one try by `attempt_timeout`, clipped to the time left
+//! to the [`Deadline`]: a try never outlives the request. Its
+//! [`AttemptTimedOut`] is a factory failure (the breaker counts it, retry may
+//! retry it); a try that would start after the deadline is not started at all.
+//!
+//! Both read `tokio::time::Instant`, so paused-clock tests drive them. The
+//! timer is a [`Sleep`] stored inside the response future: no allocation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::Request;
+use tokio::time::{Instant, Sleep, sleep_until};
+
+use crate::error::BoxError;
 
 /// The whole request (all tries and backoff) ran past `request_timeout`.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -9,3 +32,316 @@ pub struct DeadlineExceeded;
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("factory did not answer within the attempt timeout")]
 pub struct AttemptTimedOut;
+
+/// Request extension: when the request as a whole must be answered. Layers
+/// below [`DeadlineLayer`] read it to avoid work that cannot finish in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    /// The deadline a request carries, if any.
+    pub fn of<B>(req: &Request<B>) -> Option<Instant> {
+        req.extensions().get::<Deadline>().map(|d| d.0)
+    }
+}
+
+/// `now + d`, saturating at a far future (about 30 years) instead of
+/// panicking when a configured duration is absurdly long.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    now.checked_add(d.min(FAR))
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
+/// Puts a [`Deadline`] of `now + request_timeout` on each request and fails
+/// it with [`DeadlineExceeded`] when it passes. An earlier deadline already on
+/// the request (one set by a caller inside the process) is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    timeout: Duration,
+}
+
+impl DeadlineLayer {
+    pub fn new(request_timeout: Duration) -> Self {
+        Self {
+            timeout: request_timeout,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for DeadlineLayer {
+    type Service = DeadlineService<S>;
+    fn layer(&self, inner: S) -> DeadlineService<S> {
+        DeadlineService {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// See [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct DeadlineService<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S, B> tower::Service<Request<B>> for DeadlineService<S>
+where
+    S: tower::Service<Request<B>, Error = BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let mut at = later(Instant::now(), self.timeout);
+        if let Some(earlier) = Deadline::of(&req) {
+            at = at.min(earlier);
+        }
+        req.extensions_mut().insert(Deadline(at));
+        DeadlineFuture {
+            inner: self.inner.call(req),
+            sleep: sleep_until(at),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`DeadlineLayer`].
+    #[derive(Debug)]
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl<F, T> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // The inner future first: when a try's clipped timer and this one fire
+        // together, the try's own outcome (a counted timeout) wins.
+        if let Poll::Ready(r) = this.inner.poll(cx) {
+            return Poll::Ready(r);
+        }
+        ready!(this.sleep.poll(cx));
+        Poll::Ready(Err(Box::new(DeadlineExceeded)))
+    }
+}
+
+/// Bounds each try by `attempt_timeout`, clipped to the request's
+/// [`Deadline`]. Over the limit: [`AttemptTimedOut`]. A try whose deadline
+/// has already passed is not started: [`DeadlineExceeded`].
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptTimeoutLayer {
+    timeout: Duration,
+}
+
+impl AttemptTimeoutLayer {
+    pub fn new(attempt_timeout: Duration) -> Self {
+        Self {
+            timeout: attempt_timeout,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for AttemptTimeoutLayer {
+    type Service = AttemptTimeout<S>;
+    fn layer(&self, inner: S) -> AttemptTimeout<S> {
+        AttemptTimeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// See [`AttemptTimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S, B> tower::Service<Request<B>> for AttemptTimeout<S>
+where
+    S: tower::Service<Request<B>, Error = BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = AttemptFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let now = Instant::now();
+        let own = later(now, self.timeout);
+        let at = match Deadline::of(&req) {
+            Some(deadline) if deadline <= now => return AttemptFuture::Expired,
+            Some(deadline) => deadline.min(own),
+            None => own,
+        };
+        AttemptFuture::Running {
+            inner: self.inner.call(req),
+            sleep: sleep_until(at),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`AttemptTimeoutLayer`].
+    #[project = AttemptProj]
+    #[derive(Debug)]
+    pub enum AttemptFuture<F> {
+        Running { #[pin] inner: F, #[pin] sleep: Sleep },
+        Expired,
+    }
+}
+
+impl<F, T> Future for AttemptFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AttemptProj::Running { inner, sleep } => {
+                if let Poll::Ready(r) = inner.poll(cx) {
+                    return Poll::Ready(r);
+                }
+                ready!(sleep.poll(cx));
+                Poll::Ready(Err(Box::new(AttemptTimedOut)))
+            }
+            AttemptProj::Expired => Poll::Ready(Err(Box::new(DeadlineExceeded))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use super::*;
+    use crate::resilience::classify::{FailureKind, Outcome, classify_error};
+
+    /// An inner service that answers after `delay` and reports the deadline it saw.
+    fn slow(
+        delay: Duration,
+        calls: Arc<AtomicU32>,
+    ) -> impl tower::Service<Request<()>, Response = Option<Instant>, Error = BoxError, Future: Send>
+    + Clone {
+        service_fn(move |req: Request<()>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let seen = Deadline::of(&req);
+            async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, BoxError>(seen)
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_is_published_and_enforced() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let start = Instant::now();
+        let svc = DeadlineLayer::new(Duration::from_secs(2))
+            .layer(slow(Duration::from_millis(500), calls.clone()));
+        let seen = svc
+            .clone()
+            .oneshot(Request::new(()))
+            .await
+            .expect("in time");
+        assert_eq!(seen, Some(start + Duration::from_secs(2)));
+
+        let svc = DeadlineLayer::new(Duration::from_secs(2))
+            .layer(slow(Duration::from_secs(3), calls.clone()));
+        let err = svc.oneshot(Request::new(())).await.expect_err("too slow");
+        assert!(err.is::<DeadlineExceeded>());
+        assert_eq!(classify_error(err.as_ref()), Outcome::Aborted);
+        assert_eq!(Instant::now(), start + Duration::from_millis(2_500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_deadline_on_the_request_is_kept() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let start = Instant::now();
+        let svc =
+            DeadlineLayer::new(Duration::from_secs(20)).layer(slow(Duration::ZERO, calls.clone()));
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(Deadline(start + Duration::from_secs(1)));
+        let seen = svc.oneshot(req).await.expect("answer");
+        assert_eq!(seen, Some(start + Duration::from_secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempt_timeout_alone() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let start = Instant::now();
+        let svc = AttemptTimeoutLayer::new(Duration::from_secs(5))
+            .layer(slow(Duration::from_secs(32), calls.clone()));
+        let err = svc.oneshot(Request::new(())).await.expect_err("timeout");
+        assert!(err.is::<AttemptTimedOut>());
+        assert_eq!(
+            classify_error(err.as_ref()),
+            Outcome::Failure(FailureKind::Timeout)
+        );
+        assert_eq!(Instant::now(), start + Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempt_timeout_is_clipped_by_the_deadline() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let start = Instant::now();
+        let svc = AttemptTimeoutLayer::new(Duration::from_secs(5))
+            .layer(slow(Duration::from_secs(32), calls.clone()));
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(Deadline(start + Duration::from_millis(1_200)));
+        let err = svc.oneshot(req).await.expect_err("timeout");
+        assert!(err.is::<AttemptTimedOut>());
+        assert_eq!(Instant::now(), start + Duration::from_millis(1_200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_try_starts_past_the_deadline() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let start = Instant::now();
+        let svc = AttemptTimeoutLayer::new(Duration::from_secs(5))
+            .layer(slow(Duration::ZERO, calls.clone()));
+        let mut req = Request::new(());
+        req.extensions_mut().insert(Deadline(start));
+        let err = svc.oneshot(req).await.expect_err("expired");
+        assert!(err.is::<DeadlineExceeded>());
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "inner must not be called");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_layers_together_end_with_the_counted_timeout() {
+        // request_timeout == attempt timer after clipping: the try's own
+        // timeout must surface (so the breaker counts it), not the deadline.
+        let calls = Arc::new(AtomicU32::new(0));
+        let inner = AttemptTimeoutLayer::new(Duration::from_secs(5))
+            .layer(slow(Duration::from_secs(32), calls.clone()));
+        let svc = DeadlineLayer::new(Duration::from_secs(3)).layer(inner);
+        let err = svc.oneshot(Request::new(())).await.expect_err("timeout");
+        assert!(err.is::<AttemptTimedOut>(), "got {err}");
+    }
+}

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod http;
 pub mod raw;
+pub mod rotel;
 pub mod sidecar;
 pub mod sim;
 pub mod upstream;

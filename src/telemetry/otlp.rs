@@ -1,0 +1,335 @@
+//! OTLP export of the metrics (and, with `telemetry.traces`, the spans).
+//!
+//! The periodic reader runs on tokio (the SDK's default reader thread has no
+//! reactor for the hyper client: see DEPENDENCIES.md), beside the pull reader
+//! of `/metrics`, on the same instruments. http/protobuf goes through the
+//! sidecar's own hyper + rustls client (one TLS stack); grpc through tonic.
+//! Export failures are logged at most once a minute and never touch a
+//! request: recording only updates in-memory aggregates.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
+use opentelemetry_sdk::runtime;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+use crate::config::{OtlpProtocol, TelemetryConfig};
+use crate::proxy::client::https_connector;
+use crate::telemetry::metrics::Metrics;
+
+/// Telemetry could not be set up from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot build the OTLP {signal} exporter for {endpoint}: {source}")]
+    Exporter {
+        signal: &'static str,
+        endpoint: String,
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    #[error("cannot build the OTLP HTTP client: {0}")]
+    Client(#[from] crate::proxy::client::ClientError),
+}
+
+/// The metrics (always) and the tracer provider (when traces are exported).
+pub struct Telemetry {
+    metrics: Arc<Metrics>,
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Instruments with `/metrics` only: no OTLP.
+    pub fn local(server_address: &str) -> Telemetry {
+        Telemetry {
+            metrics: Arc::new(Metrics::new(server_address)),
+            tracer_provider: None,
+        }
+    }
+
+    /// Instruments, plus OTLP export when `otlp_endpoint` is set. Must run
+    /// inside the tokio runtime (the readers spawn on it).
+    pub fn start(
+        config: &TelemetryConfig,
+        server_address: &str,
+    ) -> Result<Telemetry, TelemetryError> {
+        if config.otlp_endpoint.is_empty() {
+            return Ok(Self::local(server_address));
+        }
+        let resource = resource(config);
+        let exporter = LoggingExporter::new(metric_exporter(config)?);
+        let reader = opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
+            exporter,
+            runtime::Tokio,
+        )
+        .with_interval(config.export_interval)
+        .with_timeout(config.export_interval.clamp(Duration::from_secs(1), Duration::from_secs(10)))
+        .build();
+        let builder = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_reader(reader);
+        let metrics = Arc::new(Metrics::with_provider(server_address, builder));
+
+        let tracer_provider = if config.traces {
+            let exporter = span_exporter(config)?;
+            let processor =
+                opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+                    exporter,
+                    runtime::Tokio,
+                )
+                .build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_resource(resource)
+                    .with_span_processor(processor)
+                    .build(),
+            )
+        } else {
+            None
+        };
+        tracing::info!(
+            endpoint = %config.otlp_endpoint,
+            protocol = ?config.otlp_protocol,
+            interval = ?config.export_interval,
+            traces = tracer_provider.is_some(),
+            "OTLP export on"
+        );
+        Ok(Telemetry {
+            metrics,
+            tracer_provider,
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The tracer for server and client spans, when traces are exported.
+    pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::SdkTracer> {
+        use opentelemetry::trace::TracerProvider as _;
+        self.tracer_provider
+            .as_ref()
+            .map(|p| p.tracer("factory-sidecar"))
+    }
+
+    /// Final export and stop; called once on shutdown.
+    pub fn shutdown(&self) {
+        self.metrics.shutdown();
+        if let Some(p) = &self.tracer_provider {
+            let _ = p.force_flush();
+            let _ = p.shutdown();
+        }
+    }
+}
+
+fn resource(config: &TelemetryConfig) -> Resource {
+    // The default detectors read OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("host.name", host),
+        ])
+        .build()
+}
+
+/// The signal's URL: OTLP/HTTP posts to `<base>/v1/<signal>`; a URL that
+/// already names the signal path is used as given.
+fn signal_url(base: &str, signal: &str) -> String {
+    let path = format!("/v1/{signal}");
+    if base.ends_with(&path) {
+        base.to_owned()
+    } else {
+        format!("{}{path}", base.trim_end_matches('/'))
+    }
+}
+
+fn metric_exporter(
+    config: &TelemetryConfig,
+) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
+    let built = match config.otlp_protocol {
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_http_client(SidecarHttpClient::new()?)
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(signal_url(&config.otlp_endpoint, "metrics"))
+            .with_temporality(Temporality::Cumulative)
+            .build(),
+        OtlpProtocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.otlp_endpoint.clone())
+            .with_temporality(Temporality::Cumulative)
+            .build(),
+    };
+    built.map_err(|source| TelemetryError::Exporter {
+        signal: "metrics",
+        endpoint: config.otlp_endpoint.clone(),
+        source,
+    })
+}
+
+fn span_exporter(
+    config: &TelemetryConfig,
+) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    let built = match config.otlp_protocol {
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(SidecarHttpClient::new()?)
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(signal_url(&config.otlp_endpoint, "traces"))
+            .build(),
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.otlp_endpoint.clone())
+            .build(),
+    };
+    built.map_err(|source| TelemetryError::Exporter {
+        signal: "traces",
+        endpoint: config.otlp_endpoint.clone(),
+        source,
+    })
+}
+
+/// Wraps the exporter so failures reach the log, at most once a minute
+/// (a collector that is down must not flood the log or be silent).
+struct LoggingExporter<E> {
+    inner: E,
+    last_logged: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl<E> LoggingExporter<E> {
+    fn new(inner: E) -> Self {
+        Self {
+            inner,
+            last_logged: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn report(&self, e: &opentelemetry_sdk::error::OTelSdkError) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_logged.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60
+            && self
+                .last_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(error = %e, suppressed, "OTLP metrics export failed");
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for LoggingExporter<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let result = self.inner.export(metrics).await;
+        if let Err(e) = &result {
+            self.report(e);
+        }
+        result
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
+
+/// OTLP/HTTP through the sidecar's hyper + rustls client.
+#[derive(Debug, Clone)]
+struct SidecarHttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl SidecarHttpClient {
+    fn new() -> Result<Self, crate::proxy::client::ClientError> {
+        let connector = https_connector(None, Duration::from_secs(5))?;
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(2)
+                .build(connector),
+        })
+    }
+}
+
+/// Collector answers are tiny; anything bigger is refused.
+const MAX_COLLECTOR_ANSWER: usize = 1024 * 1024;
+
+impl opentelemetry_http::HttpClient for SidecarHttpClient {
+    fn send_bytes<'a, 'b>(
+        &'a self,
+        request: http::Request<Bytes>,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<http::Response<Bytes>, opentelemetry_http::HttpError>>
+                + Send
+                + 'b,
+        >,
+    >
+    where
+        'a: 'b,
+    {
+        Box::pin(async move {
+            let req = request.map(Full::new);
+            let res = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+                .await
+                .map_err(|_| "OTLP request timed out")??;
+            let (parts, body) = res.into_parts();
+            let body = Limited::new(body, MAX_COLLECTOR_ANSWER)
+                .collect()
+                .await?
+                .to_bytes();
+            Ok(http::Response::from_parts(parts, body))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signal_url;
+
+    #[test]
+    fn signal_urls() {
+        assert_eq!(
+            signal_url("http://c:4318", "metrics"),
+            "http://c:4318/v1/metrics"
+        );
+        assert_eq!(
+            signal_url("http://c:4318/", "traces"),
+            "http://c:4318/v1/traces"
+        );
+        assert_eq!(
+            signal_url("http://c:4318/v1/metrics", "metrics"),
+            "http://c:4318/v1/metrics"
+        );
+    }
+}
