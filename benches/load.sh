@@ -104,7 +104,7 @@ cleanup() {
     for pid in "${all[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${all[@]}"; do
         for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
+        { kill -KILL "$pid"; wait "$pid"; } 2>/dev/null || true
     done
     if ((KEEP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
@@ -113,15 +113,26 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Stops one process this script started (TERM, then KILL after 5 s).
+# Stops one process this script started (TERM, then KILL after 5 s). Sets
+# STOP_US to the time from SIGTERM to exit, or empty when it had to be killed.
 stop_pid() {
-    local pid=$1 i child kids
+    local pid=$1 i child kids t0
     kids=$(pgrep -P "$pid" 2>/dev/null || true)
+    t0=$(now_us)
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
+    STOP_US=""
+    for ((i = 0; i < 500; i++)); do
+        # Exited but not yet reaped (a zombie) counts as exited.
+        if ! kill -0 "$pid" 2>/dev/null || grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+            STOP_US=$(($(now_us) - t0))
+            break
+        fi
+        sleep 0.01
+    done
     for child in $kids; do kill -KILL "$child" 2>/dev/null || true; done
-    wait "$pid" 2>/dev/null || true
+    # KILL and reap in one group with stderr closed: bash would otherwise
+    # print a "Killed" job notice when it reaps the process later.
+    { kill -KILL "$pid"; wait "$pid"; } 2>/dev/null || true
     local keep=() p
     for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
     PIDS=("${keep[@]}")
@@ -274,7 +285,6 @@ order_via() {
         --data-raw "$BENCH_BODY" "http://$1/api/order" 2>"$TMP/order.err" || echo 000
 }
 
-# Sum of a /proc/PID/status field (VmRSS, VmHWM) over PID and its children, in KiB.
 # CPU time (user + system, in clock ticks) of PID and its children so far.
 cpu_ticks() {
     local sum=0 p v
@@ -287,6 +297,7 @@ cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
+# Sum of a /proc/PID/status field (VmRSS, VmHWM) over PID and its children, in KiB.
 mem_kib() {
     local field=$1 pid=$2 sum=0 p v
     for p in "$pid" $(pgrep -P "$pid" 2>/dev/null || true); do
@@ -427,8 +438,9 @@ wait_ready() {
 # ---------------------------------------------------------------- start-up time
 declare -A STARTUP
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A STOPTIME
 for name in sidecar nginx haproxy; do
-    samples=()
+    samples=() stops=() killed=0
     for ((k = 0; k < STARTUPS; k++)); do
         t0=$(now_us)
         start_target "$name"
@@ -439,7 +451,15 @@ for name in sidecar nginx haproxy; do
         fi
         samples+=($(($(now_us) - t0)))
         stop_pid "$pid"
+        if [[ -n $STOP_US ]]; then stops+=("$STOP_US"); else killed=$((killed + 1)); fi
     done
+    # Shutdown while idle (no request in flight): SIGTERM to exit.
+    if ((killed == 0)); then
+        STOPTIME[$name]=$(printf '%s\n' "${stops[@]}" | median | awk '{ printf "%.0f ms", $1 / 1000 }')
+    else
+        STOPTIME[$name]="**did not exit within 5 s of SIGTERM in $killed of $STARTUPS samples (killed)**"
+        log "WARNING: $name did not exit within 5 s of SIGTERM in $killed of $STARTUPS start-up samples (idle, nothing in flight)"
+    fi
     med=$(printf '%s\n' "${samples[@]}" | median)
     lo=$(printf '%s\n' "${samples[@]}" | sort -n | head -1)
     hi=$(printf '%s\n' "${samples[@]}" | sort -n | tail -1)
@@ -490,7 +510,11 @@ d = json.load(sys.stdin)
 print(", ".join(k for k in d if k not in generic and isinstance(d[k], dict)) or "none")
 ' 2>/dev/null || echo unknown)
 fi
-log "sidecar /status parts (features wired into this binary): $STATUS_PARTS"
+# OTLP export has no /status part; the sidecar logs "OTLP export on" at start.
+if [[ -n $OTLP_URL ]] && grep -qs 'OTLP export on' "$TMP/sidecar.out" "$TMP/sidecar.err"; then
+    STATUS_PARTS+=", OTLP export (its start-up log line)"
+fi
+log "sidecar features wired into this binary: $STATUS_PARTS"
 
 # ---------------------------------------------------------------- load
 RAW=$TMP/results.tsv
@@ -592,7 +616,7 @@ EXIT=0
     fi
     [[ -z $NICE ]] || echo "- priority: every benchmarked process and wrk under nice -n $NICE"
     echo "- load: wrk, keep-alive, POST /api/order with the simulator's SAMPLE_ORDER body (${#BENCH_BODY} bytes) and the test apiKey; upstream pool for every proxy: $POOL idle keep-alive connections"
-    echo "- features wired into this sidecar binary (the parts its /status reports): $STATUS_PARTS; a variant that turns off a feature not listed here measures no difference by construction"
+    echo "- features wired into this sidecar binary (the parts its /status reports, and OTLP from its log): $STATUS_PARTS; a variant that turns off a feature not listed here measures no difference by construction"
     [[ -z $OTLP_SKIP ]] || echo "- **OTLP: $OTLP_SKIP. The OTLP variant is skipped; 'sidecar' runs without export.**"
     echo
     echo "| target | conns | req/s | p50 | p99 | p99.9 | errors | CPU µs/req | req/s ÷ direct | p99 ÷ direct | req/s ÷ nginx | p99 ÷ nginx | req/s ÷ haproxy | p99 ÷ haproxy |"
@@ -630,13 +654,13 @@ EXIT=0
         echo "Round-to-round req/s spread (max - min over median), the noise floor for the comparisons below: $(awk -F'\t' '{ if ($9 > m) m = $9; s += $9; n++ } END { if (n) printf "mean %.1f%%, worst %.1f%%", s / n, m }' "$AGG")."
     fi
     echo
-    echo "| target | what | RSS idle | RSS peak (VmHWM, through the $MAXCONN-connection run) | start-up to ready (median) |"
-    echo "|---|---|---:|---:|---|"
+    echo "| target | what | RSS idle | RSS peak (VmHWM, through the $MAXCONN-connection run) | start-up to ready (median) | SIGTERM to exit, idle (median) |"
+    echo "|---|---|---:|---:|---|---|"
     for name in "${TARGETS[@]}"; do
         [[ $name == direct ]] && continue
         st=${STARTUP[$name]:-}
         case $name in sidecar) st="$st, spawn to /readyz 200" ;; nginx | haproxy) st="$st, spawn to first HTTP answer" ;; esac
-        echo "| $name | ${DESC[$name]} | $(mib "${RSS_IDLE[$name]:-}") | $(mib "${RSS_PEAK[$name]:-}") | $st |"
+        echo "| $name | ${DESC[$name]} | $(mib "${RSS_IDLE[$name]:-}") | $(mib "${RSS_PEAK[$name]:-}") | $st | ${STOPTIME[$name]:-} |"
     done
     echo
     echo "RSS: VmRSS / VmHWM from /proc/PID/status, summed over the master and its worker for nginx (shared pages counted twice); haproxy and the sidecar are one process each."
