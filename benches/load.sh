@@ -1,0 +1,739 @@
+#!/usr/bin/env bash
+# Side-by-side load benchmark (issue 3 item 11, issue 7 item 1): in ONE run,
+# with the same load generator (wrk) and settings for every target, measures
+# the factory simulator directly, nginx and haproxy as equivalent keep-alive
+# reverse proxies, factory-sidecar with every feature on, and sidecar variants
+# with features off. Prints throughput/latency tables, RSS, start-up times and
+# the targets of issues 3 and 7, and writes them into benches/README.md.
+#
+# Not a test and not run in CI; loopback only. See benches/README.md.
+#
+#   bash benches/load.sh            full run  (about 8 minutes)
+#   bash benches/load.sh --quick    quick run (about 2 minutes)
+#   bash benches/load.sh --help
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: benches/load.sh [options]
+
+  --quick           3 s per point, 1 s warm-up, 1 round, 3 start-up samples
+  --duration S      seconds measured per point        (full: 5)
+  --warmup S        seconds of warm-up before a point (full: 1)
+  --rounds N        rounds over all targets; figures are medians (full: 3)
+  --conns "A B C"   connection counts                  (default: "1 32 256")
+  --startups N      start-up samples per proxy         (full: 5)
+  --pool N          idle upstream keep-alive connections kept by every proxy
+                    (default 256, the largest connection count, so no proxy
+                    churns upstream connections; 64 is the sidecar's default)
+  --nice N          run every benchmarked process and wrk with nice -n N
+                    (e.g. -5 on a machine shared with builds; needs root)
+  --no-pin          do not pin processes to CPUs
+  --no-install      do not install missing tools (apt-get, pip)
+  --no-build        use the existing release binary
+  --no-write        print results only; leave benches/README.md alone
+  --keep            keep the temporary directory (configs, logs, raw results)
+  -h, --help        this text
+
+Pinning (default, needs 2+ CPUs): every proxy under test on CPU 0 with one
+worker; wrk, the simulator and the OTLP collector on CPU 1. Exit status: 0,
+1 on a usage or set-up error, 3 when a target failed or answered errors.
+EOF
+}
+
+# ---------------------------------------------------------------- options
+QUICK=0 PIN=1 INSTALL=1 BUILD=1 WRITE=1 KEEP=0
+DURATION="" WARMUP="" ROUNDS="" STARTUPS="" CONNS="1 32 256" POOL=256 NICE=""
+while (($#)); do
+    case "$1" in
+    --quick) QUICK=1 ;;
+    --duration) DURATION=${2:?--duration needs seconds}; shift ;;
+    --warmup) WARMUP=${2:?--warmup needs seconds}; shift ;;
+    --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
+    --conns) CONNS=${2:?--conns needs a list}; shift ;;
+    --startups) STARTUPS=${2:?--startups needs a number}; shift ;;
+    --pool) POOL=${2:?--pool needs a number}; shift ;;
+    --nice) NICE=${2:?--nice needs a niceness}; shift ;;
+    --no-pin) PIN=0 ;;
+    --no-install) INSTALL=0 ;;
+    --no-build) BUILD=0 ;;
+    --no-write) WRITE=0 ;;
+    --keep) KEEP=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "load.sh: unknown option '$1' (see --help)" >&2; exit 1 ;;
+    esac
+    shift
+done
+if ((QUICK)); then
+    : "${DURATION:=3}" "${WARMUP:=1}" "${ROUNDS:=1}" "${STARTUPS:=3}"
+else
+    : "${DURATION:=5}" "${WARMUP:=1}" "${ROUNDS:=3}" "${STARTUPS:=5}"
+fi
+NICE_CMD=()
+if [[ -n $NICE ]]; then
+    [[ $NICE =~ ^-?[0-9]+$ ]] || { echo "load.sh: --nice must be an integer" >&2; exit 1; }
+    NICE_CMD=(nice -n "$NICE")
+fi
+for v in DURATION WARMUP ROUNDS STARTUPS POOL; do
+    [[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || { echo "load.sh: --${v,,} must be a positive integer" >&2; exit 1; }
+done
+for c in $CONNS; do
+    [[ $c =~ ^[0-9]+$ && $c -ge 1 ]] || { echo "load.sh: --conns: '$c' is not a positive integer" >&2; exit 1; }
+done
+MAXCONN=$(tr ' ' '\n' <<<"$CONNS" | sort -n | tail -1)
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CONF=$ROOT/benches/configs
+README=$ROOT/benches/README.md
+
+log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '[load] error: %s\n' "$*" >&2; exit 1; }
+now_us() { local t=${EPOCHREALTIME/[.,]/}; echo "$((10#$t))"; }
+
+# ---------------------------------------------------------------- cleanup
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/factory-load.XXXXXX")
+PIDS=()
+cleanup() {
+    local rc=$? pid child all=() i
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        # nginx's worker is the master's child: take it too, by parent pid.
+        for child in $(pgrep -P "$pid" 2>/dev/null || true); do all+=("$child"); done
+        all+=("$pid")
+    done
+    for pid in "${all[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${all[@]}"; do
+        for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        { kill -KILL "$pid"; wait "$pid"; } 2>/dev/null || true
+    done
+    if ((KEEP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Stops one process this script started (TERM, then KILL after 5 s). Sets
+# STOP_US to the time from SIGTERM to exit, or empty when it had to be killed.
+stop_pid() {
+    local pid=$1 i child kids t0
+    kids=$(pgrep -P "$pid" 2>/dev/null || true)
+    t0=$(now_us)
+    kill -TERM "$pid" 2>/dev/null || true
+    STOP_US=""
+    for ((i = 0; i < 500; i++)); do
+        # Exited but not yet reaped (a zombie) counts as exited.
+        if ! kill -0 "$pid" 2>/dev/null || grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+            STOP_US=$(($(now_us) - t0))
+            break
+        fi
+        sleep 0.01
+    done
+    for child in $kids; do kill -KILL "$child" 2>/dev/null || true; done
+    # KILL and reap in one group with stderr closed: bash would otherwise
+    # print a "Killed" job notice when it reaps the process later.
+    { kill -KILL "$pid"; wait "$pid"; } 2>/dev/null || true
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# ---------------------------------------------------------------- tools
+NEED_APT=()
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || NEED_APT+=(nginx)
+command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || NEED_APT+=(haproxy)
+command -v wrk >/dev/null || NEED_APT+=(wrk)
+command -v curl >/dev/null || NEED_APT+=(curl)
+command -v pgrep >/dev/null || NEED_APT+=(procps)
+if ((PIN)); then command -v taskset >/dev/null || NEED_APT+=(util-linux); fi
+if ((${#NEED_APT[@]})); then
+    ((INSTALL)) || die "missing: ${NEED_APT[*]} (run without --no-install, or: apt-get install -y ${NEED_APT[*]})"
+    command -v apt-get >/dev/null || die "missing ${NEED_APT[*]} and no apt-get to install them"
+    SUDO=""
+    ((EUID == 0)) || SUDO=sudo
+    log "installing ${NEED_APT[*]} (apt-get)"
+    $SUDO apt-get update -qq >"$TMP/apt.log" 2>&1 || { cat "$TMP/apt.log" >&2; die "apt-get update failed"; }
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${NEED_APT[@]}" >>"$TMP/apt.log" 2>&1 ||
+        { tail -20 "$TMP/apt.log" >&2; die "apt-get install ${NEED_APT[*]} failed"; }
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+# The OTLP collector (rotel-agent, from `pip install --pre rotel`). Optional:
+# without it only the OTLP variant is skipped, and the run says so.
+find_rotel() {
+    command -v rotel-agent 2>/dev/null && return 0
+    local py
+    for py in python3 python; do
+        command -v "$py" >/dev/null || continue
+        "$py" - <<'EOF' 2>/dev/null && return 0
+import os, rotel, sys
+p = os.path.join(os.path.dirname(rotel.__file__), "rotel-agent")
+sys.exit(0 if os.access(p, os.X_OK) and print(p) is None else 1)
+EOF
+    done
+    return 1
+}
+ROTEL=$(find_rotel || true)
+if [[ -z $ROTEL ]] && ((INSTALL)); then
+    PIP=$(command -v pip3 || command -v pip || true)
+    if [[ -n $PIP ]]; then
+        log "installing rotel (pip install --pre rotel) for the OTLP collector"
+        "$PIP" install -q --pre rotel >"$TMP/pip.log" 2>&1 || log "pip install rotel failed (see --keep $TMP/pip.log)"
+        ROTEL=$(find_rotel || true)
+    fi
+fi
+OTLP_SKIP=""
+[[ -n $ROTEL ]] || OTLP_SKIP="no OTLP collector: rotel-agent not found and 'pip install --pre rotel' failed or was not allowed"
+
+NPROC=$(nproc)
+if ((PIN)) && ((NPROC < 2)); then
+    log "only $NPROC CPU: not pinning"
+    PIN=0
+fi
+PROXY_CPU=0 LOAD_CPU=1
+# Pin this script (and so, by inheritance, everything not pinned explicitly)
+# to the load generator's CPU, away from the proxy under test.
+((PIN)) && taskset -cp "$LOAD_CPU" $$ >/dev/null
+
+# ---------------------------------------------------------------- build
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$CARGO_TARGET_DIR/release/factory-sidecar
+if ((BUILD)); then
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+fi
+[[ -x $BIN ]] || die "no binary at $BIN (build it: cargo build --release)"
+
+# The order body and test apiKey: the simulator's own constants, so the
+# benchmark sends exactly what the tests and the demo send.
+BENCH_BODY=$(sed -n 's/^pub const SAMPLE_ORDER: &str = r#"\(.*\)"#;$/\1/p' "$ROOT/src/sim/mod.rs")
+BENCH_KEY=$(sed -n 's/^pub const DEFAULT_API_KEY: &str = "\(.*\)";$/\1/p' "$ROOT/src/sim/mod.rs")
+[[ -n $BENCH_BODY && -n $BENCH_KEY ]] || die "cannot read SAMPLE_ORDER / DEFAULT_API_KEY from src/sim/mod.rs"
+export BENCH_BODY BENCH_KEY
+
+# ---------------------------------------------------------------- helpers
+# Runs a command pinned to a CPU (or not, with --no-pin), in the background,
+# stdout/stderr to $TMP/NAME.{out,err}; sets SPAWNED.
+spawn() {
+    local name=$1 cpu=$2
+    shift 2
+    if ((PIN)); then
+        taskset -c "$cpu" "${NICE_CMD[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    else
+        "${NICE_CMD[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    fi
+    SPAWNED=$!
+    PIDS+=("$SPAWNED")
+}
+
+# A free loopback port below the ephemeral range (so wrk's and the proxies'
+# outgoing connections cannot take it), not handed out before in this run.
+USED_PORTS=" "
+free_port() { # VAR: sets VAR (not echoed: the used-port list must persist)
+    local p i fd
+    for ((i = 0; i < 200; i++)); do
+        p=$((20000 + RANDOM % 12000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if { exec {fd}<>"/dev/tcp/127.0.0.1/$p"; } 2>/dev/null; then
+            exec {fd}>&-
+            continue
+        fi
+        USED_PORTS+="$p "
+        printf -v "$1" '%s' "$p"
+        return 0
+    done
+    die "no free loopback port found"
+}
+
+# One HTTP/1.1 GET with bash's /dev/tcp (no fork, so start-up polling is
+# fine-grained); sets HTTP_STATUS. Fails when nothing answers.
+http_get() {
+    local addr=$1 path=$2 fd ver code
+    HTTP_STATUS=""
+    { exec {fd}<>"/dev/tcp/${addr%:*}/${addr##*:}"; } 2>/dev/null || return 1
+    printf 'GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$addr" >&"$fd" 2>/dev/null || { exec {fd}>&-; return 1; }
+    IFS=' ' read -r -t 5 -u "$fd" ver code _ 2>/dev/null || true
+    exec {fd}>&-
+    [[ $ver == HTTP/* && $code =~ ^[0-9]{3}$ ]] || return 1
+    HTTP_STATUS=$code
+}
+
+# Polls until ADDR answers PATH (with status WANT, or any status when WANT is
+# empty); busy-polls for the first second (start-up timing), then every 20 ms.
+# Fails after TIMEOUT seconds or when PID has exited.
+wait_http() {
+    local pid=$1 addr=$2 path=$3 want=$4 timeout=${5:-20}
+    local start deadline t
+    start=$(now_us)
+    deadline=$((start + timeout * 1000000))
+    while :; do
+        if http_get "$addr" "$path" && [[ -z $want || $HTTP_STATUS == "$want" ]]; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        t=$(now_us)
+        ((t < deadline)) || return 1
+        ((t - start < 1000000)) || sleep 0.02
+    done
+}
+
+# Status and body of one real order through ADDR (curl).
+order_via() {
+    curl -sS --max-time 10 -o "$TMP/order.body" -w '%{http_code}' \
+        -H "authorization: Bearer $BENCH_KEY" -H 'content-type: application/json' \
+        --data-raw "$BENCH_BODY" "http://$1/api/order" 2>"$TMP/order.err" || echo 000
+}
+
+# CPU time (user + system, in clock ticks) of PID and its children so far.
+cpu_ticks() {
+    local sum=0 p v
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+        # Fields after "pid (comm) ": utime and stime are the 12th and 13th.
+        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }' || true)
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# Sum of a /proc/PID/status field (VmRSS, VmHWM) over PID and its children, in KiB.
+mem_kib() {
+    local field=$1 pid=$2 sum=0 p v
+    for p in "$pid" $(pgrep -P "$pid" 2>/dev/null || true); do
+        v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+
+fill() { # template out key=value...
+    local tpl=$1 out=$2 expr=() kv
+    shift 2
+    for kv in "$@"; do expr+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    sed "${expr[@]}" "$tpl" >"$out"
+    if grep -q '@[A-Z_]*@' "$out"; then die "unfilled placeholder in $out: $(grep -o '@[A-Z_]*@' "$out" | head -1)"; fi
+}
+
+# ---------------------------------------------------------------- upstream
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOADAVG_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+    log "WARNING: load average $LOADAVG_START before the run: other work on this machine will add noise"
+fi
+log "temp dir $TMP; pinning: $( ((PIN)) && echo "proxies CPU $PROXY_CPU, load+upstream CPU $LOAD_CPU" || echo off)"
+
+spawn sim "$LOAD_CPU" env TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$BIN" sim --listen 127.0.0.1:0
+SIM_PID=$SPAWNED
+SIM_ADDR=""
+for ((i = 0; i < 500; i++)); do
+    SIM_ADDR=$(sed -n 's|^sim listening on http://\(.*\)$|\1|p' "$TMP/sim.out" | head -1)
+    [[ -n $SIM_ADDR ]] && break
+    kill -0 "$SIM_PID" 2>/dev/null || { cat "$TMP/sim.err" >&2; die "the simulator exited at start"; }
+    sleep 0.02
+done
+[[ -n $SIM_ADDR ]] || die "the simulator did not print 'sim listening on ...' within 10 s"
+log "simulator at $SIM_ADDR"
+
+ROTEL_PID="" OTLP_URL=""
+if [[ -z $OTLP_SKIP ]]; then
+    free_port otlp_http
+    free_port otlp_grpc
+    spawn rotel "$LOAD_CPU" "$ROTEL" start --otlp-http-endpoint "127.0.0.1:$otlp_http" \
+        --otlp-grpc-endpoint "127.0.0.1:$otlp_grpc" --exporter blackhole
+    ROTEL_PID=$SPAWNED
+    if wait_http "$ROTEL_PID" "127.0.0.1:$otlp_http" / "" 15; then
+        OTLP_URL="http://127.0.0.1:$otlp_http"
+        log "OTLP collector (rotel-agent, blackhole exporter) at $OTLP_URL"
+    else
+        OTLP_SKIP="rotel-agent did not start: $(tail -3 "$TMP/rotel.err" | tr '\n' ' ')"
+        stop_pid "$ROTEL_PID"
+        ROTEL_PID=""
+    fi
+fi
+[[ -z $OTLP_SKIP ]] || log "WARNING: $OTLP_SKIP; OTLP export is off in every sidecar variant and the OTLP comparison is skipped"
+
+# ---------------------------------------------------------------- targets
+# name | kind | description
+TARGETS=(direct nginx haproxy sidecar)
+declare -A DESC=(
+    [direct]="the simulator itself, no proxy"
+    [nginx]="nginx $(${NGINX} -v 2>&1 | sed 's|.*/||'), 1 worker, upstream keepalive $POOL"
+    [haproxy]="haproxy $(${HAPROXY} -v 2>/dev/null | awk 'NR==1{print $3}'), nbthread 1, http-reuse always"
+    [sidecar]="factory-sidecar, every feature on (retry, breaker, chaos, JWT verify, redaction, OTLP)"
+    [sc-noretry]="sidecar, retry.max_attempts = 1 and circuit_breaker.enabled = false"
+    [sc-nochaos]="sidecar, chaos.detect/verify_jwt/redact_in_responses = false"
+    [sc-nootlp]="sidecar, telemetry.otlp_endpoint = \"\""
+    [sc-bare]="sidecar, all of the above off"
+)
+# Sidecar variants: max_attempts breaker chaos otlp
+declare -A VARIANT=(
+    [sidecar]="3 true true on"
+    [sc-noretry]="1 false true on"
+    [sc-nochaos]="3 true false on"
+    [sc-nootlp]="3 true true off"
+    [sc-bare]="1 false false off"
+)
+SIDECARS=(sidecar sc-noretry sc-nochaos)
+[[ -z $OTLP_SKIP ]] && SIDECARS+=(sc-nootlp)
+SIDECARS+=(sc-bare)
+[[ -z $OTLP_SKIP ]] || DESC[sidecar]+=" (OTLP export OFF: no collector)"
+TARGETS+=("${SIDECARS[@]:1}")
+
+declare -A ADDR PID ADMIN FLAG CFG
+# Admin token of every sidecar variant: random per run, never printed.
+ADMIN_TOKEN=bench-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+ADDR[direct]=$SIM_ADDR
+PID[direct]=$SIM_PID
+
+write_sidecar_config() { # name listen admin
+    local name=$1 v otlp
+    read -r -a v <<<"${VARIANT[$name]}"
+    otlp=""
+    [[ ${v[3]} == on && -n $OTLP_URL ]] && otlp=$OTLP_URL
+    CFG[$name]=$TMP/$name.toml
+    fill "$CONF/sidecar.toml.in" "${CFG[$name]}" LISTEN="$2" ADMIN="$3" TOKEN="$ADMIN_TOKEN" UPSTREAM="$SIM_ADDR" POOL="$POOL" \
+        MAX_ATTEMPTS="${v[0]}" BREAKER="${v[1]}" CHAOS="${v[2]}" OTLP="$otlp"
+    "$BIN" check --config "${CFG[$name]}" >"$TMP/$name.check" 2>&1 ||
+        die "factory-sidecar check rejects the $name config: $(tail -5 "$TMP/$name.check")"
+}
+
+mkdir -p "$TMP/nginx-tmp"
+free_port port
+ADDR[nginx]=127.0.0.1:$port
+fill "$CONF/nginx.conf.in" "$TMP/nginx.conf" TMP="$TMP" UPSTREAM="$SIM_ADDR" POOL="$POOL" LISTEN="${ADDR[nginx]}"
+"$NGINX" -t -q -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" >"$TMP/nginx.check" 2>&1 ||
+    die "nginx -t rejects the config: $(cat "$TMP/nginx.check")"
+free_port port
+ADDR[haproxy]=127.0.0.1:$port
+fill "$CONF/haproxy.cfg.in" "$TMP/haproxy.cfg" TMP="$TMP" UPSTREAM="$SIM_ADDR" POOL="$POOL" LISTEN="${ADDR[haproxy]}"
+"$HAPROXY" -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy.check" 2>&1 ||
+    die "haproxy -c rejects the config: $(cat "$TMP/haproxy.check")"
+for s in "${SIDECARS[@]}"; do
+    free_port port
+    ADDR[$s]=127.0.0.1:$port
+    free_port port
+    ADMIN[$s]=127.0.0.1:$port
+    write_sidecar_config "$s" "${ADDR[$s]}" "${ADMIN[$s]}"
+done
+
+# Starts a proxy target; sets SPAWNED. Readiness: the sidecar's /readyz is
+# 200; nginx and haproxy answer an HTTP request on their port (proxied to the
+# simulator, which says 404): both mean "ready to proxy".
+start_target() {
+    local name=$1
+    case $name in
+    nginx) spawn nginx "$PROXY_CPU" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" ;;
+    haproxy) spawn haproxy "$PROXY_CPU" "$HAPROXY" -db -f "$TMP/haproxy.cfg" ;;
+    *) spawn "$name" "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "$BIN" run --config "${CFG[$name]}" ;;
+    esac
+}
+wait_ready() {
+    local name=$1 pid=$2
+    case $name in
+    nginx | haproxy) wait_http "$pid" "${ADDR[$name]}" /ready-probe "" 20 ;;
+    *) wait_http "$pid" "${ADMIN[$name]}" /readyz 200 20 ;;
+    esac
+}
+
+# ---------------------------------------------------------------- start-up time
+declare -A STARTUP
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A STOPTIME
+for name in sidecar nginx haproxy; do
+    samples=() stops=() killed=0
+    for ((k = 0; k < STARTUPS; k++)); do
+        t0=$(now_us)
+        start_target "$name"
+        pid=$SPAWNED
+        if ! wait_ready "$name" "$pid"; then
+            tail -5 "$TMP/$name.err" >&2 || true
+            die "$name did not become ready within 20 s (start-up sample $((k + 1)))"
+        fi
+        samples+=($(($(now_us) - t0)))
+        stop_pid "$pid"
+        if [[ -n $STOP_US ]]; then stops+=("$STOP_US"); else killed=$((killed + 1)); fi
+    done
+    # Shutdown while idle (no request in flight): SIGTERM to exit.
+    if ((killed == 0)); then
+        STOPTIME[$name]=$(printf '%s\n' "${stops[@]}" | median | awk '{ printf "%.0f ms", $1 / 1000 }')
+    else
+        STOPTIME[$name]="**did not exit within 5 s of SIGTERM in $killed of $STARTUPS samples (killed)**"
+        log "WARNING: $name did not exit within 5 s of SIGTERM in $killed of $STARTUPS start-up samples (idle, nothing in flight)"
+    fi
+    med=$(printf '%s\n' "${samples[@]}" | median)
+    lo=$(printf '%s\n' "${samples[@]}" | sort -n | head -1)
+    hi=$(printf '%s\n' "${samples[@]}" | sort -n | tail -1)
+    STARTUP[$name]=$(awk -v m="$med" -v l="$lo" -v h="$hi" -v n="$STARTUPS" 'BEGIN { printf "%.1f ms (min %.1f, max %.1f, n=%d)", m / 1000, l / 1000, h / 1000, n }')
+    log "start-up $name: ${STARTUP[$name]}"
+done
+
+# ---------------------------------------------------------------- start all
+for name in "${TARGETS[@]}"; do
+    [[ $name == direct ]] && continue
+    start_target "$name"
+    PID[$name]=$SPAWNED
+done
+for name in "${TARGETS[@]}"; do
+    [[ $name == direct ]] && continue
+    if ! wait_ready "$name" "${PID[$name]}"; then
+        FLAG[$name]="did not start: $(tail -2 "$TMP/$name.err" | tr '\n' ' ')"
+        log "FLAG $name: ${FLAG[$name]}"
+    fi
+done
+sleep 1 # let start-up work (timers, first exports) settle before reading idle RSS
+declare -A RSS_IDLE RSS_PEAK
+for name in "${TARGETS[@]}"; do
+    [[ -z ${FLAG[$name]:-} ]] || continue
+    RSS_IDLE[$name]=$(mem_kib VmRSS "${PID[$name]}")
+done
+
+# Every target must answer a real order correctly before it is measured.
+for name in "${TARGETS[@]}"; do
+    [[ -z ${FLAG[$name]:-} ]] || continue
+    code=$(order_via "${ADDR[$name]}")
+    if [[ $code != 200 ]] || ! grep -q '"jwt"' "$TMP/order.body"; then
+        FLAG[$name]="a real order through it got HTTP $code: $(head -c 200 "$TMP/order.body" "$TMP/order.err" 2>/dev/null | tr '\n' ' ')"
+        log "FLAG $name: ${FLAG[$name]}"
+    fi
+done
+
+# Which features the sidecar binary actually has wired in: the parts its
+# /status reports (a config key that is accepted is not proof that the
+# layer behind it is in the stack). Printed with the results.
+STATUS_PARTS="unknown"
+if [[ -z ${FLAG[sidecar]:-} ]] && command -v python3 >/dev/null; then
+    STATUS_PARTS=$(curl -sS --max-time 5 -H "authorization: Bearer $ADMIN_TOKEN" "http://${ADMIN[sidecar]}/status" 2>/dev/null |
+        python3 -c '
+import json, sys
+generic = {"ready", "upstream", "uptimeSeconds", "version", "requests", "listen", "admin"}
+d = json.load(sys.stdin)
+print(", ".join(k for k in d if k not in generic and isinstance(d[k], dict)) or "none")
+' 2>/dev/null || echo unknown)
+fi
+# OTLP export has no /status part; the sidecar logs "OTLP export on" at start.
+if [[ -n $OTLP_URL ]] && grep -qs 'OTLP export on' "$TMP/sidecar.out" "$TMP/sidecar.err"; then
+    STATUS_PARTS+=", OTLP export (its start-up log line)"
+fi
+log "sidecar features wired into this binary: $STATUS_PARTS"
+
+# ---------------------------------------------------------------- load
+RAW=$TMP/results.tsv
+: >"$RAW"
+run_wrk() { # target conns seconds outfile
+    local name=$1 c=$2 secs=$3 out=$4 threads=1
+    ((!PIN && c >= 2)) && threads=2
+    local cmd=("${NICE_CMD[@]}" wrk -t"$threads" -c"$c" -d"${secs}s" --timeout 5s -s "$CONF/load.lua" "http://${ADDR[$name]}/api/order")
+    if ((PIN)); then cmd=(taskset -c "$LOAD_CPU" "${cmd[@]}"); fi
+    timeout $((secs + 30)) "${cmd[@]}" >"$out" 2>&1
+}
+points=0
+for c in $CONNS; do for ((r = 0; r < ROUNDS; r++)); do for name in "${TARGETS[@]}"; do points=$((points + 1)); done; done; done
+log "load: ${#TARGETS[@]} targets x conns {$CONNS} x $ROUNDS round(s), ${WARMUP}s warm-up + ${DURATION}s each: about $((points * (DURATION + WARMUP + 1) / 60 + 1)) min"
+for c in $CONNS; do
+    for ((r = 1; r <= ROUNDS; r++)); do
+        # Targets interleaved within a round, so drift in the machine's
+        # background load spreads over all of them instead of one.
+        for name in "${TARGETS[@]}"; do
+            [[ -z ${FLAG[$name]:-} ]] || continue
+            kill -0 "${PID[$name]}" 2>/dev/null || { FLAG[$name]="exited during the run"; log "FLAG $name: exited"; continue; }
+            run_wrk "$name" "$c" "$WARMUP" "$TMP/warm.out" || true
+            cpu0=$(cpu_ticks "${PID[$name]}")
+            if ! run_wrk "$name" "$c" "$DURATION" "$TMP/wrk.out"; then
+                FLAG[$name]="wrk failed at $c connections: $(tail -2 "$TMP/wrk.out" | tr '\n' ' ')"
+                log "FLAG $name: ${FLAG[$name]}"
+                continue
+            fi
+            line=$(grep '^RESULT ' "$TMP/wrk.out" | tail -1)
+            [[ -n $line ]] || die "no RESULT line from wrk for $name: $(tail -3 "$TMP/wrk.out")"
+            cpu=$(($(cpu_ticks "${PID[$name]}") - cpu0))
+            # name conns round rps p50 p99 p999 max requests http_errors socket_errors
+            awk -v n="$name" -v c="$c" -v r="$r" -v cpu="$cpu" -v hz="$CLK_TCK" '{
+                for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+                printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\n", n, c, r, f["rps"], f["p50_us"], f["p99_us"],
+                    f["p999_us"], f["max_us"], f["requests"], f["http_errors"],
+                    f["connect"] + f["read"] + f["write"] + f["timeout"],
+                    (f["requests"] > 0 ? cpu * 1e6 / hz / f["requests"] : 0)
+            }' <<<"$line" >>"$RAW"
+            log "$(printf '%-11s c=%-4s round %s: %s' "$name" "$c" "$r" "${line#RESULT }")"
+        done
+    done
+    if ((c == MAXCONN)); then
+        for name in "${TARGETS[@]}"; do
+            [[ -z ${FLAG[$name]:-} ]] || continue
+            RSS_PEAK[$name]=$(mem_kib VmHWM "${PID[$name]}")
+        done
+    fi
+done
+LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
+((KEEP)) && cp "$RAW" "$TMP/results.keep.tsv"
+
+# ---------------------------------------------------------------- report
+# Medians over rounds per (target, conns): name conns rps p50 p99 p999 errors spread%
+AGG=$TMP/agg.tsv
+awk -F'\t' '
+function med(s,   a, n, i, j, t) {
+    n = split(s, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+{
+    k = $1 "\t" $2
+    if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
+    cpu[k] = cpu[k] " " $12; rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; p999[k] = p999[k] " " $7
+    err[k] += $10 + $11; req[k] += $9
+    if (!(k in lo) || $4 < lo[k]) lo[k] = $4
+    if (!(k in hi) || $4 > hi[k]) hi[k] = $4
+}
+END {
+    for (i = 1; i <= nk; i++) {
+        k = order[i]; m = med(rps[k])
+        printf "%s\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\n", k, m, med(p50[k]), med(p99[k]), med(p999[k]), err[k], req[k], (m > 0 ? 100 * (hi[k] - lo[k]) / m : 0), med(cpu[k])
+    }
+}' "$RAW" >"$AGG"
+
+get() { # name conns column(3=rps 4=p50 5=p99 6=p999 7=errors 8=requests 9=spread 10=cpu µs/req)
+    awk -F'\t' -v n="$1" -v c="$2" -v col="$3" '$1 == n && $2 == c { print $col; exit }' "$AGG"
+}
+fmt_us() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) printf "%d µs", u; else if (u < 100000) printf "%.2f ms", u / 1000; else printf "%.0f ms", u / 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%+.1f%%", 100 * (a - b) / b }'; }
+mib() { awk -v k="$1" 'BEGIN { if (k == "" || k == 0) print "-"; else printf "%.1f MiB", k / 1024 }'; }
+
+COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null) || COMMIT+=" (+ uncommitted changes)"
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+REPORT=$TMP/report.md
+EXIT=0
+{
+    echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC'), $( ((QUICK)) && echo "quick mode" || echo "full mode"): ${DURATION} s per point after ${WARMUP} s warm-up, $ROUNDS round(s) (figures are medians over rounds), targets interleaved."
+    echo
+    echo "- machine: $NPROC CPUs, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r); load average at start $LOADAVG_START, at end $LOADAVG_END"
+    echo "- versions: factory-sidecar $COMMIT ($(cd "$ROOT" && rustc --version 2>/dev/null | cut -d' ' -f1-2)), ${DESC[nginx]%%,*}, ${DESC[haproxy]%%,*}, $(wrk -v 2>&1 | awk 'NR==1{print $1, $2}')"
+    if ((PIN)); then
+        echo "- pinning: proxy under test on CPU $PROXY_CPU with one worker (nginx worker_processes 1, haproxy nbthread 1, sidecar TOKIO_WORKER_THREADS=1); wrk (1 thread), the simulator (1 worker) and the OTLP collector on CPU $LOAD_CPU"
+    else
+        echo "- pinning: off (--no-pin); wrk 2 threads at 2+ connections, one worker per proxy"
+    fi
+    [[ -z $NICE ]] || echo "- priority: every benchmarked process and wrk under nice -n $NICE"
+    echo "- load: wrk, keep-alive, POST /api/order with the simulator's SAMPLE_ORDER body (${#BENCH_BODY} bytes) and the test apiKey; upstream pool for every proxy: $POOL idle keep-alive connections"
+    echo "- features wired into this sidecar binary (the parts its /status reports, and OTLP from its log): $STATUS_PARTS; a variant that turns off a feature not listed here measures no difference by construction"
+    [[ -z $OTLP_SKIP ]] || echo "- **OTLP: $OTLP_SKIP. The OTLP variant is skipped; 'sidecar' runs without export.**"
+    echo
+    echo "| target | conns | req/s | p50 | p99 | p99.9 | errors | CPU µs/req | req/s ÷ direct | p99 ÷ direct | req/s ÷ nginx | p99 ÷ nginx | req/s ÷ haproxy | p99 ÷ haproxy |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for name in "${TARGETS[@]}"; do
+        for c in $CONNS; do
+            rps=$(get "$name" "$c" 3)
+            if [[ -z $rps ]]; then
+                echo "| $name | $c | **${FLAG[$name]:-not measured}** | | | | | | | | | | | |"
+                continue
+            fi
+            p99=$(get "$name" "$c" 5)
+            errs=$(get "$name" "$c" 7)
+            e=$errs
+            if ((errs > 0)); then
+                e="**$errs of $(get "$name" "$c" 8)**"
+                FLAG[$name]=${FLAG[$name]:-"errors under load"}
+            fi
+            vs_n="" vs_h="" vs_np="" vs_hp="" vs_d="" vs_dp=""
+            if [[ $name != direct ]]; then
+                vs_d=$(ratio "$rps" "$(get direct "$c" 3)") vs_dp=$(ratio "$p99" "$(get direct "$c" 5)")
+            fi
+            if [[ $name == sidecar || $name == sc-* ]]; then
+                vs_n=$(ratio "$rps" "$(get nginx "$c" 3)") vs_np=$(ratio "$p99" "$(get nginx "$c" 5)")
+                vs_h=$(ratio "$rps" "$(get haproxy "$c" 3)") vs_hp=$(ratio "$p99" "$(get haproxy "$c" 5)")
+            fi
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$c" \
+                "$(printf '%.0f' "$rps")" "$(fmt_us "$(get "$name" "$c" 4)")" "$(fmt_us "$p99")" \
+                "$(fmt_us "$(get "$name" "$c" 6)")" "$e" "$(get "$name" "$c" 10)" "$vs_d" "$vs_dp" "$vs_n" "$vs_np" "$vs_h" "$vs_hp"
+        done
+    done
+    echo
+    echo "Errors = HTTP statuses >= 400 plus socket errors (connect, read, write, timeout > 5 s), summed over rounds. CPU µs/req = user + system CPU time of the target's processes (/proc/PID/stat; for direct, the simulator) over the requests served: the proxy's own cost, much less sensitive to other work on the machine than req/s. Ratios: req/s above 1 and p99 below 1 favour the proxy in the row."
+    if ((ROUNDS > 1)); then
+        echo "Round-to-round req/s spread (max - min over median), the noise floor for the comparisons below: $(awk -F'\t' '{ if ($9 > m) m = $9; s += $9; n++ } END { if (n) printf "mean %.1f%%, worst %.1f%%", s / n, m }' "$AGG")."
+    fi
+    echo
+    echo "| target | what | RSS idle | RSS peak (VmHWM, through the $MAXCONN-connection run) | start-up to ready (median) | SIGTERM to exit, idle (median) |"
+    echo "|---|---|---:|---:|---|---|"
+    for name in "${TARGETS[@]}"; do
+        [[ $name == direct ]] && continue
+        st=${STARTUP[$name]:-}
+        case $name in sidecar) st="$st, spawn to /readyz 200" ;; nginx | haproxy) st="$st, spawn to first HTTP answer" ;; esac
+        echo "| $name | ${DESC[$name]} | $(mib "${RSS_IDLE[$name]:-}") | $(mib "${RSS_PEAK[$name]:-}") | $st | ${STOPTIME[$name]:-} |"
+    done
+    echo
+    echo "RSS: VmRSS / VmHWM from /proc/PID/status, summed over the master and its worker for nginx (shared pages counted twice); haproxy and the sidecar are one process each."
+    echo
+    echo "Feature overhead (on vs off; target: throughput of 'on' no more than the limit below 'off'):"
+    echo
+    echo "| comparison | conns | req/s on | req/s off | req/s change | CPU/req change | p99 on | p99 off | p99 change | limit | verdict |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    compare() { # label on off limit%
+        local label=$1 on=$2 off=$3 lim=$4 c a b pa pb d verdict
+        for c in $CONNS; do
+            a=$(get "$on" "$c" 3) b=$(get "$off" "$c" 3)
+            if [[ -z $a || -z $b ]]; then echo "| $label | $c | | | | | | | | $lim% | not measured |"; continue; fi
+            pa=$(get "$on" "$c" 5) pb=$(get "$off" "$c" 5)
+            d=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", 100 * (a - b) / b }')
+            verdict=$(awk -v d="$d" -v l="$lim" 'BEGIN { print (d >= -l) ? "ok" : "**MISSED**" }')
+            echo "| $label | $c | $(printf '%.0f' "$a") | $(printf '%.0f' "$b") | $(pct "$a" "$b") | $(pct "$(get "$on" "$c" 10)" "$(get "$off" "$c" 10)") | $(fmt_us "$pa") | $(fmt_us "$pb") | $(pct "$pa" "$pb") | $lim% | $verdict |"
+        done
+    }
+    compare "retry+breaker (issue 4): sidecar vs sc-noretry" sidecar sc-noretry 5
+    compare "chaos (issue 5): sidecar vs sc-nochaos" sidecar sc-nochaos 5
+    if [[ -z $OTLP_SKIP ]]; then
+        compare "OTLP export (issue 6): sidecar vs sc-nootlp" sidecar sc-nootlp 3
+    else
+        echo "| OTLP export (issue 6) | | | | | | | | | 3% | skipped: no collector |"
+    fi
+    compare "all features (issue 7): sidecar vs sc-bare" sidecar sc-bare 5
+    echo
+    echo "Targets (issues 3 and 7), for the sidecar with every feature on:"
+    echo
+    check() { # label pass(0/1) detail
+        local mark="met"
+        (($2)) || mark="**MISSED**"
+        echo "- $1: $mark ($3)"
+    }
+    for c in $CONNS; do
+        s=$(get sidecar "$c" 3) n=$(get nginx "$c" 3) h=$(get haproxy "$c" 3)
+        sp=$(get sidecar "$c" 5) np=$(get nginx "$c" 5)
+        [[ -n $s && -n $n && -n $h ]] || { echo "- $c connections: not measured"; continue; }
+        check "throughput >= nginx at $c conns" "$(awk -v a="$s" -v b="$n" 'BEGIN { print (a >= b) }')" "$(printf '%.0f vs %.0f req/s, %s' "$s" "$n" "$(pct "$s" "$n")")"
+        check "throughput >= haproxy at $c conns" "$(awk -v a="$s" -v b="$h" 'BEGIN { print (a >= b) }')" "$(printf '%.0f vs %.0f req/s, %s' "$s" "$h" "$(pct "$s" "$h")")"
+        check "p99 <= nginx at $c conns" "$(awk -v a="$sp" -v b="$np" 'BEGIN { print (a <= b) }')" "$(fmt_us "$sp") vs $(fmt_us "$np")"
+    done
+    ri=${RSS_IDLE[sidecar]:-0} rp=${RSS_PEAK[sidecar]:-0}
+    check "idle RSS <= 10 MiB" "$(( ri > 0 && ri <= 10240 ))" "$(mib "$ri")"
+    check "RSS at $MAXCONN connections <= 30 MiB" "$(( rp > 0 && rp <= 30720 ))" "$(mib "$rp")"
+    flagged=0
+    for name in "${TARGETS[@]}"; do
+        if [[ -n ${FLAG[$name]:-} ]]; then
+            ((flagged == 0)) && echo && echo "Flagged targets (their figures are not trustworthy):" && echo
+            flagged=1
+            echo "- **$name: ${FLAG[$name]}**"
+        fi
+    done
+} >"$REPORT"
+for name in "${TARGETS[@]}"; do [[ -z ${FLAG[$name]:-} ]] || EXIT=3; done
+
+echo
+cat "$REPORT"
+
+if ((WRITE)); then
+    BEGIN_MARK='<!-- results:begin (written by benches/load.sh; edits inside are overwritten) -->'
+    END_MARK='<!-- results:end -->'
+    [[ -f $README ]] || printf '# Load benchmark\n' >"$README"
+    if ! grep -qF "$BEGIN_MARK" "$README"; then
+        printf '\n## Results\n\n%s\n%s\n' "$BEGIN_MARK" "$END_MARK" >>"$README"
+    fi
+    awk -v b="$BEGIN_MARK" -v e="$END_MARK" -v f="$REPORT" '
+        $0 == b { print; while ((getline l < f) > 0) print l; skip = 1; next }
+        $0 == e { skip = 0 }
+        !skip { print }
+    ' "$README" >"$TMP/README.new"
+    cp "$TMP/README.new" "$README"
+    log "results written to benches/README.md"
+fi
+exit "$EXIT"
