@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,6 +19,7 @@ use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
 use crate::resilience::breaker::Breaker;
 use crate::resilience::retry::RetryBudget;
+use crate::telemetry::annotations::{AnnotationError, Annotator};
 use crate::telemetry::layers::RequestCounts;
 use crate::telemetry::{Telemetry, TelemetryError};
 
@@ -36,7 +37,12 @@ pub enum StartError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Annotations(#[from] AnnotationError),
 }
+
+/// How long a shutdown waits for queued Grafana annotations.
+const ANNOTATION_FLUSH: Duration = Duration::from_secs(2);
 
 /// A running sidecar.
 pub struct Sidecar {
@@ -70,6 +76,8 @@ impl Sidecar {
             tracing: telemetry.tracing(),
         };
         let service = stack::build(&config, &parts);
+        let annotator = Arc::new(Annotator::start(&config.grafana)?);
+        let annotating = annotator.follow(parts.chaos.subscribe());
 
         let proxy_listener = bind("server.listen", config.server.listen).await?;
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
@@ -94,6 +102,9 @@ impl Sidecar {
             Arc::clone(&parts.budget) as Arc<dyn AdminPart>,
             Arc::clone(&parts.chaos) as Arc<dyn AdminPart>,
         ];
+        if annotator.is_enabled() {
+            admin_parts.push(Arc::clone(&annotator) as Arc<dyn AdminPart>);
+        }
         let probe = config.probe.enabled.then(|| {
             let state = Arc::new(ProbeState::default());
             admin_parts.push(Arc::clone(&state) as Arc<dyn AdminPart>);
@@ -140,6 +151,10 @@ impl Sidecar {
             server::serve(proxy_listener, service, opts, drain).await;
             let _ = admin_stop_tx.send(true);
             let _ = admin_task.await;
+            if let Some(task) = annotating {
+                task.abort();
+            }
+            annotator.shutdown(ANNOTATION_FLUSH).await;
             // The final export, once no request can record anything more.
             telemetry.shutdown().await;
         });

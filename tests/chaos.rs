@@ -286,3 +286,50 @@ async fn a_link_naming_another_host_is_never_contacted() {
         "the link's host got nothing"
     );
 }
+
+/// With `[grafana] url`, an episode becomes two annotations (its start, then
+/// a region over the whole episode once resolved), posted with the token to
+/// a loopback "Grafana" that records them; neither holds the apiKey.
+#[tokio::test]
+async fn an_episode_becomes_grafana_annotations() {
+    let grafana = FakeUpstream::start(|_| async { answer(200, r#"{"id":1}"#) }).await;
+    let sim = sim::start().await;
+    sim.set_chaos(ChaosSpec::fail());
+    let grafana_url = grafana.url();
+    let sc = start(&sim, move |c| {
+        c.grafana.url = grafana_url;
+        c.grafana.token = factory_sidecar::config::Secret::new("grafana-test-token");
+    })
+    .await;
+    let http = Http::new();
+
+    assert_pizza(&sim, &order(&http, &sc, &sim).await);
+    resolved_episode(&http, &sc, "fail").await;
+    let posted = support::eventually("two annotations", LIMIT, || async {
+        let seen = grafana.requests();
+        (seen.len() >= 2).then_some(seen)
+    })
+    .await;
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    for r in &posted {
+        assert_eq!(r.method, http::Method::POST);
+        assert_eq!(r.uri.path(), "/api/annotations");
+        assert_eq!(
+            r.headers.get("authorization").map(|v| v.as_bytes()),
+            Some(&b"Bearer grafana-test-token"[..])
+        );
+        assert_no_key(&sim, "an annotation", &String::from_utf8_lossy(&r.body));
+    }
+    let started: Value = serde_json::from_slice(&posted[0].body).expect("json");
+    let resolved: Value = serde_json::from_slice(&posted[1].body).expect("json");
+    assert_eq!(started["tags"], serde_json::json!(["chaos", "fail"]));
+    assert_eq!(
+        resolved["tags"],
+        serde_json::json!(["chaos", "fail", "resolved"])
+    );
+    assert_eq!(resolved["time"], started["time"], "a region from the start");
+    assert!(resolved["timeEnd"].as_u64() >= started["time"].as_u64());
+    let s = status(&http, &sc).await;
+    assert_eq!(s["annotations"]["sent"], 2, "{s}");
+    assert!(!s.to_string().contains("grafana-test-token"));
+}

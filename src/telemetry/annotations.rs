@@ -23,10 +23,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminPart;
+use crate::chaos::episodes::{EpisodeEvent, EventKind};
 use crate::config::GrafanaConfig;
 
 /// The sidecar's one TLS stack (rustls, webpki roots), as the factory
@@ -227,6 +228,56 @@ impl Annotator {
             ],
             text: text.into(),
         });
+    }
+
+    /// Turns chaos episode events into annotations until the chaos side
+    /// goes away; `None` when disabled (nothing to subscribe for).
+    pub fn follow(
+        self: &Arc<Self>,
+        mut events: broadcast::Receiver<EpisodeEvent>,
+    ) -> Option<JoinHandle<()>> {
+        if !self.is_enabled() {
+            return None;
+        }
+        let me = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => me.episode(&event),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        me.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }))
+    }
+
+    /// One episode event as an annotation (the link is already masked).
+    fn episode(&self, e: &EpisodeEvent) {
+        let chaos = e.chaos.as_str();
+        let link = e.link.as_deref().unwrap_or("no report link");
+        match e.kind {
+            EventKind::Started => self.episode_started(
+                chaos,
+                e.at,
+                format!("chaos \"{chaos}\" detected (episode {}): {link}", e.episode),
+            ),
+            EventKind::Resolved => {
+                let lasted = e.duration.unwrap_or_default();
+                let how = e.how.map_or("unknown", |h| h.as_str());
+                self.episode_resolved(
+                    chaos,
+                    e.at.checked_sub(lasted).unwrap_or(e.at),
+                    e.at,
+                    format!(
+                        "chaos \"{chaos}\" resolved ({how}) after {:.1} s (episode {}): {link}",
+                        lasted.as_secs_f64(),
+                        e.episode
+                    ),
+                )
+            }
+        }
     }
 
     /// Queues `annotation`; drops it (counted) when the queue is full.
