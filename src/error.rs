@@ -132,7 +132,7 @@ pub fn kind_of(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
         if let Some(b) = e.downcast_ref::<BodyError>() {
             return match b {
                 BodyError::TooLarge { .. } => ErrorKind::BodyTooLarge,
-                BodyError::Malformed(_) => ErrorKind::Malformed,
+                BodyError::Malformed(_) | BodyError::ConflictingFraming => ErrorKind::Malformed,
             };
         }
         if e.is::<http::Error>() || e.is::<http::uri::InvalidUri>() {

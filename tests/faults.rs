@@ -227,41 +227,46 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// hyper disarms CL+TE before the stack sees it (RFC 9112 section 6.3: the
-/// Content-Length is dropped, the chunked body read, the connection closed
-/// after the answer), so the sidecar cannot answer 400 here; what matters is
-/// that no conflicting framing and no smuggled request reach the factory.
+/// A request framed by both Content-Length and Transfer-Encoding is refused
+/// with a 400 JSON answer, nothing of it is forwarded, the connection is
+/// closed after the answer (so nothing behind it is read as a request), and
+/// the sidecar keeps serving.
 #[tokio::test]
-async fn conflicting_content_length_and_transfer_encoding_cannot_smuggle() {
+async fn conflicting_content_length_and_transfer_encoding_get_400_and_nothing_is_forwarded() {
     let up = FakeUpstream::echo().await;
     let sc = sidecar::start(sidecar::config(&up.url(), |_| {})).await;
+    for conflicting in [
+        &b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &b"POST /api/order HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+    ] {
+        let text = raw_exchange(sc.sidecar.proxy_addr(), conflicting).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(text.contains("x-sidecar-error: malformed-request"), "{text}");
+        assert!(text.contains("\"message\""), "a JSON answer: {text}");
+        assert!(text.contains("connection: close"), "{text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "one answer only: {text}");
+    }
+    assert_eq!(up.request_count(), 0, "nothing was forwarded");
+
+    // The same conflict behind a good request on a kept-alive connection:
+    // the first is forwarded, the second refused.
     let text = raw_exchange(
         sc.sidecar.proxy_addr(),
-        b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /api/order HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nPOST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     )
     .await;
-    assert!(
-        text.contains("connection: close"),
-        "the connection is closed after the answer: {text}"
-    );
-    assert_eq!(
-        text.matches("HTTP/1.1 ").count(),
-        1,
-        "one answer only: {text}"
-    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 400").count(), 1, "{text}");
     let seen = up.requests();
-    assert_eq!(seen.len(), 1, "the smuggled request was not forwarded");
-    assert_eq!(seen[0].uri.path(), "/api/order");
+    assert_eq!(seen.len(), 1, "only the good request was forwarded");
+    assert_eq!(seen[0].body, Bytes::from_static(b"ok"));
     assert_eq!(
-        seen[0].body,
-        Bytes::from_static(b"hello"),
-        "framed by Transfer-Encoding alone"
+        TestClient::http1()
+            .get(&format!("{}/api/docs", sc.url))
+            .await
+            .status,
+        200
     );
-    assert_eq!(
-        seen[0].headers.get("content-length").map(|v| v.as_bytes()),
-        Some(&b"5"[..])
-    );
-    assert!(!seen[0].headers.contains_key("transfer-encoding"));
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ pub enum BodyError {
     TooLarge { limit: usize },
     #[error("malformed request body: {0}")]
     Malformed(#[source] hyper::Error),
+    #[error("the request has both Content-Length and Transfer-Encoding")]
+    ConflictingFraming,
 }
 
 /// A factory body paused longer than the read timeout.

@@ -3,11 +3,10 @@
 //! Why buffer: a retry must be able to send the same body again, and the
 //! factory's order bodies are small. A body declared or found larger than the
 //! limit is refused with 413 before anything is forwarded; a body that cannot
-//! be read (broken chunking, reset) is a 400. A request with both
-//! Content-Length and Transfer-Encoding reaches us already disarmed: hyper
-//! drops the Content-Length, reads the chunked body and closes the
-//! connection after the answer (RFC 9112 section 6.3), so nothing can be
-//! smuggled behind it.
+//! be read (broken chunking, reset) is a 400, and so is a request the
+//! connection's [`FramingGuard`](crate::proxy::framing) saw with both
+//! Content-Length and Transfer-Encoding: its body is not read and nothing
+//! is forwarded (hyper closes that connection after the answer).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +18,8 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use crate::error::BoxError;
-use crate::proxy::body::buffer_request;
+use crate::proxy::body::{BodyError, buffer_request};
+use crate::proxy::framing::ConflictingFraming;
 
 /// Buffers request bodies, refusing those over `limit` bytes.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +69,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limit = self.limit;
         Box::pin(async move {
+            if req.extensions().get::<ConflictingFraming>().is_some() {
+                return Err(BodyError::ConflictingFraming.into());
+            }
             let (parts, body) = req.into_parts();
             let bytes = buffer_request(body, limit).await?;
             inner.call(Request::from_parts(parts, bytes)).await

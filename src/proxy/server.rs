@@ -31,6 +31,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::config::ServerConfig;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::framing::{ConflictingFraming, ConnFraming, FramingGuard};
 use crate::proxy::headers::ClientAddr;
 
 /// Connection-level settings taken from `[server]`.
@@ -119,10 +120,12 @@ pub async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let first_request = Arc::new(FirstRequest::default());
+        let (stream, framing) = FramingGuard::new(stream, opts.max_header_bytes.max(8192));
         let svc = TowerToHyperService::new(WithPeer {
             inner: service.clone(),
             peer,
             first_request: first_request.clone(),
+            framing,
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
@@ -167,12 +170,14 @@ struct FirstRequest {
     seen: Notify,
 }
 
-/// Tags each request with the connection's peer address.
+/// Tags each request with the connection's peer address, and marks the one
+/// whose head had conflicting framing.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: SocketAddr,
     first_request: Arc<FirstRequest>,
+    framing: Arc<ConnFraming>,
 }
 
 impl<S> tower::Service<Request<Incoming>> for WithPeer<S>
@@ -189,6 +194,9 @@ where
 
     fn call(&mut self, mut req: Request<Incoming>) -> S::Future {
         req.extensions_mut().insert(ClientAddr(self.peer));
+        if self.framing.next_request_conflicts() {
+            req.extensions_mut().insert(ConflictingFraming);
+        }
         if !self.first_request.flag.load(Ordering::Relaxed)
             && !self.first_request.flag.swap(true, Ordering::Relaxed)
         {
