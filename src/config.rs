@@ -985,6 +985,9 @@ impl Config {
             ensure(UpstreamUrl::parse(&g.url).is_ok(), "grafana.url", &|| {
                 format!("grafana url {:?} must be an http:// or https:// URL", g.url)
             });
+            ensure(!g.token.is_empty(), "grafana.token", &|| {
+                "grafana.url needs a token (or SIDECAR_GRAFANA_TOKEN)".into()
+            });
         }
 
         let p = &self.probe;
@@ -1158,5 +1161,60 @@ mod tests {
         assert!(UpstreamUrl::parse("http://user:pw@host").is_err());
         assert!(UpstreamUrl::parse("http://host/?q=1").is_err());
         assert!(UpstreamUrl::parse("host:80").is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Keys of every section, with values of every TOML type: the
+        /// config parser must answer each file with a config or with errors
+        /// that name a position, never panic.
+        fn line() -> impl Strategy<Value = String> {
+            let key = prop::sample::select(vec![
+                "url", "listen", "max_body_bytes", "shutdown_grace", "max_attempts",
+                "initial_backoff", "max_backoff", "failure_rate_percent", "window",
+                "open_for", "auto_resolve", "slow_threshold", "token", "level",
+                "otlp_endpoint", "export_interval", "interval", "enabled", "bogus",
+            ]);
+            let value = prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                "[a-z0-9:/.]{0,24}".prop_map(|s| format!("{s:?}")),
+                prop::sample::select(vec!["true", "\"250ms\"", "\"1m\"", "\"http://127.0.0.1:1\"", "[1, 2]", "{ a = 1 }", "1.5", "\"\""])
+                    .prop_map(str::to_owned),
+                "[^\n]{0,12}",
+            ];
+            let section = prop::sample::select(vec![
+                "[server]", "[upstream]", "[retry]", "[circuit_breaker]", "[chaos]",
+                "[admin]", "[log]", "[telemetry]", "[grafana]", "[probe]", "[nope]",
+            ]);
+            prop_oneof![
+                (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+                section.prop_map(str::to_owned),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_file_gets_a_config_or_positioned_errors(lines in prop::collection::vec(line(), 0..16)) {
+                let src = format!("[upstream]\nurl = \"http://127.0.0.1:9\"\n{}\n", lines.join("\n"));
+                match parse(&src) {
+                    Ok(c) => prop_assert!(c.upstream.url().port() > 0),
+                    Err(errors) => {
+                        prop_assert!(!errors.0.is_empty());
+                        for e in &errors.0 {
+                            prop_assert!(!e.message.is_empty());
+                            let text = e.to_string();
+                            prop_assert!(text.starts_with("sidecar.toml"), "{}", text);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(src in "\\PC{0,200}") {
+                let _ = parse(&src);
+            }
+        }
     }
 }

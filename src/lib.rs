@@ -10,7 +10,8 @@
 //! proxy::server      accept (HTTP/1.1 + h2c), connection limits, graceful drain
 //!  └ telemetry        server span + http.server.request.duration + status counts
 //!   └ error::answer   typed errors become JSON answers (the one place)
-//!    └ proxy::headers hop-by-hop out, Host, x-forwarded-*, body buffered (413)
+//!    └ proxy::collect body buffered up to max_body_bytes (413), CL+TE refused (400)
+//!     └ proxy::headers hop-by-hop out, Host, x-forwarded-*
 //!     └ deadline      request_timeout over all tries
 //!      └ retry        backoff with full jitter, retry budget, x-sidecar-attempts
 //!       └ breaker     fail fast while open (503), half-open probes

@@ -199,13 +199,17 @@ fn resource(config: &TelemetryConfig) -> Resource {
 
 /// The signal's URL: OTLP/HTTP posts to `<base>/v1/<signal>`; a URL that
 /// already names the signal path is used as given.
+/// The per-signal URL under `base`. A `base` already naming a signal path
+/// (e.g. `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=http://c:4318/v1/metrics`)
+/// is cut back to its root first, so traces do not go to
+/// `.../v1/metrics/v1/traces`.
 fn signal_url(base: &str, signal: &str) -> String {
-    let path = format!("/v1/{signal}");
-    if base.ends_with(&path) {
-        base.to_owned()
-    } else {
-        format!("{}{path}", base.trim_end_matches('/'))
-    }
+    let base = base.trim_end_matches('/');
+    let root = ["/v1/metrics", "/v1/traces", "/v1/logs"]
+        .iter()
+        .find_map(|p| base.strip_suffix(p))
+        .unwrap_or(base);
+    format!("{root}/v1/{signal}")
 }
 
 fn metric_exporter(
@@ -378,6 +382,10 @@ mod tests {
         assert_eq!(
             signal_url("http://c:4318/v1/metrics", "metrics"),
             "http://c:4318/v1/metrics"
+        );
+        assert_eq!(
+            signal_url("http://c:4318/v1/metrics/", "traces"),
+            "http://c:4318/v1/traces"
         );
     }
 }
