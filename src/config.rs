@@ -1172,21 +1172,54 @@ mod tests {
         /// that name a position, never panic.
         fn line() -> impl Strategy<Value = String> {
             let key = prop::sample::select(vec![
-                "url", "listen", "max_body_bytes", "shutdown_grace", "max_attempts",
-                "initial_backoff", "max_backoff", "failure_rate_percent", "window",
-                "open_for", "auto_resolve", "slow_threshold", "token", "level",
-                "otlp_endpoint", "export_interval", "interval", "enabled", "bogus",
+                "url",
+                "listen",
+                "max_body_bytes",
+                "shutdown_grace",
+                "max_attempts",
+                "initial_backoff",
+                "max_backoff",
+                "failure_rate_percent",
+                "window",
+                "open_for",
+                "auto_resolve",
+                "slow_threshold",
+                "token",
+                "level",
+                "otlp_endpoint",
+                "export_interval",
+                "interval",
+                "enabled",
+                "bogus",
             ]);
             let value = prop_oneof![
                 any::<i64>().prop_map(|n| n.to_string()),
                 "[a-z0-9:/.]{0,24}".prop_map(|s| format!("{s:?}")),
-                prop::sample::select(vec!["true", "\"250ms\"", "\"1m\"", "\"http://127.0.0.1:1\"", "[1, 2]", "{ a = 1 }", "1.5", "\"\""])
-                    .prop_map(str::to_owned),
+                prop::sample::select(vec![
+                    "true",
+                    "\"250ms\"",
+                    "\"1m\"",
+                    "\"http://127.0.0.1:1\"",
+                    "[1, 2]",
+                    "{ a = 1 }",
+                    "1.5",
+                    "\"\""
+                ])
+                .prop_map(str::to_owned),
                 "[^\n]{0,12}",
             ];
             let section = prop::sample::select(vec![
-                "[server]", "[upstream]", "[retry]", "[circuit_breaker]", "[chaos]",
-                "[admin]", "[log]", "[telemetry]", "[grafana]", "[probe]", "[nope]",
+                "[server]",
+                "[upstream]",
+                "[retry]",
+                "[circuit_breaker]",
+                "[chaos]",
+                "[admin]",
+                "[log]",
+                "[telemetry]",
+                "[grafana]",
+                "[probe]",
+                "[nope]",
             ]);
             prop_oneof![
                 (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
