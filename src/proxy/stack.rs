@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::chaos::Chaos;
 use crate::config::Config;
@@ -47,6 +48,12 @@ pub fn build(
 + Send
 + 'static {
     ServiceBuilder::new()
+        // The service's `Authorization` carries the vendor apiKey: marked
+        // sensitive, it is never shown by `Debug` and never HPACK-indexed
+        // when the factory speaks h2.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            http::header::AUTHORIZATION,
+        ]))
         .layer(
             ServerTelemetryLayer::new(Arc::clone(&parts.metrics), Arc::clone(&parts.counts))
                 .with_tracing(parts.tracing.clone()),
