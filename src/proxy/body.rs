@@ -18,10 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::BoxError;
+use crate::proxy::pool::UpstreamBody;
 
 /// A request body could not be taken in.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,7 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     Stream {
         prefix: Option<Bytes>,
-        rest: Incoming,
+        rest: UpstreamBody,
         idle: IdleTimer,
     },
 }
@@ -116,7 +116,7 @@ impl ProxyBody {
     }
 
     /// A factory body streamed through, cut after `read_timeout` without data.
-    pub fn stream(rest: Incoming, read_timeout: Option<Duration>) -> Self {
+    pub fn stream(rest: UpstreamBody, read_timeout: Option<Duration>) -> Self {
         ProxyBody::Stream {
             prefix: None,
             rest,

@@ -1,9 +1,9 @@
 //! The pooled client to the factory, and `Forward`, the innermost service.
 //!
-//! One hyper-util client with keep-alive pooling (bounded idle connections:
-//! the default would keep every connection of a burst forever), rustls over
-//! aws-lc-rs with the webpki roots plus `upstream.ca_file`, and ALPN offering
-//! h2 and http/1.1 so the factory picks. `Forward` takes an origin-form
+//! One keep-alive [`Pool`] (bounded idle connections: an unbounded pool
+//! would keep every connection of a burst forever), rustls over aws-lc-rs
+//! with the webpki roots plus `upstream.ca_file`, and ALPN offering h2 and
+//! http/1.1 so the factory picks. `Forward` takes an origin-form
 //! request (`/api/order?x=1`) and sends it to `upstream.url`: every other
 //! layer, and side requests such as a report-link GET, address the factory by
 //! path only and can never be steered to another host.
@@ -15,12 +15,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Version};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -28,6 +27,7 @@ use crate::config::{UpstreamConfig, UpstreamUrl};
 use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::headers;
+use crate::proxy::pool::{Pool, PoolOptions};
 
 /// A try got no answer from the factory: refused, reset, closed, TLS failure.
 #[derive(Debug, thiserror::Error)]
@@ -66,14 +66,14 @@ pub enum ClientError {
     },
     #[error("TLS set-up failed: {0}")]
     Tls(#[source] rustls::Error),
+    #[error("upstream.url cannot be used: {0}")]
+    Upstream(String),
 }
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Sends origin-form requests to the factory. Cheap to clone (shares the pool).
 #[derive(Clone)]
 pub struct Forward {
-    client: HttpClient,
+    pool: Pool,
     upstream: Arc<UpstreamUrl>,
     body_read_timeout: Duration,
 }
@@ -81,21 +81,55 @@ pub struct Forward {
 impl Forward {
     pub fn new(config: &UpstreamConfig) -> Result<Forward, ClientError> {
         let connector = https_connector(config.ca_file.as_deref(), config.connect_timeout)?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .build(connector);
+        let url = config.url();
+        let origin = Uri::builder()
+            .scheme(url.scheme().clone())
+            .authority(url.authority().clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| ClientError::Upstream(e.to_string()))?;
+        let host = HeaderValue::from_str(url.authority().as_str())
+            .map_err(|e| ClientError::Upstream(e.to_string()))?;
+        let pool = Pool::new(
+            connector,
+            origin,
+            host,
+            PoolOptions {
+                max_idle: config.pool_max_idle_per_host,
+                idle_timeout: config.pool_idle_timeout,
+            },
+        );
         Ok(Forward {
-            client,
-            upstream: Arc::new(config.url().clone()),
+            pool,
+            upstream: Arc::new(url.clone()),
             body_read_timeout: config.body_read_timeout,
         })
     }
 
     pub fn upstream(&self) -> &UpstreamUrl {
         &self.upstream
+    }
+
+    /// The connection pool (idle and opened counts, for tests).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The origin-form target for the factory: the request's path and query
+    /// under `upstream.url`'s base path. An absolute-form target loses its
+    /// scheme and authority, so it cannot send the sidecar to another host.
+    fn target(&self, uri: Uri) -> Result<Uri, http::Error> {
+        let base = self.upstream.base_path();
+        if base.is_empty() && uri.scheme().is_none() && uri.authority().is_none() {
+            return Ok(uri); // already origin form: no copy
+        }
+        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let joined = if base.is_empty() {
+            PathAndQuery::try_from(pq)?
+        } else {
+            PathAndQuery::try_from(format!("{base}{pq}"))?
+        };
+        Ok(Uri::from(joined))
     }
 }
 
@@ -166,35 +200,42 @@ impl tower::Service<Request<Bytes>> for Forward {
 
     fn call(&mut self, req: Request<Bytes>) -> ForwardFuture {
         let (mut parts, body) = req.into_parts();
-        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        match self.upstream.join(pq) {
+        match self.target(std::mem::take(&mut parts.uri)) {
             Ok(uri) => parts.uri = uri,
-            Err(e) => return ForwardFuture::failed(e.into()),
+            Err(e) => return ForwardFuture::Failed(Some(e.into())),
         }
-        // The client picks HTTP/1.1 or h2 per connection (ALPN); an h2c
+        // The pool picks HTTP/1.1 or h2 per connection (ALPN); an h2c
         // request from the service must not force h2 on an HTTP/1 factory.
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, Full::new(body));
-        ForwardFuture::Sending {
-            fut: self.client.request(req),
-            read_timeout: self.body_read_timeout,
-        }
+        let pool = self.pool.clone();
+        let read_timeout = Some(self.body_read_timeout);
+        ForwardFuture::Sending(Box::pin(async move {
+            match pool.send(req).await {
+                Ok(res) => {
+                    let mut res = res.map(|b| ProxyBody::stream(b, read_timeout));
+                    headers::strip_hop_by_hop(res.headers_mut());
+                    Ok(res)
+                }
+                Err(e) => {
+                    let context = if e.is_connect() {
+                        "cannot connect to the factory"
+                    } else {
+                        "the factory connection failed before an answer"
+                    };
+                    Err(Box::new(UpstreamError::new(context, e)) as BoxError)
+                }
+            }
+        }))
     }
 }
+
+type Sending = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, BoxError>> + Send>>;
 
 /// The answer (or failure) of one forwarded request.
 pub enum ForwardFuture {
-    Sending {
-        fut: hyper_util::client::legacy::ResponseFuture,
-        read_timeout: Duration,
-    },
+    Sending(Sending),
     Failed(Option<BoxError>),
-}
-
-impl ForwardFuture {
-    fn failed(e: BoxError) -> Self {
-        ForwardFuture::Failed(Some(e))
-    }
 }
 
 impl Future for ForwardFuture {
@@ -202,23 +243,7 @@ impl Future for ForwardFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            ForwardFuture::Sending { fut, read_timeout } => match Pin::new(fut).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(res)) => {
-                    let timeout = Some(*read_timeout);
-                    let mut res = res.map(|b| ProxyBody::stream(b, timeout));
-                    headers::strip_hop_by_hop(res.headers_mut());
-                    Poll::Ready(Ok(res))
-                }
-                Poll::Ready(Err(e)) => {
-                    let context = if e.is_connect() {
-                        "cannot connect to the factory"
-                    } else {
-                        "the factory connection failed before an answer"
-                    };
-                    Poll::Ready(Err(Box::new(UpstreamError::new(context, e))))
-                }
-            },
+            ForwardFuture::Sending(fut) => fut.as_mut().poll(cx),
             ForwardFuture::Failed(e) => Poll::Ready(Err(e
                 .take()
                 .unwrap_or_else(|| "forward future polled after completion".into()))),

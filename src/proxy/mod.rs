@@ -5,5 +5,6 @@ pub mod client;
 pub mod collect;
 pub mod framing;
 pub mod headers;
+pub mod pool;
 pub mod server;
 pub mod stack;
