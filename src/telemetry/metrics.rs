@@ -7,16 +7,24 @@
 //! an endpoint is set, a periodic OTLP reader ([`super::otlp`]). The two can
 //! therefore never disagree.
 //!
-//! Recording is on the hot path, so attribute sets are built from
-//! `&'static str` keys and values (no allocation); the SDK aggregates them.
+//! Recording is on the hot path. The two per-request histograms are recorded
+//! through *bound* instruments (the SDK's `experimental_metrics_bound_instruments`),
+//! one per attribute set, kept in [`BoundCache`] under a packed integer key:
+//! a record is then a bucket search and a few atomics, where an unbound one
+//! hashes every attribute with SipHash and searches the SDK's map (measured
+//! with callgrind: about 1 800 instructions a record, 150 bound).
 //! Cardinality is bounded: routes are normalised to three values, methods to
 //! the standard ones plus `_OTHER`, and no id or key ever becomes an attribute.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _};
+use opentelemetry::metrics::{
+    BoundHistogram, Counter, Gauge, Histogram, Meter, MeterProvider as _,
+};
 use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -24,6 +32,7 @@ use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{
     InstrumentKind, ManualReader, MeterProviderBuilder, Pipeline, SdkMeterProvider, Temporality,
 };
+use parking_lot::RwLock;
 
 use crate::chaos::{ChaosType, ResolveResult};
 use crate::error::RequestOutcome;
@@ -90,17 +99,73 @@ const RESULT: Key = Key::from_static_str("result");
 
 /// The semantic-conventions name of a method: the standard ones, else `_OTHER`.
 pub(crate) fn method_str(m: &Method) -> &'static str {
+    METHODS[method_index(m)]
+}
+
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT", "_OTHER",
+];
+
+fn method_index(m: &Method) -> usize {
     match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "_OTHER",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::DELETE => 3,
+        Method::HEAD => 4,
+        Method::OPTIONS => 5,
+        Method::PATCH => 6,
+        Method::TRACE => 7,
+        Method::CONNECT => 8,
+        _ => 9,
+    }
+}
+
+/// Hashes the packed `u64` keys of [`BoundCache`] (one multiply: the keys
+/// are small integers we make, never outside data).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Bound histograms of one instrument, one per attribute set, made on first
+/// use. The sets are few (bounded cardinality, see the module docs), so the
+/// map stops growing after warm-up and readers never wait.
+struct BoundCache {
+    histogram: Histogram<f64>,
+    bound: RwLock<HashMap<u64, BoundHistogram<f64>, BuildHasherDefault<KeyHasher>>>,
+}
+
+impl BoundCache {
+    fn new(histogram: Histogram<f64>) -> Self {
+        Self {
+            histogram,
+            bound: RwLock::new(HashMap::default()),
+        }
+    }
+
+    /// Records `value` for the set `key` stands for; `attributes` builds the
+    /// set the first time.
+    fn record(&self, key: u64, value: f64, attributes: impl FnOnce() -> Vec<KeyValue>) {
+        if let Some(b) = self.bound.read().get(&key) {
+            b.record(value);
+            return;
+        }
+        let bound = self.histogram.bind(&attributes());
+        bound.record(value);
+        self.bound.write().entry(key).or_insert(bound);
     }
 }
 
@@ -109,8 +174,8 @@ pub struct Metrics {
     provider: SdkMeterProvider,
     pull: Arc<ManualReader>,
     server_address: KeyValue,
-    server_duration: Histogram<f64>,
-    client_duration: Histogram<f64>,
+    server_duration: BoundCache,
+    client_duration: BoundCache,
     retries: Counter<u64>,
     circuit_state: Gauge<i64>,
     circuit_transitions: Counter<u64>,
@@ -177,14 +242,14 @@ impl Metrics {
         };
         let metrics = Metrics {
             server_address: KeyValue::new(SERVER_ADDRESS, server_address),
-            server_duration: histogram(
+            server_duration: BoundCache::new(histogram(
                 "http.server.request.duration",
                 "Duration of requests from the pizza service, as answered by the sidecar.",
-            ),
-            client_duration: histogram(
+            )),
+            client_duration: BoundCache::new(histogram(
                 "http.client.request.duration",
                 "Duration of each try to the pizza factory.",
-            ),
+            )),
             retries: counter(
                 "sidecar.retries",
                 "Tries repeated after a failed try, by reason.",
@@ -266,48 +331,40 @@ impl Metrics {
         outcome: RequestOutcome,
         elapsed: Duration,
     ) {
-        self.server_duration.record(
-            elapsed.as_secs_f64(),
-            &[
-                KeyValue::new(METHOD, method_str(method)),
+        let method = method_index(method);
+        let key = (method as u64)
+            | (route as u64) << 8
+            | u64::from(status.as_u16()) << 16
+            | (outcome as u64) << 32;
+        self.server_duration.record(key, elapsed.as_secs_f64(), || {
+            vec![
+                KeyValue::new(METHOD, METHODS[method]),
                 KeyValue::new(ROUTE, route.as_str()),
                 KeyValue::new(STATUS, i64::from(status.as_u16())),
                 KeyValue::new(OUTCOME, outcome.as_str()),
-            ],
-        );
+            ]
+        });
     }
 
     /// `http.client.request.duration`: one per try to the factory.
     pub fn client_request(&self, method: &Method, result: ClientResult, elapsed: Duration) {
-        let method = KeyValue::new(METHOD, method_str(method));
-        let secs = elapsed.as_secs_f64();
-        match result {
-            ClientResult::Status(s) => self.client_duration.record(
-                secs,
-                &[
-                    method,
-                    KeyValue::new(STATUS, i64::from(s.as_u16())),
-                    self.server_address.clone(),
-                ],
-            ),
-            ClientResult::FailedAnswer(s, kind) => self.client_duration.record(
-                secs,
-                &[
-                    method,
-                    KeyValue::new(STATUS, i64::from(s.as_u16())),
-                    KeyValue::new(ERROR_TYPE, kind.as_str()),
-                    self.server_address.clone(),
-                ],
-            ),
-            ClientResult::Error(kind) => self.client_duration.record(
-                secs,
-                &[
-                    method,
-                    KeyValue::new(ERROR_TYPE, kind.as_str()),
-                    self.server_address.clone(),
-                ],
-            ),
-        }
+        let index = method_index(method);
+        let method = KeyValue::new(METHOD, METHODS[index]);
+        let (status, kind) = match result {
+            ClientResult::Status(s) => (Some(s), None),
+            ClientResult::FailedAnswer(s, kind) => (Some(s), Some(kind)),
+            ClientResult::Error(kind) => (None, Some(kind)),
+        };
+        let key = (index as u64)
+            | status.map_or(0, |s| u64::from(s.as_u16())) << 16
+            | kind.map_or(0, |k| k as u64 + 1) << 32;
+        self.client_duration.record(key, elapsed.as_secs_f64(), || {
+            let mut set = vec![method];
+            set.extend(status.map(|s| KeyValue::new(STATUS, i64::from(s.as_u16()))));
+            set.extend(kind.map(|k| KeyValue::new(ERROR_TYPE, k.as_str())));
+            set.push(self.server_address.clone());
+            set
+        });
     }
 
     /// The `server.address` attribute (the factory's host), for spans.
@@ -390,5 +447,109 @@ impl MetricReader for SharedReader {
     }
     fn temporality(&self, kind: InstrumentKind) -> Temporality {
         self.0.temporality(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count_line(text: &str, labels: &str) -> Option<u64> {
+        let prefix = format!("{labels} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn each_attribute_set_has_its_own_bound_series() {
+        let m = Metrics::new("factory");
+        let d = Duration::from_millis(1);
+        let failed =
+            ClientResult::FailedAnswer(StatusCode::INTERNAL_SERVER_ERROR, FailureKind::Status5xx);
+        for _ in 0..3 {
+            m.client_request(
+                &Method::POST,
+                ClientResult::Status(StatusCode::INTERNAL_SERVER_ERROR),
+                d,
+            );
+        }
+        m.client_request(&Method::POST, failed, d);
+        m.client_request(&Method::POST, ClientResult::Error(FailureKind::Connect), d);
+        m.client_request(&Method::GET, ClientResult::Error(FailureKind::Connect), d);
+        m.server_request(
+            &Method::POST,
+            Route::Order,
+            StatusCode::OK,
+            RequestOutcome::Ok,
+            d,
+        );
+        m.server_request(
+            &Method::POST,
+            Route::Order,
+            StatusCode::OK,
+            RequestOutcome::FactoryError,
+            d,
+        );
+        m.server_request(
+            &Method::POST,
+            Route::Verify,
+            StatusCode::OK,
+            RequestOutcome::Ok,
+            d,
+        );
+        let text = m.prometheus_text();
+        let client = "http_client_request_duration_seconds_count";
+        let server = "http_server_request_duration_seconds_count";
+        for (series, want) in [
+            (
+                format!(
+                    "{client}{{http_request_method=\"POST\",http_response_status_code=\"500\",server_address=\"factory\"}}"
+                ),
+                3,
+            ),
+            (
+                format!(
+                    "{client}{{error_type=\"5xx\",http_request_method=\"POST\",http_response_status_code=\"500\",server_address=\"factory\"}}"
+                ),
+                1,
+            ),
+            (
+                format!(
+                    "{client}{{error_type=\"connect\",http_request_method=\"POST\",server_address=\"factory\"}}"
+                ),
+                1,
+            ),
+            (
+                format!(
+                    "{client}{{error_type=\"connect\",http_request_method=\"GET\",server_address=\"factory\"}}"
+                ),
+                1,
+            ),
+            (
+                format!(
+                    "{server}{{http_request_method=\"POST\",http_response_status_code=\"200\",http_route=\"/api/order\",sidecar_outcome=\"ok\"}}"
+                ),
+                1,
+            ),
+            (
+                format!(
+                    "{server}{{http_request_method=\"POST\",http_response_status_code=\"200\",http_route=\"/api/order\",sidecar_outcome=\"factory_error\"}}"
+                ),
+                1,
+            ),
+            (
+                format!(
+                    "{server}{{http_request_method=\"POST\",http_response_status_code=\"200\",http_route=\"/api/order/verify\",sidecar_outcome=\"ok\"}}"
+                ),
+                1,
+            ),
+        ] {
+            assert_eq!(
+                count_line(&text, &series),
+                Some(want),
+                "{series} in:\n{text}"
+            );
+        }
     }
 }
