@@ -7,7 +7,7 @@
 //!
 //! # Layout
 //! ```text
-//! layer.rs     ChaosLayer/ChaosService: only POST /api/order, try in a task (background learning)
+//! layer.rs     ChaosLayer/ChaosService: only POST /api/order; an abandoned try finishes in a task (background learning)
 //! order.rs     one order answer: buffer, inspect, verify, classify, record, follow, mask
 //! detect.rs    the pure decision: fail / badjwt / throttle / unknown / healthy
 //! inspect.rs   the link(s) and the jwt in a JSON answer, zero-copy

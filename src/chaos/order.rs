@@ -13,9 +13,7 @@
 //!   not a JSON document) passes on untouched; a large body is not even
 //!   buffered beyond the limit.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
@@ -63,19 +61,13 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Runs the rest of an order try (see the module docs).
-/// `answered` is set once the factory's answer (or its failure) is in.
-pub(crate) async fn order_try<F>(
+/// The rest of an order try, once the factory answered (or failed to):
+/// see the module docs. `started` is when the try began.
+pub(crate) async fn after_answer(
     chaos: Arc<Chaos>,
-    answer: F,
+    answer: Result<Response<ProxyBody>, BoxError>,
     started: Instant,
-    answered: &AtomicBool,
-) -> Result<Response<ProxyBody>, BoxError>
-where
-    F: Future<Output = Result<Response<ProxyBody>, BoxError>>,
-{
-    let answer = answer.await;
-    answered.store(true, Ordering::Release);
+) -> Result<Response<ProxyBody>, BoxError> {
     let res = match answer {
         Ok(res) => res,
         Err(e) => {
