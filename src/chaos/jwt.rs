@@ -13,15 +13,14 @@
 //!   token has a mangled header) is invalid whatever the keys; a token whose
 //!   signature needs checking while the JWKS cannot be had is
 //!   [`Verdict::Unknown`], not badjwt, and `/status` says why.
-//! - Cheap: a verified-valid token is remembered (a bounded set of keyed
-//!   64-bit hashes of recent valid tokens, cleared when full), so the same
-//!   pizza is not checked twice; an RSA-2048 verification costs tens of
-//!   microseconds, a hit well under one. A hash collision could only make a
-//!   forged token pass as valid with odds of about 2^-64 per token pair, and
-//!   the hash key is random per process, so it cannot be aimed.
+//! - Cheap for a repeated token: the last [`RECENT_VALID`] tokens that
+//!   verified are kept verbatim and compared byte for byte (no hash, so
+//!   nothing to collide), so the same pizza is not checked twice; an
+//!   RSA-2048 verification costs tens of microseconds, a hit well under one.
+//!   A real factory signs every order anew, so there this only helps
+//!   repeats; the simulator's cheap path (load benchmarks) answers one token.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -39,8 +38,8 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 const JWKS_MAX_BYTES: usize = 64 * 1024;
 /// Default: at most one JWKS fetch per this long.
 pub const DEFAULT_MIN_REFRESH: Duration = Duration::from_secs(10);
-/// Valid tokens remembered; when full the set starts over.
-const VALID_CACHE: usize = 1024;
+/// Valid tokens remembered verbatim (most recent first).
+pub const RECENT_VALID: usize = 16;
 
 /// What checking a pizza JWT found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,8 +271,7 @@ pub struct JwksCache {
     /// Single flight: one fetch at a time. An async gate that guards no data
     /// (the state sits behind the sync lock, never held across an await).
     gate: tokio::sync::Mutex<()>,
-    hasher: RandomState,
-    valid: Mutex<HashSet<u64>>,
+    valid: Mutex<VecDeque<Box<str>>>,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -291,16 +289,14 @@ impl JwksCache {
             min_refresh,
             state: Arc::new(Mutex::new(State::default())),
             gate: tokio::sync::Mutex::new(()),
-            hasher: RandomState::new(),
-            valid: Mutex::new(HashSet::with_capacity(VALID_CACHE)),
+            valid: Mutex::new(VecDeque::with_capacity(RECENT_VALID)),
         }
     }
 
     /// Checks a pizza JWT; fetches the JWKS when it has none yet or the
     /// token's key id is unknown.
     pub async fn verify(&self, token: &str) -> Verdict {
-        let hash = self.hasher.hash_one(token);
-        if self.valid.lock().contains(&hash) {
+        if self.valid.lock().iter().any(|t| **t == *token) {
             return Verdict::Valid;
         }
         let header = match parse_header(token) {
@@ -341,10 +337,10 @@ impl JwksCache {
         match verdict {
             Ok(()) => {
                 let mut valid = self.valid.lock();
-                if valid.len() >= VALID_CACHE {
-                    valid.clear();
+                if valid.len() >= RECENT_VALID {
+                    valid.pop_back();
                 }
-                valid.insert(hash);
+                valid.push_front(token.into());
                 Verdict::Valid
             }
             Err(why) => Verdict::Invalid(why),
@@ -474,6 +470,37 @@ mod tests {
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         let s = cache.snapshot();
         assert_eq!((s.state, s.keys), ("available", 1));
+        assert_eq!(cache.valid.lock().len(), 1, "one token remembered once");
+        // A remembered token is a hit even once its key is gone: proof the
+        // second check above never reached the signature.
+        cache.state.lock().keys = None;
+        assert_eq!(cache.verify(&token).await, Verdict::Valid);
+    }
+
+    #[tokio::test]
+    async fn only_the_most_recent_valid_tokens_are_remembered() {
+        let (a, _) = keys();
+        let (cache, _) = cache_with(move || (StatusCode::OK, jwks(&[a])));
+        let tokens: Vec<String> = (0..RECENT_VALID + 4)
+            .map(|i| {
+                let mut claims = pizza_claims();
+                claims["n"] = serde_json::json!(i);
+                a.sign(&claims).expect("sign")
+            })
+            .collect();
+        for t in &tokens {
+            assert_eq!(cache.verify(t).await, Verdict::Valid);
+        }
+        let valid = cache.valid.lock();
+        assert_eq!(valid.len(), RECENT_VALID);
+        assert_eq!(
+            valid.front().map(|t| &**t),
+            tokens.last().map(String::as_str)
+        );
+        assert!(
+            !valid.iter().any(|t| **t == *tokens[0]),
+            "the oldest is forgotten"
+        );
     }
 
     #[tokio::test]

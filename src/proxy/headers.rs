@@ -13,9 +13,23 @@ use http::Request;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
-/// The peer address of the connection a request came on (request extension).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
+/// The peer address of the connection a request came on (request extension),
+/// with its IP already written as a header value: made once per connection,
+/// not formatted again for every request's `x-forwarded-for`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr {
+    pub addr: SocketAddr,
+    ip: HeaderValue,
+}
+
+impl ClientAddr {
+    pub fn new(addr: SocketAddr) -> Self {
+        // `IpAddr`'s Display writes digits, hex, dots and colons only.
+        let ip = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { addr, ip }
+    }
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -57,7 +71,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Prepares a buffered request for the factory.
 pub fn prepare(req: &mut Request<Bytes>) {
-    let peer = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+    let peer = req.extensions().get::<ClientAddr>().map(|a| a.ip.clone());
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
@@ -70,17 +84,21 @@ pub fn prepare(req: &mut Request<Bytes>) {
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
-    let mut value = String::new();
-    for prior in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(s) = prior.to_str() {
-            value.push_str(s);
-            value.push_str(", ");
-        }
+fn append_forwarded_for(headers: &mut HeaderMap, ip: HeaderValue) {
+    let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if prior.peek().is_none() {
+        // The common case: the first hop. No formatting, no copy.
+        headers.insert(X_FORWARDED_FOR, ip);
+        return;
     }
-    // `IpAddr`'s Display writes digits, dots and colons only: a valid header value.
-    value.push_str(&ip.to_string());
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let mut value = Vec::new();
+    for v in prior {
+        value.extend_from_slice(v.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(ip.as_bytes());
+    // Prior values were valid header values; so is their join.
+    if let Ok(v) = HeaderValue::from_bytes(&value) {
         headers.insert(X_FORWARDED_FOR, v);
     }
 }
@@ -128,7 +146,7 @@ mod tests {
         }
         let mut req = b.body(Bytes::new()).expect("request");
         req.extensions_mut()
-            .insert(ClientAddr("10.1.2.3:5555".parse().expect("addr")));
+            .insert(ClientAddr::new("10.1.2.3:5555".parse().expect("addr")));
         req
     }
 

@@ -14,7 +14,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
@@ -123,7 +122,7 @@ pub async fn serve<S>(
         let (stream, framing) = FramingGuard::new(stream, opts.max_header_bytes.max(8192));
         let svc = TowerToHyperService::new(WithPeer {
             inner: service.clone(),
-            peer,
+            peer: ClientAddr::new(peer),
             first_request: first_request.clone(),
             framing,
         });
@@ -175,7 +174,7 @@ struct FirstRequest {
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
-    peer: SocketAddr,
+    peer: ClientAddr,
     first_request: Arc<FirstRequest>,
     framing: Arc<ConnFraming>,
 }
@@ -193,7 +192,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> S::Future {
-        req.extensions_mut().insert(ClientAddr(self.peer));
+        req.extensions_mut().insert(self.peer.clone());
         if self.framing.next_request_conflicts() {
             req.extensions_mut().insert(ConflictingFraming);
         }

@@ -145,7 +145,7 @@ where
                 &method,
                 req.version(),
                 route,
-                req.extensions().get::<ClientAddr>().map(|c| c.0),
+                req.extensions().get::<ClientAddr>().map(|c| c.addr),
             )
         } else {
             None
