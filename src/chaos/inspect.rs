@@ -86,13 +86,11 @@ pub struct NotJson(#[source] serde_json::Error);
 /// complete JSON document.
 pub fn inspect(body: &[u8]) -> Result<Inspection<'_>, NotJson> {
     let scan = memmem::find(body, MARKER.as_bytes()).is_some() || memchr(b'\\', body).is_some();
-    if !scan {
-        if let Some(jwt) = healthy_answer(body) {
-            return Ok(Inspection {
-                jwt: Some(Cow::Borrowed(jwt)),
-                found: Vec::new(),
-            });
-        }
+    if let Some(jwt) = healthy_answer(body).filter(|_| !scan) {
+        return Ok(Inspection {
+            jwt: Some(Cow::Borrowed(jwt)),
+            found: Vec::new(),
+        });
     }
     let mut ctx = Ctx {
         base: body,
@@ -112,7 +110,8 @@ pub fn inspect(body: &[u8]) -> Result<Inspection<'_>, NotJson> {
 }
 
 /// The token of an answer that is exactly `{"jwt":"<token>"}` (trailing
-/// whitespace allowed), its token printable ASCII with no `"` or `\\`:
+/// whitespace allowed), its token printable ASCII (DEL included, as JSON
+/// allows) with no `"` or `\\`:
 /// then the parse would find that jwt and nothing else.
 fn healthy_answer(body: &[u8]) -> Option<&str> {
     const HEAD: &[u8] = br#"{"jwt":""#;
@@ -122,13 +121,23 @@ fn healthy_answer(body: &[u8]) -> Option<&str> {
     if tail.get(1) != Some(&b'}') || !tail[2..].iter().all(|b| b" \t\r\n".contains(b)) {
         return None;
     }
-    if !token
-        .iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\')
-    {
+    if !printable_ascii(token) || memchr(b'\\', token).is_some() {
         return None;
     }
     std::str::from_utf8(token).ok()
+}
+
+/// No byte below 0x20 (JSON forbids raw control characters in strings) and
+/// none above 0x7f; eight bytes at a time (a JWT is several hundred).
+fn printable_ascii(bytes: &[u8]) -> bool {
+    const LOW: u64 = u64::from_ne_bytes([0x20; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let (words, rest) = bytes.as_chunks::<8>();
+    // A byte below 0x20 borrows into its high bit (exact as a yes/no:
+    // "hasless" in Bit Twiddling Hacks); a byte above 0x7f has it set.
+    let bad = |x: u64| ((x.wrapping_sub(LOW) & !x) | x) & HIGH != 0;
+    words.iter().all(|w| !bad(u64::from_ne_bytes(*w)))
+        && rest.iter().all(|&b| (0x20..0x80).contains(&b))
 }
 
 struct Ctx<'a> {
@@ -449,6 +458,22 @@ mod tests {
             );
             // ... and the full parse decides those.
         }
+    }
+
+    #[test]
+    fn printable_ascii_is_exact() {
+        for b in 0u8..=255 {
+            for at in 0..17 {
+                let mut v = vec![b'a'; 17];
+                v[at] = b;
+                assert_eq!(
+                    printable_ascii(&v),
+                    (0x20..0x80).contains(&b),
+                    "byte {b:#x} at {at}"
+                );
+            }
+        }
+        assert!(printable_ascii(b""));
     }
 
     proptest! {

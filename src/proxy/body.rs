@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::BoxError;
@@ -38,26 +37,6 @@ pub enum BodyError {
 #[derive(Debug, thiserror::Error)]
 #[error("the factory stopped sending the answer body for {0:?}")]
 pub struct BodyReadTimeout(pub Duration);
-
-/// Reads a whole request body, refusing it (without reading further) as soon
-/// as it is known to be larger than `limit`.
-pub async fn buffer_request<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
-where
-    B: Body<Data = Bytes, Error = hyper::Error>,
-{
-    if body.size_hint().lower() > limit as u64 {
-        return Err(BodyError::TooLarge { limit });
-    }
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => match e.downcast::<hyper::Error>() {
-            Ok(e) => Err(BodyError::Malformed(*e)),
-            // The only other error `Limited` raises is its length limit.
-            Err(_) => Err(BodyError::TooLarge { limit }),
-        },
-    }
-}
 
 /// A response body: bytes we hold, or the upstream's stream (possibly after
 /// a prefix the inspector already read).

@@ -10,15 +10,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::Request;
+use http_body::Body;
 use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use crate::error::BoxError;
-use crate::proxy::body::{BodyError, buffer_request};
+use crate::proxy::body::BodyError;
 use crate::proxy::framing::ConflictingFraming;
 
 /// Buffers request bodies, refusing those over `limit` bytes.
@@ -57,24 +58,145 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+    type Future = CollectFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        if req.extensions().get::<ConflictingFraming>().is_some() {
+            return CollectFuture::Failed {
+                error: Some(BodyError::ConflictingFraming.into()),
+            };
+        }
+        let (parts, body) = req.into_parts();
+        if body.size_hint().lower() > self.limit as u64 {
+            return CollectFuture::Failed {
+                error: Some(BodyError::TooLarge { limit: self.limit }.into()),
+            };
+        }
         // The ready clone answers this call; the fresh clone waits for the next.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let limit = self.limit;
-        Box::pin(async move {
-            if req.extensions().get::<ConflictingFraming>().is_some() {
-                return Err(BodyError::ConflictingFraming.into());
+        CollectFuture::Reading {
+            inner: Some(std::mem::replace(&mut self.inner, clone)),
+            parts: Some(parts),
+            body,
+            read: Frames::default(),
+            limit: self.limit,
+        }
+    }
+}
+
+/// The frames read so far: one frame is kept as it came (no copy), more
+/// are joined.
+#[derive(Debug, Default)]
+struct Frames {
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+    len: usize,
+}
+
+impl Frames {
+    fn push(&mut self, data: Bytes) {
+        self.len = self.len.saturating_add(data.len());
+        match (&mut self.first, &mut self.joined) {
+            (None, None) => self.first = Some(data),
+            (Some(first), None) => {
+                let mut buf = BytesMut::with_capacity(self.len);
+                buf.extend_from_slice(first);
+                buf.extend_from_slice(&data);
+                self.first = None;
+                self.joined = Some(buf);
             }
-            let (parts, body) = req.into_parts();
-            let bytes = buffer_request(body, limit).await?;
-            inner.call(Request::from_parts(parts, bytes)).await
-        })
+            (_, Some(buf)) => buf.extend_from_slice(&data),
+        }
+    }
+
+    fn take(&mut self) -> Bytes {
+        match (self.first.take(), self.joined.take()) {
+            (Some(first), _) => first,
+            (None, Some(buf)) => buf.freeze(),
+            (None, None) => Bytes::new(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Reads the body (no allocation for a one-frame body), then calls the
+    /// stack below with it.
+    #[project = CollectProj]
+    pub enum CollectFuture<S: Service<Request<Bytes>>> {
+        Reading {
+            inner: Option<S>,
+            parts: Option<http::request::Parts>,
+            body: Incoming,
+            read: Frames,
+            limit: usize,
+        },
+        Calling { #[pin] fut: S::Future },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<S> Future for CollectFuture<S>
+where
+    S: Service<Request<Bytes>, Error = BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let (mut inner, parts, bytes) = match self.as_mut().project() {
+                CollectProj::Calling { fut } => return fut.poll(cx),
+                CollectProj::Failed { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .unwrap_or_else(|| "request body future polled after it ended".into())));
+                }
+                CollectProj::Reading {
+                    inner,
+                    parts,
+                    body,
+                    read,
+                    limit,
+                } => {
+                    match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                        Some(Ok(frame)) => {
+                            let Ok(data) = frame.into_data() else {
+                                continue; // trailers
+                            };
+                            if read.len.saturating_add(data.len()) > *limit {
+                                // Refused before the rest is read; nothing forwarded.
+                                let e = BodyError::TooLarge { limit: *limit };
+                                self.set(CollectFuture::Failed {
+                                    error: Some(e.into()),
+                                });
+                            } else {
+                                read.push(data);
+                            }
+                            continue;
+                        }
+                        Some(Err(e)) => {
+                            let e = BodyError::Malformed(e);
+                            self.set(CollectFuture::Failed {
+                                error: Some(e.into()),
+                            });
+                            continue;
+                        }
+                        None => match (inner.take(), parts.take()) {
+                            (Some(inner), Some(parts)) => (inner, parts, read.take()),
+                            _ => {
+                                let e = "request body future polled after it ended".into();
+                                self.set(CollectFuture::Failed { error: Some(e) });
+                                continue;
+                            }
+                        },
+                    }
+                }
+            };
+            let fut = inner.call(Request::from_parts(parts, bytes));
+            self.set(CollectFuture::Calling { fut });
+        }
     }
 }

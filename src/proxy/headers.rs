@@ -1,8 +1,9 @@
 //! Header rewriting on the way to the factory, as a reverse proxy must:
 //! hop-by-hop headers dropped (RFC 9110 section 7.6.1, plus any header the
 //! `Connection` header names), `Host` left to the client to set from the
-//! upstream URL, Content-Length recomputed from the buffered body,
-//! `x-forwarded-for` appended and `x-forwarded-proto` set.
+//! upstream URL, Content-Length checked against the buffered body,
+//! `x-forwarded-for` appended (the [`ClientAddr`] extension is consumed
+//! here) and `x-forwarded-proto` set.
 //! Everything else, W3C `traceparent` included, passes unchanged.
 
 use std::net::SocketAddr;
@@ -57,13 +58,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    // Names the Connection header lists. `keep-alive` and `close` (nearly
+    // every client sends one) need no new name: `keep-alive` is in the list
+    // below, `close` names no header.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty()
+                || token.eq_ignore_ascii_case(b"keep-alive")
+                || token.eq_ignore_ascii_case(b"close")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                named.push(name);
+            }
+        }
+    }
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
@@ -71,17 +83,39 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Prepares a buffered request for the factory.
 pub fn prepare(req: &mut Request<Bytes>) {
-    let peer = req.extensions().get::<ClientAddr>().map(|a| a.ip.clone());
+    // Taken out, not copied: nothing below needs it, and every retry would
+    // copy it along with the request.
+    let peer = req.extensions_mut().remove::<ClientAddr>().map(|a| a.ip);
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    // The body is buffered: the client writes the exact length itself, so a
-    // client's (possibly wrong) Content-Length is never passed on.
-    headers.remove(header::CONTENT_LENGTH);
+    // The body is buffered, so its length is known: a Content-Length that
+    // says so is kept (hyper would only write the same again), any other
+    // is dropped and the client writes the true one.
+    let len = req.body().len();
+    let headers = req.headers_mut();
+    if !content_length_is(headers, len) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     if let Some(ip) = peer {
         append_forwarded_for(headers, ip);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+}
+
+/// Whether the message has exactly one Content-Length, and it says `len`.
+fn content_length_is(headers: &HeaderMap, len: usize) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let digits = v.as_bytes();
+    !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<usize>().ok())
+            == Some(len)
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: HeaderValue) {
@@ -186,6 +220,49 @@ mod tests {
         );
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+    }
+
+    #[test]
+    fn content_length_is_kept_only_when_it_matches_the_body() {
+        let with = |cl: &[&str], body: &'static str| {
+            let mut b = Request::builder().uri("/api/order");
+            for v in cl {
+                b = b.header("content-length", *v);
+            }
+            let mut req = b
+                .body(Bytes::from_static(body.as_bytes()))
+                .expect("request");
+            prepare(&mut req);
+            req.headers()
+                .get_all("content-length")
+                .iter()
+                .map(|v| v.to_str().expect("ascii").to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(with(&["5"], "hello"), ["5"]);
+        assert!(
+            with(&["4"], "hello").is_empty(),
+            "a wrong length is dropped"
+        );
+        assert!(with(&["5", "5"], "hello").is_empty());
+        assert!(with(&["+5"], "hello").is_empty());
+        assert!(with(&[], "hello").is_empty());
+    }
+
+    #[test]
+    fn connection_tokens_keep_alive_and_close_name_no_header() {
+        let mut req = request(&[
+            ("connection", "Keep-Alive, close"),
+            ("keep-alive", "timeout=5"),
+            ("close", "a header really named close survives"),
+            ("x-other", "1"),
+        ]);
+        prepare(&mut req);
+        let h = req.headers();
+        assert!(!h.contains_key("connection") && !h.contains_key("keep-alive"));
+        assert_eq!(h["x-other"], "1");
+        assert!(h.contains_key("close"));
+        assert!(req.extensions().get::<ClientAddr>().is_none(), "consumed");
     }
 
     #[test]
