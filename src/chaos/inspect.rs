@@ -24,10 +24,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
-use memchr::{memchr, memmem};
+use memchr::{memchr, memchr2};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::chaos::link::{MARKER, ReportLink};
+use crate::chaos::link::{ReportLink, find_marker};
 
 /// A string of the answer holding `/api/support/`.
 #[derive(Debug, Clone)]
@@ -85,13 +85,13 @@ pub struct NotJson(#[source] serde_json::Error);
 /// Inspects a factory answer. Never panics; `Err` for anything but one
 /// complete JSON document.
 pub fn inspect(body: &[u8]) -> Result<Inspection<'_>, NotJson> {
-    let scan = memmem::find(body, MARKER.as_bytes()).is_some() || memchr(b'\\', body).is_some();
-    if let Some(jwt) = healthy_answer(body).filter(|_| !scan) {
+    if let Some(jwt) = healthy_answer(body) {
         return Ok(Inspection {
             jwt: Some(Cow::Borrowed(jwt)),
             found: Vec::new(),
         });
     }
+    let scan = find_marker(body).is_some() || memchr(b'\\', body).is_some();
     let mut ctx = Ctx {
         base: body,
         scan,
@@ -111,8 +111,8 @@ pub fn inspect(body: &[u8]) -> Result<Inspection<'_>, NotJson> {
 
 /// The token of an answer that is exactly `{"jwt":"<token>"}` (trailing
 /// whitespace allowed), its token printable ASCII (DEL included, as JSON
-/// allows) with no `"` or `\\`:
-/// then the parse would find that jwt and nothing else.
+/// allows) with no `"`, `\\` or `/` (a JWT is base64url and dots):
+/// then the parse would find that jwt and no link.
 fn healthy_answer(body: &[u8]) -> Option<&str> {
     const HEAD: &[u8] = br#"{"jwt":""#;
     let rest = body.strip_prefix(HEAD)?;
@@ -121,7 +121,8 @@ fn healthy_answer(body: &[u8]) -> Option<&str> {
     if tail.get(1) != Some(&b'}') || !tail[2..].iter().all(|b| b" \t\r\n".contains(b)) {
         return None;
     }
-    if !printable_ascii(token) || memchr(b'\\', token).is_some() {
+    // No slash: no link can hide in it; no backslash: nothing escaped.
+    if !printable_ascii(token) || memchr2(b'/', b'\\', token).is_some() {
         return None;
     }
     std::str::from_utf8(token).ok()
@@ -156,7 +157,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn holds_link(&self, s: &str) -> bool {
-        self.scan && memmem::find(s.as_bytes(), MARKER.as_bytes()).is_some()
+        self.scan && find_marker(s.as_bytes()).is_some()
     }
 
     fn saw(
@@ -289,6 +290,7 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chaos::link::MARKER;
     use proptest::prelude::*;
     use serde_json::{Value, json};
 

@@ -15,6 +15,14 @@ use std::fmt;
 /// What marks a report link inside any text.
 pub const MARKER: &str = "/api/support/";
 
+/// A prebuilt searcher for [`MARKER`]: `memmem::find` builds one per call,
+/// which costs more than the search on a body of a few hundred bytes.
+pub fn find_marker(haystack: &[u8]) -> Option<usize> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER));
+    FINDER.find(haystack)
+}
+
 const REPORT: &str = "/report/";
 
 /// Longest apiKey or fix code accepted (real ones are 32 and 8 characters).

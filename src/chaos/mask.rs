@@ -20,7 +20,7 @@ use bytes::Bytes;
 use memchr::memmem;
 
 use crate::chaos::inspect::{Inspection, inspect};
-use crate::chaos::link::MARKER;
+use crate::chaos::link::{MARKER, find_marker};
 
 /// Keys at least this long keep their last four characters.
 const SHOW_TAIL_FROM: usize = 16;
@@ -54,7 +54,7 @@ pub struct Masked<'a>(pub &'a str);
 impl fmt::Display for Masked<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
-        let Some(at) = memmem::find(s.as_bytes(), MARKER.as_bytes()) else {
+        let Some(at) = find_marker(s.as_bytes()) else {
             return f.write_str(s);
         };
         let head_end = at + MARKER.len();

@@ -239,7 +239,9 @@ impl<T> FramingGuard<T> {
 /// (everything else, partial heads included). On the heads it accepts it
 /// finds what httparse finds (a test checks), for a fraction of the cost.
 fn plain_head(data: &[u8]) -> Option<(usize, u64)> {
-    let end = memchr::memmem::find(data, b"\r\n\r\n")? + 4;
+    static END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    let end = END.find(data)? + 4;
     let head = &data[..end];
     // A method first (httparse also skips blank lines before one), and
     // neither the h2 preface nor CONNECT.

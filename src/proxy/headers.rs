@@ -55,7 +55,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Fast path: most messages carry none of them. One pass over the names
     // present (comparing standard names is an integer compare) costs less
     // than a hashed lookup per hop-by-hop name.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     // Names the Connection header lists. `keep-alive` and `close` (nearly
@@ -76,8 +82,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
         headers.remove(name);
+    }
+    // Only those present: each removal is a hashed lookup.
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
