@@ -1,7 +1,7 @@
 //! Header rewriting on the way to the factory, as a reverse proxy must:
 //! hop-by-hop headers dropped (RFC 9110 section 7.6.1, plus any header the
-//! `Connection` header names), `Host` left to the client to set from the
-//! upstream URL, Content-Length checked against the buffered body,
+//! `Connection` header names), `Host` left to the client to overwrite with
+//! the upstream's, Content-Length checked against the buffered body,
 //! `x-forwarded-for` appended (the [`ClientAddr`] extension is consumed
 //! here) and `x-forwarded-proto` set.
 //! Everything else, W3C `traceparent` included, passes unchanged.
@@ -100,7 +100,8 @@ pub fn prepare(req: &mut Request<Bytes>) {
     let peer = req.extensions_mut().remove::<ClientAddr>().map(|a| a.ip);
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
+    // `Host` is left in place: the client overwrites it with the
+    // upstream's (no removal and re-insertion, which can grow the map).
     // The body is buffered, so its length is known: a Content-Length that
     // says so is kept (hyper would only write the same again), any other
     // is dropped and the client writes the true one.
@@ -221,7 +222,6 @@ mod tests {
             "te",
             "upgrade",
             "proxy-authorization",
-            "host",
         ] {
             assert!(!h.contains_key(gone), "{gone} should be dropped");
         }

@@ -171,9 +171,8 @@ impl Pool {
             };
             let mut failed = match taken {
                 Taken::H1(mut tx) => {
-                    if !req.headers().contains_key(HOST) {
-                        req.headers_mut().insert(HOST, self.shared.host.clone());
-                    }
+                    // Replaces the service's Host in place (never forwarded).
+                    req.headers_mut().insert(HOST, self.shared.host.clone());
                     match tx.try_send_request(req).await {
                         Ok(res) => {
                             let release = Release {
