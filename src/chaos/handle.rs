@@ -158,6 +158,11 @@ impl Chaos {
         self.jwks.verify(token).await
     }
 
+    /// [`verify`](Self::verify) without waiting: `None` when it takes a fetch.
+    pub(crate) fn verify_now(&self, token: &str) -> Option<Verdict> {
+        self.jwks.verify_now(token)
+    }
+
     /// Records a sighting (when detection is on) and says what to do about its link.
     pub(crate) fn sighting(
         &self,

@@ -293,11 +293,43 @@ impl JwksCache {
         }
     }
 
+    /// Checks a pizza JWT with what is at hand (a remembered token, the keys
+    /// held): `None` when that takes a JWKS fetch ([`verify`](Self::verify)).
+    pub fn verify_now(&self, token: &str) -> Option<Verdict> {
+        if self.valid.lock().iter().any(|t| **t == *token) {
+            return Some(Verdict::Valid);
+        }
+        let header = match parse_header(token) {
+            Ok(h) => h,
+            Err(v) => return Some(v),
+        };
+        let keys = self.state.lock().keys.clone()?;
+        match keys.check(token, &header) {
+            Check::Done(r) => Some(self.remember(token, r)),
+            Check::UnknownKid => None,
+        }
+    }
+
+    /// A verdict, remembering the token when it is valid.
+    fn remember(&self, token: &str, verdict: Result<(), &'static str>) -> Verdict {
+        match verdict {
+            Ok(()) => {
+                let mut valid = self.valid.lock();
+                if valid.len() >= RECENT_VALID {
+                    valid.pop_back();
+                }
+                valid.push_front(token.into());
+                Verdict::Valid
+            }
+            Err(why) => Verdict::Invalid(why),
+        }
+    }
+
     /// Checks a pizza JWT; fetches the JWKS when it has none yet or the
     /// token's key id is unknown.
     pub async fn verify(&self, token: &str) -> Verdict {
-        if self.valid.lock().iter().any(|t| **t == *token) {
-            return Verdict::Valid;
+        if let Some(verdict) = self.verify_now(token) {
+            return verdict;
         }
         let header = match parse_header(token) {
             Ok(h) => h,
@@ -334,17 +366,7 @@ impl JwksCache {
                 }
             }
         };
-        match verdict {
-            Ok(()) => {
-                let mut valid = self.valid.lock();
-                if valid.len() >= RECENT_VALID {
-                    valid.pop_back();
-                }
-                valid.push_front(token.into());
-                Verdict::Valid
-            }
-            Err(why) => Verdict::Invalid(why),
-        }
+        self.remember(token, verdict)
     }
 
     /// Fetches the JWKS if none is held yet (a warm-up; the outcome shows in

@@ -2,10 +2,12 @@
 //!
 //! Only `POST /api/order` answers are looked at; every other request passes
 //! through untouched and unbuffered, with nothing added.
-//! An order try runs inside the caller's future (one allocation holds both
-//! its phases: waiting for the factory, then reading and judging the
-//! answer). When the caller stops waiting (the attempt timeout above cuts
-//! the try) the unfinished try moves to a task of its own and goes on,
+//! An order try runs inside the caller's future: the factory's answer is
+//! awaited in place and the healthy order is judged there at once, with no
+//! allocation; only an answer that makes the try wait (a body still coming,
+//! a key fetch, chaos to act on) boxes the rest. When the caller stops
+//! waiting (the attempt timeout above cuts the try) the unfinished try
+//! moves to a task of its own and goes on,
 //! bounded by `background_timeout` counted from the start of the try, only
 //! to learn the report link and resolve it: a throttled factory answers
 //! after about 32 s, well after a 5 s attempt timeout, and that late answer
@@ -28,7 +30,7 @@ use tower::{Layer, Service};
 
 use crate::chaos::ChaosType;
 use crate::chaos::handle::Chaos;
-use crate::chaos::order::after_answer;
+use crate::chaos::order::{Answer, Judged, on_answer};
 use crate::chaos::side::SideService;
 use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
@@ -80,7 +82,7 @@ fn is_order<B>(req: &Request<B>) -> bool {
 impl<S> Service<Request<Bytes>> for ChaosService<S>
 where
     S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError>,
-    S::Future: Send + 'static,
+    S::Future: Unpin + Send + 'static,
 {
     type Response = Response<ProxyBody>;
     type Error = BoxError;
@@ -97,12 +99,9 @@ where
             };
         }
         let started = Instant::now();
-        let answer = self.inner.call(req);
-        let chaos = Arc::clone(&self.chaos);
-        let work = phases(answer, move |answer| after_answer(chaos, answer, started));
         ChaosFuture::Order {
             order: OrderTry {
-                work: Some(Box::pin(work)),
+                stage: Some(Stage::Answering(self.inner.call(req))),
                 chaos: Arc::clone(&self.chaos),
                 started,
             },
@@ -110,139 +109,135 @@ where
     }
 }
 
-type Answer = Result<Response<ProxyBody>, BoxError>;
+type Later = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
-/// An order try in progress, boxed once.
-trait OrderWork: Future<Output = Answer> + Send {
-    /// Whether the factory's answer (or its failure) is in.
-    fn answered(&self) -> bool;
-}
-
-pin_project_lite::pin_project! {
-    /// The two phases of an order try: the factory's answer `F`, then `G`,
-    /// made by `then` from it (reading and judging the answer).
-    struct Phases<F, G, M> {
-        #[pin]
-        answering: Option<F>,
-        then: Option<M>,
-        #[pin]
-        judging: Option<G>,
-    }
-}
-
-fn phases<F, G, M>(answer: F, then: M) -> Phases<F, G, M>
-where
-    M: FnOnce(Answer) -> G,
-{
-    Phases {
-        answering: Some(answer),
-        then: Some(then),
-        judging: None,
-    }
-}
-
-impl<F, G, M> Future for Phases<F, G, M>
-where
-    F: Future<Output = Answer>,
-    G: Future<Output = Answer>,
-    M: FnOnce(Answer) -> G,
-{
-    type Output = Answer;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
-        let mut this = self.project();
-        if let Some(fut) = this.answering.as_mut().as_pin_mut() {
-            let answer = ready!(fut.poll(cx));
-            this.answering.set(None);
-            match this.then.take() {
-                Some(then) => this.judging.set(Some(then(answer))),
-                None => return Poll::Ready(answer),
-            }
-        }
-        match this.judging.as_pin_mut() {
-            Some(fut) => fut.poll(cx),
-            None => Poll::Ready(Err("order try polled after it ended".into())),
-        }
-    }
-}
-
-impl<F, G, M> OrderWork for Phases<F, G, M>
-where
-    F: Future<Output = Answer> + Send,
-    G: Future<Output = Answer> + Send,
-    M: FnOnce(Answer) -> G + Send,
-{
-    fn answered(&self) -> bool {
-        self.answering.is_none()
-    }
+/// Where an order try is.
+enum Stage<F> {
+    /// Waiting for the factory's answer (the inner future, which moves).
+    Answering(F),
+    /// Reading or judging it (boxed by [`on_answer`] when that has to wait).
+    Judging(Later),
 }
 
 /// An order try the caller is waiting for; see the module docs for what
 /// happens when the caller stops waiting (drop).
-pub struct OrderTry {
-    work: Option<Pin<Box<dyn OrderWork>>>,
+pub struct OrderTry<F>
+where
+    F: Future<Output = Answer> + Unpin + Send + 'static,
+{
+    stage: Option<Stage<F>>,
     chaos: Arc<Chaos>,
     started: Instant,
 }
 
-impl Future for OrderTry {
+impl<F> Future for OrderTry<F>
+where
+    F: Future<Output = Answer> + Unpin + Send + 'static,
+{
     type Output = Answer;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
-        let Some(work) = self.work.as_mut() else {
-            return Poll::Ready(Err("order try polled after it ended".into()));
-        };
-        let out = ready!(work.as_mut().poll(cx));
-        self.work = None;
-        Poll::Ready(out)
+        let this = &mut *self;
+        loop {
+            match this.stage.as_mut() {
+                Some(Stage::Answering(fut)) => {
+                    let answer = ready!(Pin::new(fut).poll(cx));
+                    match on_answer(&this.chaos, answer, this.started, cx) {
+                        Judged::Done(out) => {
+                            this.stage = None;
+                            return Poll::Ready(out);
+                        }
+                        Judged::Later(rest) => this.stage = Some(Stage::Judging(rest)),
+                    }
+                }
+                Some(Stage::Judging(rest)) => {
+                    let out = ready!(rest.as_mut().poll(cx));
+                    this.stage = None;
+                    return Poll::Ready(out);
+                }
+                None => return Poll::Ready(Err("order try polled after it ended".into())),
+            }
+        }
     }
 }
 
-impl Drop for OrderTry {
+impl<F> Drop for OrderTry<F>
+where
+    F: Future<Output = Answer> + Unpin + Send + 'static,
+{
     fn drop(&mut self) {
-        let Some(work) = self.work.take() else {
+        let Some(stage) = self.stage.take() else {
             return;
         };
         // No runtime (it is shutting down): nothing left to learn from.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(finish_alone(Arc::clone(&self.chaos), work, self.started));
+            rt.spawn(finish_alone(Arc::clone(&self.chaos), stage, self.started));
         }
     }
 }
 
 /// An abandoned order try, finishing within `background_timeout` of `started`.
-async fn finish_alone(chaos: Arc<Chaos>, mut work: Pin<Box<dyn OrderWork>>, started: Instant) {
+async fn finish_alone<F>(chaos: Arc<Chaos>, stage: Stage<F>, started: Instant)
+where
+    F: Future<Output = Answer> + Unpin + Send + 'static,
+{
     let limit = chaos.config.background_timeout;
-    match tokio::time::timeout_at(started + limit, &mut work).await {
-        Ok(Ok(res)) => tracing::debug!(
+    let until = started + limit;
+    let mut rest = match stage {
+        Stage::Judging(rest) => rest,
+        Stage::Answering(fut) => {
+            let Ok(answer) = tokio::time::timeout_at(until, fut).await else {
+                // No answer within background_timeout: the factory is not
+                // answering at all (an outage, no link to follow).
+                tracing::debug!(?limit, "the factory did not answer an abandoned order try");
+                let _ = chaos.sighting(ChaosType::Unknown, None, None);
+                return;
+            };
+            let mut answer = Some(answer);
+            let judged = std::future::poll_fn(|cx| {
+                Poll::Ready(answer.take().map(|a| on_answer(&chaos, a, started, cx)))
+            });
+            match judged.await {
+                Some(Judged::Done(out)) => return finished(&out),
+                Some(Judged::Later(rest)) => rest,
+                None => return,
+            }
+        }
+    };
+    match tokio::time::timeout_at(until, &mut rest).await {
+        Ok(out) => finished(&out),
+        Err(_) => tracing::debug!(?limit, "abandoned order try cut by background_timeout"),
+    }
+}
+
+fn finished(out: &Answer) {
+    match out {
+        Ok(res) => tracing::debug!(
             status = res.status().as_u16(),
             "abandoned order try finished in the background"
         ),
-        Ok(Err(e)) => tracing::debug!(error = %e, "abandoned order try failed in the background"),
-        Err(_) if work.answered() => {
-            tracing::debug!(?limit, "abandoned order try cut by background_timeout");
-        }
-        Err(_) => {
-            // No answer within background_timeout: the factory is not
-            // answering at all (an outage, no link to follow).
-            tracing::debug!(?limit, "the factory did not answer an abandoned order try");
-            let _ = chaos.sighting(ChaosType::Unknown, None, None);
-        }
+        Err(e) => tracing::debug!(error = %e, "abandoned order try failed in the background"),
     }
 }
 
 pin_project_lite::pin_project! {
     /// See [`ChaosService`].
     #[project = ChaosFutureProj]
-    pub enum ChaosFuture<F> {
+    pub enum ChaosFuture<F>
+    where
+        F: Future<Output = Answer>,
+        F: Unpin,
+        F: Send,
+        F: 'static,
+    {
         Pass { #[pin] fut: F },
-        Order { order: OrderTry },
+        Order { order: OrderTry<F> },
     }
 }
 
 impl<F> Future for ChaosFuture<F>
 where
-    F: Future<Output = Answer>,
+    F: Future<Output = Answer> + Unpin + Send + 'static,
 {
     type Output = Answer;
 

@@ -2,6 +2,12 @@
 //! small JSON), find the link and the jwt, verify the jwt, classify, record
 //! the episode, follow the link, mask links in the body passed on.
 //!
+//! The healthy order is judged without waiting and without an allocation
+//! ([`on_answer`]: its body came in one frame, its token is known or checked
+//! with the keys at hand, there is no chaos to act on); anything else goes
+//! the full, waiting path ([`judge_body`]) from the start, so both judge
+//! alike (the same [`assess`]).
+//!
 //! Order of things, and why:
 //! - A `fail` or `badjwt` answer waits for the resolve GET (single flight,
 //!   bounded by the side-request timeout) before it goes back up, so the
@@ -14,9 +20,13 @@
 //!   buffered beyond the limit.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::Body;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -27,7 +37,7 @@ use crate::chaos::buffer::{Buffered, read_limited};
 use crate::chaos::detect::{Finding, JwtCheck, classify, classify_uninspected, is_oven_full};
 use crate::chaos::episodes::FollowPlan;
 use crate::chaos::handle::Chaos;
-use crate::chaos::inspect::inspect;
+use crate::chaos::inspect::{Inspection, inspect};
 use crate::chaos::jwt::Verdict;
 use crate::chaos::link::ReportLink;
 use crate::chaos::mask::redact_with;
@@ -63,20 +73,38 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The rest of an order try, once the factory answered (or failed to):
-/// see the module docs. `started` is when the try began.
-pub(crate) async fn after_answer(
-    chaos: Arc<Chaos>,
-    answer: Result<Response<ProxyBody>, BoxError>,
+/// An order try's answer, judged as far as it could be without waiting.
+// Returned by value once per order try; boxing `Done` would add back the
+// allocation this path exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Judged {
+    /// What goes back up the stack.
+    Done(Answer),
+    /// The rest needs waiting (the body, the JWKS, a resolve): boxed, so an
+    /// abandoned try can finish in a task of its own.
+    Later(Pin<Box<dyn Future<Output = Answer> + Send>>),
+}
+
+pub(crate) type Answer = Result<Response<ProxyBody>, BoxError>;
+
+/// The factory answered (or failed to): judges it at once when nothing has
+/// to be waited for, which is the healthy order's case: the whole body in
+/// the first frame, a token already known or checked with keys at hand, no
+/// chaos to act on. `cx` is the caller's: a body frame that is not there
+/// yet wakes it. `started` is when the try began.
+pub(crate) fn on_answer(
+    chaos: &Arc<Chaos>,
+    answer: Answer,
     started: Instant,
-) -> Result<Response<ProxyBody>, BoxError> {
+    cx: &mut Context<'_>,
+) -> Judged {
     let res = match answer {
         Ok(res) => res,
         Err(e) => {
             if matches!(classify_error(e.as_ref()), Outcome::Failure(_)) {
                 let _ = chaos.sighting(ChaosType::Unknown, None, None);
             }
-            return Err(e);
+            return Judged::Done(Err(e));
         }
     };
     let elapsed = started.elapsed();
@@ -84,57 +112,134 @@ pub(crate) async fn after_answer(
     let limit = chaos.config.inspect_max_bytes;
     let too_large = declared_length(res.headers()).is_some_and(|n| n > limit as u64);
     if !is_json(res.headers()) || too_large {
-        uninspected(&chaos, status);
-        return Ok(res);
+        uninspected(chaos, status);
+        return Judged::Done(Ok(res));
     }
-
-    let (mut parts, body) = res.into_parts();
-    let bytes = match read_limited(body, limit).await {
-        Ok(Buffered::Whole(bytes)) => bytes,
-        Ok(Buffered::TooLarge(body)) => {
-            uninspected(&chaos, status);
-            return Ok(Response::from_parts(parts, body));
-        }
-        Err(e) => {
-            // The answer cannot be passed on whole: a failed try.
-            let _ = chaos.sighting(ChaosType::Unknown, None, Some(status));
-            return Err(Box::new(UpstreamError::new(
-                "the factory's answer body could not be read",
-                e,
-            )));
+    let (parts, mut body) = res.into_parts();
+    let first = match Pin::new(&mut body).poll_frame(cx) {
+        Poll::Ready(None) => Bytes::new(),
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(data) if body.is_end_stream() && data.len() <= limit => data,
+            // More to read: the rest is read in order, this frame first.
+            Ok(data) => {
+                let body = body.with_prefix(data);
+                let chaos = Arc::clone(chaos);
+                return Judged::Later(Box::pin(read_and_judge(chaos, parts, body, elapsed)));
+            }
+            // Trailers: a factory JSON answer has none; dropped, as reading does.
+            Err(_) => {
+                let chaos = Arc::clone(chaos);
+                return Judged::Later(Box::pin(read_and_judge(chaos, parts, body, elapsed)));
+            }
+        },
+        Poll::Ready(Some(Err(e))) => return Judged::Done(Err(unreadable(chaos, status, e))),
+        Poll::Pending => {
+            let chaos = Arc::clone(chaos);
+            return Judged::Later(Box::pin(read_and_judge(chaos, parts, body, elapsed)));
         }
     };
+    judge_now(chaos, parts, first, elapsed)
+}
 
-    let redacted = {
+/// The answer body cannot be passed on whole: a failed try.
+fn unreadable(chaos: &Chaos, status: StatusCode, e: BoxError) -> BoxError {
+    let _ = chaos.sighting(ChaosType::Unknown, None, Some(status));
+    Box::new(UpstreamError::new(
+        "the factory's answer body could not be read",
+        e,
+    ))
+}
+
+/// Reads the rest of the body (up to `inspect_max_bytes`), then judges it.
+async fn read_and_judge(
+    chaos: Arc<Chaos>,
+    parts: http::response::Parts,
+    body: ProxyBody,
+    elapsed: Duration,
+) -> Answer {
+    let status = parts.status;
+    match read_limited(body, chaos.config.inspect_max_bytes).await {
+        Ok(Buffered::Whole(bytes)) => judge_body(chaos, parts, bytes, elapsed, None).await,
+        Ok(Buffered::TooLarge(body)) => {
+            uninspected(&chaos, status);
+            Ok(Response::from_parts(parts, body))
+        }
+        Err(e) => Err(unreadable(&chaos, status, e)),
+    }
+}
+
+/// [`judge_body`] without waiting, when nothing has to be waited for;
+/// otherwise hands the answer, untouched, to it.
+fn judge_now(
+    chaos: &Arc<Chaos>,
+    mut parts: http::response::Parts,
+    bytes: Bytes,
+    elapsed: Duration,
+) -> Judged {
+    let status = parts.status;
+    let done = {
+        let Ok(found) = inspect(&bytes) else {
+            uninspected(chaos, status);
+            return Judged::Done(Ok(Response::from_parts(parts, ProxyBody::full(bytes))));
+        };
+        // `None`: the check needs a key fetch.
+        let verdict = match found.jwt() {
+            Some(token) if status.is_success() && chaos.config.verify_jwt => {
+                chaos.verify_now(token).map(Some)
+            }
+            _ => Some(None),
+        };
+        match verdict {
+            Some(verdict) => {
+                match assess(chaos, &mut parts, &bytes, &found, verdict.clone(), elapsed) {
+                    Finding::Chaos(_) => Err(Some(verdict)),
+                    finding => {
+                        if finding == Finding::Healthy {
+                            chaos.healthy();
+                        }
+                        Ok(redacted(chaos, &bytes, &found))
+                    }
+                }
+            }
+            None => Err(None),
+        }
+    };
+    match done {
+        Ok(masked) => Judged::Done(Ok(finish(parts, bytes, masked))),
+        // Chaos to act on or a key fetch: the full path, from the start
+        // (nothing was recorded yet), with the verdict if there is one.
+        Err(known) => {
+            parts.extensions.remove::<BadJwt>();
+            let chaos = Arc::clone(chaos);
+            Judged::Later(Box::pin(judge_body(chaos, parts, bytes, elapsed, known)))
+        }
+    }
+}
+
+/// Inspects a whole answer body, checks its jwt (unless `known` already
+/// holds the verdict), records and acts on what it finds, and masks its
+/// links (see the module docs).
+async fn judge_body(
+    chaos: Arc<Chaos>,
+    mut parts: http::response::Parts,
+    bytes: Bytes,
+    elapsed: Duration,
+    known: Option<Option<Verdict>>,
+) -> Answer {
+    let status = parts.status;
+    let masked = {
         let Ok(found) = inspect(&bytes) else {
             uninspected(&chaos, status);
             return Ok(Response::from_parts(parts, ProxyBody::full(bytes)));
         };
-        let verdict = match found.jwt() {
-            Some(token) if status.is_success() && chaos.config.verify_jwt => {
+        let verdict = match (known, found.jwt()) {
+            (Some(known), _) => known,
+            (None, Some(token)) if status.is_success() && chaos.config.verify_jwt => {
                 Some(verify_within(&chaos, token, VERIFY_WAIT).await)
             }
-            _ => None,
+            (None, _) => None,
         };
-        let check = verdict
-            .as_ref()
-            .map_or(JwtCheck::NotChecked, JwtCheck::from);
-        if let Some(Verdict::Invalid(why)) = &verdict {
-            tracing::debug!(reason = why, "pizza JWT does not verify");
-            parts.extensions.insert(BadJwt);
-        }
-        let finding = if is_oven_full(status, found.has_link(), &bytes) {
-            Finding::Nothing
-        } else {
-            classify(
-                status,
-                elapsed,
-                found.has_link(),
-                check,
-                chaos.config.slow_threshold,
-            )
-        };
-        match finding {
+        match assess(&chaos, &mut parts, &bytes, &found, verdict, elapsed) {
             Finding::Chaos(kind) => {
                 // Prefer a followable link when an answer holds several.
                 let link = found
@@ -152,13 +257,59 @@ pub(crate) async fn after_answer(
             Finding::Healthy => chaos.healthy(),
             Finding::Nothing => {}
         }
-        if chaos.config.redact_in_responses {
-            redact_with(&bytes, &found)
-        } else {
-            None
-        }
+        redacted(&chaos, &bytes, &found)
     };
-    let bytes = match redacted {
+    Ok(finish(parts, bytes, masked))
+}
+
+/// What an inspected answer with this jwt verdict is; marks a bad pizza
+/// ([`BadJwt`]) on the answer.
+fn assess(
+    chaos: &Chaos,
+    parts: &mut http::response::Parts,
+    bytes: &[u8],
+    found: &Inspection<'_>,
+    verdict: Option<Verdict>,
+    elapsed: Duration,
+) -> Finding {
+    let status = parts.status;
+    let check = verdict
+        .as_ref()
+        .map_or(JwtCheck::NotChecked, JwtCheck::from);
+    if let Some(Verdict::Invalid(why)) = &verdict {
+        tracing::debug!(reason = why, "pizza JWT does not verify");
+        parts.extensions.insert(BadJwt);
+    }
+    if is_oven_full(status, found.has_link(), bytes) {
+        Finding::Nothing
+    } else {
+        classify(
+            status,
+            elapsed,
+            found.has_link(),
+            check,
+            chaos.config.slow_threshold,
+        )
+    }
+}
+
+/// The masked body, when links must be masked and there are any.
+fn redacted(chaos: &Chaos, bytes: &[u8], found: &Inspection<'_>) -> Option<Bytes> {
+    if chaos.config.redact_in_responses {
+        redact_with(bytes, found)
+    } else {
+        None
+    }
+}
+
+/// The answer passed on: the body whole, masked if it had to be (with its
+/// length corrected).
+fn finish(
+    mut parts: http::response::Parts,
+    bytes: Bytes,
+    masked: Option<Bytes>,
+) -> Response<ProxyBody> {
+    let bytes = match masked {
         Some(masked) => {
             parts.headers.remove(TRANSFER_ENCODING);
             parts
@@ -168,22 +319,18 @@ pub(crate) async fn after_answer(
         }
         None => bytes,
     };
-    Ok(Response::from_parts(parts, ProxyBody::full(bytes)))
+    Response::from_parts(parts, ProxyBody::full(bytes))
 }
 
 /// Checks `token`, waiting at most `wait` for the JWKS. A check that needs
-/// no fetch (keys held, or a remembered token) is done in its first poll,
-/// and then no timer is made at all.
+/// no fetch (keys held, or a remembered token) makes no timer at all.
 async fn verify_within(chaos: &Chaos, token: &str, wait: Duration) -> Verdict {
-    let check = chaos.verify(token);
-    tokio::pin!(check);
-    let first = std::future::poll_fn(|cx| Poll::Ready(check.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(verdict) => verdict,
-        Poll::Pending => tokio::time::timeout(wait, check)
-            .await
-            .unwrap_or_else(|_| Verdict::Unknown("the JWKS is slow to come".to_owned())),
+    if let Some(verdict) = chaos.verify_now(token) {
+        return verdict;
     }
+    tokio::time::timeout(wait, chaos.verify(token))
+        .await
+        .unwrap_or_else(|_| Verdict::Unknown("the JWKS is slow to come".to_owned()))
 }
 
 /// An answer that could not be inspected says something only when it is a 5xx.
