@@ -18,7 +18,7 @@
 //!        └ telemetry  client span + http.client.request.duration per try
 //!         └ deadline  attempt_timeout per try
 //!          └ chaos    inspect order answers: report link, JWT, episodes, resolve, mask
-//!           └ proxy::client  pooled keep-alive, rustls, h2 by ALPN
+//!           └ proxy::client  Forward over proxy::pool (keep-alive), rustls, h2 by ALPN
 //! ```
 //!
 //! Beside the stack: `admin` (health, readiness, metrics, status, overrides),

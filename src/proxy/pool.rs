@@ -167,7 +167,9 @@ impl Pool {
             // The last resend goes on a new connection.
             let taken = match self.take(resends >= STALE_RESENDS) {
                 Some(t) => t,
-                None => self.connect().await?,
+                // Boxed: the connect and TLS handshake state is large, and
+                // inline it would size every request's future for it.
+                None => Box::pin(self.connect()).await?,
             };
             let mut failed = match taken {
                 Taken::H1(mut tx) => {
@@ -525,6 +527,15 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "never: {what}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    #[test]
+    fn a_request_in_flight_is_small() {
+        let origin: Uri = "http://127.0.0.1:9/".parse().expect("uri");
+        let pool = pool_for(&origin, 8, Duration::from_secs(90));
+        let size = std::mem::size_of_val(&pool.send(get()));
+        // Every in-flight request holds one: 256 connections, 256 of them.
+        assert!(size <= 1024, "Pool::send future is {size} bytes");
     }
 
     #[tokio::test]

@@ -101,3 +101,36 @@ pub fn build_buffered(
         .layer(parts.chaos.layer())
         .service(parts.forward.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resilience::breaker::Breaker;
+
+    /// The future of one request below body buffering: hyper keeps one per
+    /// connection and every layer moves it on its way up, so its size is
+    /// paid in memory per connection and in copies per request.
+    #[tokio::test]
+    async fn a_request_future_stays_small() {
+        let no_env = |_: &str| None;
+        let config = Config::parse("[upstream]\nurl = \"http://127.0.0.1:9\"\n", "t", &no_env)
+            .expect("config");
+        let metrics = Arc::new(Metrics::default());
+        let parts = Parts {
+            forward: Forward::new(&config.upstream).expect("forward"),
+            metrics: Arc::clone(&metrics),
+            tracing: Tracing::disabled(),
+            counts: Arc::new(RequestCounts::default()),
+            breaker: Breaker::new(&config.circuit_breaker, Arc::clone(&metrics)),
+            budget: RetryBudget::new(&config.retry),
+            chaos: Chaos::new(&config.chaos, Arc::clone(&metrics)),
+        };
+        let mut svc = build_buffered(&config, &parts);
+        let req = Request::post("/api/order")
+            .body(Bytes::new())
+            .expect("request");
+        let fut = svc.call(req);
+        let size = std::mem::size_of_val(&fut);
+        assert!(size <= 2048, "the stack's future is {size} bytes");
+    }
+}
