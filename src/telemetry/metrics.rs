@@ -314,6 +314,11 @@ impl Metrics {
         }
     }
 
+    /// A handle on the provider (its readers stop when the last one drops).
+    pub fn provider(&self) -> SdkMeterProvider {
+        self.provider.clone()
+    }
+
     /// Flushes (a final OTLP export) and stops the readers.
     pub fn shutdown(&self) {
         if let Err(e) = self.provider.force_flush() {

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -55,6 +55,9 @@ pub const FLUSH_LIMIT: Duration = Duration::from_secs(12);
 pub struct Telemetry {
     metrics: Arc<Metrics>,
     tracer_provider: Option<SdkTracerProvider>,
+    /// OTLP readers run as tokio tasks (stopping them blocks: see `Drop`).
+    exporting: bool,
+    shut_down: AtomicBool,
 }
 
 impl Telemetry {
@@ -63,6 +66,8 @@ impl Telemetry {
         Telemetry {
             metrics: Arc::new(Metrics::new(server_address)),
             tracer_provider: None,
+            exporting: false,
+            shut_down: AtomicBool::new(false),
         }
     }
 
@@ -117,6 +122,8 @@ impl Telemetry {
         Ok(Telemetry {
             metrics,
             tracer_provider,
+            exporting: true,
+            shut_down: AtomicBool::new(false),
         })
     }
 
@@ -154,6 +161,7 @@ impl Telemetry {
     /// behind the blocked thread (the sidecar hung on SIGTERM), so the
     /// blocking part runs on tokio's blocking pool.
     pub async fn shutdown(&self) {
+        self.shut_down.store(true, Ordering::Relaxed);
         let metrics = Arc::clone(&self.metrics);
         let tracer_provider = self.tracer_provider.clone();
         let flush = tokio::task::spawn_blocking(move || {
@@ -167,6 +175,34 @@ impl Telemetry {
         });
         if tokio::time::timeout(FLUSH_LIMIT, flush).await.is_err() {
             tracing::warn!(limit = ?FLUSH_LIMIT, "final telemetry export did not finish in time");
+        }
+    }
+}
+
+/// Dropped without [`Telemetry::shutdown`] (the sidecar's task cancelled,
+/// e.g. by a runtime shutting down), the providers' last references would
+/// stop the SDK readers on this thread, and that blocks until the readers'
+/// tokio tasks answer: on a runtime thread that is itself dropping those
+/// tasks, it blocks for ever. A plain thread takes the last references and
+/// stops them instead; it ends when the tasks answer or are dropped.
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if !self.exporting || self.shut_down.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let meter_provider = self.metrics.provider();
+        let tracer_provider = self.tracer_provider.take();
+        let stop = move || {
+            let _ = meter_provider.shutdown();
+            if let Some(p) = tracer_provider {
+                let _ = p.shutdown();
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("otlp-stop".into())
+            .spawn(stop)
+        {
+            tracing::warn!(error = %e, "cannot start a thread to stop the OTLP readers");
         }
     }
 }
@@ -367,7 +403,63 @@ impl opentelemetry_http::HttpClient for SidecarHttpClient {
 
 #[cfg(test)]
 mod tests {
-    use super::signal_url;
+    use super::{Telemetry, signal_url};
+    use crate::config::{OtlpProtocol, TelemetryConfig};
+    use std::time::Duration;
+
+    /// A runtime shut down while a task still owns the telemetry (a test
+    /// ending without `stopped()`, or a cancelled sidecar task) must not
+    /// hang: the SDK's readers stop by blocking until their own task
+    /// answers, and that task is dropped by the very thread that would be
+    /// blocked (CI hung for 90 minutes on this). Run for both protocols and
+    /// both orders of the owner and the SDK tasks.
+    #[test]
+    fn a_runtime_dropped_under_it_never_hangs() {
+        for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+            for owner_first in [false, true] {
+                let (done, finished) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async move {
+                        let config = TelemetryConfig {
+                            // Nothing listens on port 1: exports fail fast.
+                            otlp_endpoint: "http://127.0.0.1:1".into(),
+                            otlp_protocol: protocol,
+                            export_interval: Duration::from_secs(3600),
+                            traces: true,
+                            ..TelemetryConfig::default()
+                        };
+                        let (tx, rx) = tokio::sync::oneshot::channel::<Telemetry>();
+                        if owner_first {
+                            tokio::spawn(async move {
+                                let _owned = rx.await;
+                                std::future::pending::<()>().await
+                            });
+                        }
+                        let t = Telemetry::start(&config, "factory").expect("telemetry");
+                        if owner_first {
+                            let _ = tx.send(t);
+                        } else {
+                            tokio::spawn(async move {
+                                let _owned = t;
+                                std::future::pending::<()>().await
+                            });
+                        }
+                        tokio::task::yield_now().await;
+                    });
+                    drop(rt);
+                    let _ = done.send(());
+                });
+                assert!(
+                    finished.recv_timeout(Duration::from_secs(60)).is_ok(),
+                    "runtime drop hung ({protocol:?}, owner first: {owner_first})"
+                );
+            }
+        }
+    }
 
     #[test]
     fn signal_urls() {

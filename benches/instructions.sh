@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind's callgrind: the
+# user-space cost of one order through a proxy, repeatable to a fraction of a
+# percent whatever else the machine is doing (wall-clock figures on a shared
+# VM move by 10% or more between rounds; see benches/README.md). Counts
+# instructions only: no kernel time, no cache misses, no waiting.
+#
+# Two runs per target (N1 and N2 requests, ab keep-alive, C connections); the
+# difference over N2 - N1 cancels start-up, warm-up and shutdown. Targets:
+# the sidecar in the load benchmark's variants, and nginx in the same
+# configuration as benches/load.sh (one process, master_process off).
+#
+#   bash benches/instructions.sh                     all targets, c=32
+#   bash benches/instructions.sh --targets "sidecar nginx" --conns 256
+#   bash benches/instructions.sh --bin path/to/factory-sidecar   (compare builds)
+#
+# Needs valgrind and ab (apt-get install valgrind apache2-utils); installs them
+# when missing. Loopback only; about a minute per target.
+set -euo pipefail
+
+TARGETS="sidecar sc-noretry sc-nochaos sc-bare nginx"
+CONNS=32 N1=1000 N2=5000 BIN="" INSTALL=1
+while (($#)); do
+    case "$1" in
+    --targets) TARGETS=${2:?}; shift ;;
+    --conns) CONNS=${2:?}; shift ;;
+    --n1) N1=${2:?}; shift ;;
+    --n2) N2=${2:?}; shift ;;
+    --bin) BIN=${2:?}; shift ;;
+    --no-install) INSTALL=0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "instructions.sh: unknown option '$1'" >&2; exit 1 ;;
+    esac
+    shift
+done
+((N2 > N1)) || { echo "instructions.sh: --n2 must exceed --n1" >&2; exit 1; }
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v ab >/dev/null || need+=(apache2-utils)
+[[ $TARGETS != *nginx* ]] || command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+if ((${#need[@]})); then
+    ((INSTALL)) || { echo "missing: ${need[*]}" >&2; exit 1; }
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [[ -z $BIN ]]; then
+    (cd "$ROOT" && cargo build --release --quiet)
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/factory-sidecar
+fi
+BODY=$(sed -n 's/^pub const SAMPLE_ORDER: &str = r#"\(.*\)"#;$/\1/p' "$ROOT/src/sim/mod.rs")
+KEY=$(sed -n 's/^pub const DEFAULT_API_KEY: &str = "\(.*\)";$/\1/p' "$ROOT/src/sim/mod.rs")
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/factory-instr.XXXXXX")
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
+printf '%s' "$BODY" >"$TMP/body.json"
+
+env TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$BIN" sim --listen 127.0.0.1:0 >"$TMP/sim.out" 2>&1 &
+PIDS+=($!)
+UP=""
+for _ in $(seq 200); do
+    UP=$(sed -n 's|^sim listening on http://\(.*\)$|\1|p' "$TMP/sim.out" | head -1)
+    [[ -n $UP ]] && break
+    sleep 0.05
+done
+[[ -n $UP ]] || { echo "the simulator did not start" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# One measured run of N requests; prints the instruction total.
+run_once() { # target n
+    local target=$1 n=$2 listen admin pid out=$TMP/cg.$1.$2
+    listen=127.0.0.1:$(free_port)
+    case $target in
+    nginx)
+        mkdir -p "$TMP/nginx-tmp"
+        sed -e "s|@TMP@|$TMP|g" -e "s|@UPSTREAM@|$UP|g" -e "s|@POOL@|256|g" -e "s|@LISTEN@|$listen|g" \
+            "$ROOT/benches/configs/nginx.conf.in" | sed 's/^daemon off;/daemon off;\nmaster_process off;/' >"$TMP/nginx.conf"
+        valgrind --tool=callgrind --callgrind-out-file="$out" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" \
+            -c "$TMP/nginx.conf" >"$TMP/v.log" 2>&1 &
+        ;;
+    *)
+        local attempts=3 breaker=true chaos=true
+        case $target in
+        sidecar) ;;
+        sc-noretry) attempts=1 breaker=false ;;
+        sc-nochaos) chaos=false ;;
+        sc-bare) attempts=1 breaker=false chaos=false ;;
+        *) echo "unknown target $target" >&2; exit 1 ;;
+        esac
+        admin=127.0.0.1:$(free_port)
+        cat >"$TMP/$target.toml" <<EOF
+[server]
+listen = "$listen"
+[upstream]
+url = "http://$UP"
+pool_max_idle_per_host = 256
+[retry]
+max_attempts = $attempts
+[circuit_breaker]
+enabled = $breaker
+[chaos]
+detect = $chaos
+verify_jwt = $chaos
+redact_in_responses = $chaos
+[admin]
+listen = "$admin"
+EOF
+        env TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
+            "$BIN" run --config "$TMP/$target.toml" >"$TMP/v.log" 2>&1 &
+        ;;
+    esac
+    pid=$!
+    for _ in $(seq 600); do
+        curl -s -o /dev/null -m 1 -H "authorization: Bearer $KEY" -H 'content-type: application/json' \
+            --data-raw "$BODY" "http://$listen/api/order" && break
+        kill -0 "$pid" 2>/dev/null || { cat "$TMP/v.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    ab -q -k -c "$CONNS" -n "$n" -p "$TMP/body.json" -T application/json \
+        -H "Authorization: Bearer $KEY" "http://$listen/api/order" >"$TMP/ab.log" 2>&1
+    local failed non2xx
+    failed=$(awk '/^Failed requests:/ {print $3}' "$TMP/ab.log")
+    non2xx=$(awk '/^Non-2xx responses:/ {print $3}' "$TMP/ab.log")
+    kill -INT "$pid"
+    wait "$pid" 2>/dev/null || true
+    if [[ ${failed:-0} != 0 || -n ${non2xx:-} ]]; then
+        echo "$target: $failed failed, ${non2xx:-0} non-2xx answers" >&2
+        exit 3
+    fi
+    awk '/^summary:/ {s += $2} END {print s}' "$out"*
+}
+
+printf '%-11s %6s %14s\n' target conns instr/request
+for t in $TARGETS; do
+    a=$(run_once "$t" "$N1")
+    b=$(run_once "$t" "$N2")
+    printf '%-11s %6s %14d\n' "$t" "$CONNS" $(((b - a) / (N2 - N1)))
+done
