@@ -7,8 +7,9 @@
 #
 # Two runs per target (N1 and N2 requests, ab keep-alive, C connections); the
 # difference over N2 - N1 cancels start-up, warm-up and shutdown. Targets:
-# the sidecar in the load benchmark's variants, and nginx in the same
-# configuration as benches/load.sh (one process, master_process off).
+# the sidecar in the load benchmark's variants (without OTLP export: no
+# collector under valgrind), and nginx in the same configuration as
+# benches/load.sh (one process, master_process off).
 #
 #   bash benches/instructions.sh                     all targets, c=32
 #   bash benches/instructions.sh --targets "sidecar nginx" --conns 256
@@ -28,7 +29,7 @@ while (($#)); do
     --n2) N2=${2:?}; shift ;;
     --bin) BIN=${2:?}; shift ;;
     --no-install) INSTALL=0 ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "instructions.sh: unknown option '$1'" >&2; exit 1 ;;
     esac
     shift
