@@ -14,13 +14,15 @@
 #   bash benches/instructions.sh                     all targets, c=32
 #   bash benches/instructions.sh --targets "sidecar nginx" --conns 256
 #   bash benches/instructions.sh --bin path/to/factory-sidecar   (compare builds)
+#   bash benches/instructions.sh --keep DIR   keeps the callgrind files for
+#       callgrind_annotate --inclusive=yes DIR/cg.sidecar.5000*  (where it goes)
 #
 # Needs valgrind and ab (apt-get install valgrind apache2-utils); installs them
 # when missing. Loopback only; about a minute per target.
 set -euo pipefail
 
 TARGETS="sidecar sc-noretry sc-nochaos sc-bare nginx"
-CONNS=32 N1=1000 N2=5000 BIN="" INSTALL=1
+CONNS=32 N1=1000 N2=5000 BIN="" INSTALL=1 KEEP=""
 while (($#)); do
     case "$1" in
     --targets) TARGETS=${2:?}; shift ;;
@@ -29,7 +31,8 @@ while (($#)); do
     --n2) N2=${2:?}; shift ;;
     --bin) BIN=${2:?}; shift ;;
     --no-install) INSTALL=0 ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --keep) KEEP=${2:?}; shift ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "instructions.sh: unknown option '$1'" >&2; exit 1 ;;
     esac
     shift
@@ -131,6 +134,7 @@ EOF
         echo "$target: $failed failed, ${non2xx:-0} non-2xx answers" >&2
         exit 3
     fi
+    [[ -z $KEEP ]] || { mkdir -p "$KEEP" && cp "$out"* "$KEEP"/; }
     awk '/^summary:/ {s += $2} END {print s}' "$out"*
 }
 

@@ -15,7 +15,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use tokio::time::{Instant, Sleep, sleep};
 
 use super::backoff::Backoff;
@@ -25,13 +25,99 @@ use super::{Shared, X_SIDECAR_ATTEMPTS};
 use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::resilience::classify::{Outcome, classify};
+use crate::resilience::deadline::Deadline;
+
+/// The request as first sent, kept for the tries after it.
+///
+/// Usually its head and body without the extensions: cloning and dropping
+/// that map cost a quarter of the layer's work on every request, and the
+/// only extension the layers below read, the deadline, is put back on each
+/// replay. A request carrying anything else is kept whole.
+#[derive(Debug)]
+pub(super) enum Template {
+    Head {
+        method: Method,
+        uri: Uri,
+        version: Version,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Whole(Request<Bytes>),
+}
+
+impl Template {
+    pub(super) fn of(req: &Request<Bytes>, deadline: Option<Instant>) -> Self {
+        if req.extensions().len() > usize::from(deadline.is_some()) {
+            return Template::Whole(req.clone());
+        }
+        Template::Head {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            body: req.body().clone(),
+        }
+    }
+
+    fn request(&self, deadline: Option<Instant>) -> Request<Bytes> {
+        match self {
+            Template::Head {
+                method,
+                uri,
+                version,
+                headers,
+                body,
+            } => build(
+                method.clone(),
+                uri.clone(),
+                *version,
+                headers.clone(),
+                body.clone(),
+                deadline,
+            ),
+            Template::Whole(req) => req.clone(),
+        }
+    }
+
+    fn into_request(self, deadline: Option<Instant>) -> Request<Bytes> {
+        match self {
+            Template::Head {
+                method,
+                uri,
+                version,
+                headers,
+                body,
+            } => build(method, uri, version, headers, body, deadline),
+            Template::Whole(req) => req,
+        }
+    }
+}
+
+fn build(
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Bytes,
+    deadline: Option<Instant>,
+) -> Request<Bytes> {
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    if let Some(at) = deadline {
+        req.extensions_mut().insert(Deadline(at));
+    }
+    req
+}
 
 /// What a request that may be retried keeps between tries.
 #[derive(Debug)]
 struct Again<S> {
     service: S,
-    /// The request as first sent; taken (not cloned) for the last try.
-    template: Option<Request<Bytes>>,
+    /// Taken (not cloned) for the last try.
+    template: Option<Template>,
     deadline: Option<Instant>,
     backoff: Option<Backoff>,
 }
@@ -93,7 +179,7 @@ where
         fut: S::Future,
         shared: Arc<Shared>,
         service: S,
-        template: Request<Bytes>,
+        template: Template,
         deadline: Option<Instant>,
     ) -> Self {
         Self {
@@ -151,10 +237,11 @@ where
                         return Poll::Ready(finish(Err(e), *this.reached));
                     }
                     let last = *this.tries + 1 >= this.shared.policy.max_attempts();
+                    let deadline = again.deadline;
                     let req = if last {
-                        again.template.take()
+                        again.template.take().map(|t| t.into_request(deadline))
                     } else {
-                        again.template.clone()
+                        again.template.as_ref().map(|t| t.request(deadline))
                     };
                     let Some(req) = req else {
                         return Poll::Ready(Err(lost(*this.reached)));
@@ -256,4 +343,62 @@ fn lost(reached: u32) -> BoxError {
         attempts: reached,
         source: "retry state lost".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn original(deadline: Option<Instant>) -> Request<Bytes> {
+        let mut req = Request::new(Bytes::from_static(b"{\"diner\":{\"id\":1}}"));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = Uri::from_static("/api/order?x=1");
+        *req.version_mut() = Version::HTTP_2;
+        let h = req.headers_mut();
+        h.append("accept", HeaderValue::from_static("a"));
+        h.append("accept", HeaderValue::from_static("b"));
+        h.insert("authorization", HeaderValue::from_static("Bearer k"));
+        if let Some(at) = deadline {
+            req.extensions_mut().insert(Deadline(at));
+        }
+        req
+    }
+
+    fn same_head(a: &Request<Bytes>, b: &Request<Bytes>) {
+        assert_eq!(a.method(), b.method());
+        assert_eq!(a.uri(), b.uri());
+        assert_eq!(a.version(), b.version());
+        assert_eq!(a.headers(), b.headers());
+        assert_eq!(a.body(), b.body());
+        assert_eq!(Deadline::of(a), Deadline::of(b));
+    }
+
+    #[test]
+    fn replays_keep_head_body_and_deadline() {
+        for deadline in [None, Some(Instant::now())] {
+            let req = original(deadline);
+            let t = Template::of(&req, deadline);
+            assert!(matches!(t, Template::Head { .. }));
+            same_head(&t.request(deadline), &req);
+            same_head(&t.into_request(deadline), &req);
+        }
+    }
+
+    #[test]
+    fn a_request_with_other_extensions_is_kept_whole() {
+        #[derive(Debug, Clone, PartialEq)]
+        struct Marker(u8);
+        let deadline = Some(Instant::now());
+        let mut req = original(deadline);
+        req.extensions_mut().insert(Marker(7));
+        let t = Template::of(&req, deadline);
+        assert!(matches!(t, Template::Whole(_)));
+        let again = t.request(deadline);
+        same_head(&again, &req);
+        assert_eq!(again.extensions().get::<Marker>(), Some(&Marker(7)));
+        assert_eq!(
+            t.into_request(deadline).extensions().get::<Marker>(),
+            Some(&Marker(7))
+        );
+    }
 }

@@ -83,7 +83,7 @@ where
             return ResponseFuture::once(self.inner.call(req), Arc::clone(&self.shared));
         }
         let deadline = Deadline::of(&req);
-        let template = req.clone();
+        let template = future::Template::of(&req, deadline);
         // `self.inner` is the ready one; the clone is polled ready before a retry.
         let service = self.inner.clone();
         let first = self.inner.call(req);
