@@ -163,6 +163,11 @@ impl Chaos {
         self.jwks.verify_now(token)
     }
 
+    /// Whether `token` was verified valid lately (no fetch, no signature check).
+    pub(crate) fn is_known_valid(&self, token: &[u8]) -> bool {
+        self.jwks.is_known_valid(token)
+    }
+
     /// Records a sighting (when detection is on) and says what to do about its link.
     pub(crate) fn sighting(
         &self,

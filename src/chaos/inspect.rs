@@ -114,6 +114,19 @@ pub fn inspect(body: &[u8]) -> Result<Inspection<'_>, NotJson> {
 /// allows) with no `"`, `\\` or `/` (a JWT is base64url and dots):
 /// then the parse would find that jwt and no link.
 fn healthy_answer(body: &[u8]) -> Option<&str> {
+    let token = healthy_shape(body)?;
+    if !plain_token(token) {
+        return None;
+    }
+    std::str::from_utf8(token).ok()
+}
+
+/// The bytes between the quotes of an answer shaped exactly
+/// `{"jwt":"<token>"}` (trailing whitespace allowed), unchecked: the
+/// factory's usual answer. A caller that knows these bytes as a verified
+/// token (base64url and dots) knows the answer holds no link and nothing
+/// to mask, without looking at them again.
+pub fn healthy_shape(body: &[u8]) -> Option<&[u8]> {
     const HEAD: &[u8] = br#"{"jwt":""#;
     let rest = body.strip_prefix(HEAD)?;
     let end = memchr(b'"', rest)?;
@@ -121,10 +134,7 @@ fn healthy_answer(body: &[u8]) -> Option<&str> {
     if tail.get(1) != Some(&b'}') || !tail[2..].iter().all(|b| b" \t\r\n".contains(b)) {
         return None;
     }
-    if !plain_token(token) {
-        return None;
-    }
-    std::str::from_utf8(token).ok()
+    Some(token)
 }
 
 /// No byte below 0x20 (JSON forbids raw control characters in strings),
@@ -330,6 +340,26 @@ mod tests {
         assert_eq!(i.links().collect::<Vec<_>>(), [link().as_str()]);
         assert!(i.secrets()[0].span.is_none());
         assert_eq!(i.jwt(), Some("x.y"));
+    }
+
+    #[test]
+    fn the_usual_answer_shape_is_recognised_exactly() {
+        assert_eq!(healthy_shape(b"{\"jwt\":\"a.b.c\"}\n"), Some(&b"a.b.c"[..]));
+        assert_eq!(healthy_shape(b"{\"jwt\":\"\"}"), Some(&b""[..]));
+        for other in [
+            &b"{\"jwt\":\"a.b.c\",\"reportUrl\":\"x\"}"[..],
+            b"{\"jwt\":\"a.b.c\"} x",
+            b" {\"jwt\":\"a.b.c\"}",
+            b"{\"jwt\":\"a.b.c",
+            b"{\"jwt\":17}",
+        ] {
+            assert_eq!(
+                healthy_shape(other),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::chaos::buffer::{Buffered, read_limited};
 use crate::chaos::detect::{Finding, JwtCheck, classify, classify_uninspected, is_oven_full};
 use crate::chaos::episodes::FollowPlan;
 use crate::chaos::handle::Chaos;
-use crate::chaos::inspect::{Inspection, inspect};
+use crate::chaos::inspect::{Inspection, healthy_shape, inspect};
 use crate::chaos::jwt::Verdict;
 use crate::chaos::link::ReportLink;
 use crate::chaos::mask::redact_with;
@@ -53,14 +53,17 @@ const VERIFY_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether a Content-Type is JSON (`application/json`, `*/*+json`, any params).
 pub(crate) fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers.get(CONTENT_TYPE) else {
         return false;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence
-            .get(essence.len().saturating_sub(5)..)
-            .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"))
+    let ct = ct.as_bytes();
+    let essence = ct
+        .iter()
+        .position(|&b| b == b';')
+        .map_or(ct, |end| &ct[..end])
+        .trim_ascii();
+    essence.eq_ignore_ascii_case(b"application/json")
+        || essence.len() >= 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -177,6 +180,16 @@ fn judge_now(
     elapsed: Duration,
 ) -> Judged {
     let status = parts.status;
+    // The factory's usual answer, `{"jwt":"<token>"}`, with a token verified
+    // lately: healthy, no link, nothing to mask (a verified token is
+    // base64url and dots), so neither inspected nor checked again.
+    if status.is_success()
+        && chaos.config.verify_jwt
+        && healthy_shape(&bytes).is_some_and(|token| chaos.is_known_valid(token))
+    {
+        chaos.healthy();
+        return Judged::Done(Ok(finish(parts, bytes, None)));
+    }
     let done = {
         let Ok(found) = inspect(&bytes) else {
             uninspected(chaos, status);
@@ -378,6 +391,9 @@ mod tests {
         assert!(!h("text/html"));
         assert!(!h("application/jsonp"));
         assert!(!h("json"));
+        assert!(h(" application/json ; charset=utf-8"));
+        assert!(!h("text/plain; x=application/json"));
+        assert!(!h("+jso"));
         assert!(!is_json(&HeaderMap::new()));
     }
 }
