@@ -317,6 +317,10 @@ fill() { # template out key=value...
 
 # ---------------------------------------------------------------- upstream
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# CPU time the hypervisor gave to others (steal) while the run lasted: a VM
+# with steal above a few percent measures its neighbours as much as the proxies.
+cpu_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9}' /proc/stat; }
+read -r TICKS_START STEAL_START < <(cpu_ticks)
 if awk -v l="${LOADAVG_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
     log "WARNING: load average $LOADAVG_START before the run: other work on this machine will add noise"
 fi
@@ -565,6 +569,8 @@ for c in $CONNS; do
     fi
 done
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
+read -r TICKS_END STEAL_END < <(cpu_ticks)
+STEAL_PCT=$(awk -v t=$((TICKS_END - TICKS_START)) -v s=$((STEAL_END - STEAL_START)) 'BEGIN {printf "%.1f", t > 0 ? 100 * s / t : 0}')
 ((KEEP)) && cp "$RAW" "$TMP/results.keep.tsv"
 
 # ---------------------------------------------------------------- report
@@ -607,7 +613,7 @@ EXIT=0
 {
     echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC'), $( ((QUICK)) && echo "quick mode" || echo "full mode"): ${DURATION} s per point after ${WARMUP} s warm-up, $ROUNDS round(s) (figures are medians over rounds), targets interleaved."
     echo
-    echo "- machine: $NPROC CPUs, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r); load average at start $LOADAVG_START, at end $LOADAVG_END"
+    echo "- machine: $NPROC CPUs, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r); load average at start $LOADAVG_START, at end $LOADAVG_END; CPU steal (time the hypervisor gave to other guests) ${STEAL_PCT}% over the run"
     echo "- versions: factory-sidecar $COMMIT ($(cd "$ROOT" && rustc --version 2>/dev/null | cut -d' ' -f1-2)), ${DESC[nginx]%%,*}, ${DESC[haproxy]%%,*}, $(wrk -v 2>&1 | awk 'NR==1{print $1, $2}')"
     if ((PIN)); then
         echo "- pinning: proxy under test on CPU $PROXY_CPU with one worker (nginx worker_processes 1, haproxy nbthread 1, sidecar TOKIO_WORKER_THREADS=1); wrk (1 thread), the simulator (1 worker) and the OTLP collector on CPU $LOAD_CPU"

@@ -33,7 +33,7 @@ use crate::resilience::deadline::Deadline;
 /// that map cost a quarter of the layer's work on every request, and the
 /// only extension the layers below read, the deadline, is put back on each
 /// replay. A request carrying anything else is kept whole.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum Template {
     Head {
         method: Method,
@@ -60,23 +60,7 @@ impl Template {
     }
 
     fn request(&self, deadline: Option<Instant>) -> Request<Bytes> {
-        match self {
-            Template::Head {
-                method,
-                uri,
-                version,
-                headers,
-                body,
-            } => build(
-                method.clone(),
-                uri.clone(),
-                *version,
-                headers.clone(),
-                body.clone(),
-                deadline,
-            ),
-            Template::Whole(req) => req.clone(),
-        }
+        self.clone().into_request(deadline)
     }
 
     fn into_request(self, deadline: Option<Instant>) -> Request<Bytes> {
@@ -87,29 +71,20 @@ impl Template {
                 version,
                 headers,
                 body,
-            } => build(method, uri, version, headers, body, deadline),
+            } => {
+                let mut req = Request::new(body);
+                *req.method_mut() = method;
+                *req.uri_mut() = uri;
+                *req.version_mut() = version;
+                *req.headers_mut() = headers;
+                if let Some(at) = deadline {
+                    req.extensions_mut().insert(Deadline(at));
+                }
+                req
+            }
             Template::Whole(req) => req,
         }
     }
-}
-
-fn build(
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-    body: Bytes,
-    deadline: Option<Instant>,
-) -> Request<Bytes> {
-    let mut req = Request::new(body);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = version;
-    *req.headers_mut() = headers;
-    if let Some(at) = deadline {
-        req.extensions_mut().insert(Deadline(at));
-    }
-    req
 }
 
 /// What a request that may be retried keeps between tries.
