@@ -319,8 +319,8 @@ fill() { # template out key=value...
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 # CPU time the hypervisor gave to others (steal) while the run lasted: a VM
 # with steal above a few percent measures its neighbours as much as the proxies.
-cpu_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9}' /proc/stat; }
-read -r TICKS_START STEAL_START < <(cpu_ticks)
+machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9}' /proc/stat; }
+read -r TICKS_START STEAL_START < <(machine_ticks)
 if awk -v l="${LOADAVG_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
     log "WARNING: load average $LOADAVG_START before the run: other work on this machine will add noise"
 fi
@@ -569,7 +569,7 @@ for c in $CONNS; do
     fi
 done
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
-read -r TICKS_END STEAL_END < <(cpu_ticks)
+read -r TICKS_END STEAL_END < <(machine_ticks)
 STEAL_PCT=$(awk -v t=$((TICKS_END - TICKS_START)) -v s=$((STEAL_END - STEAL_START)) 'BEGIN {printf "%.1f", t > 0 ? 100 * s / t : 0}')
 ((KEEP)) && cp "$RAW" "$TMP/results.keep.tsv"
 
