@@ -570,7 +570,7 @@ for c in $CONNS; do
 done
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
 read -r TICKS_END STEAL_END < <(machine_ticks)
-STEAL_PCT=$(awk -v t=$((TICKS_END - TICKS_START)) -v s=$((STEAL_END - STEAL_START)) 'BEGIN {printf "%.1f", t > 0 ? 100 * s / t : 0}')
+STEAL_PCT=$(awk -v t=$((TICKS_END - TICKS_START)) -v s=$((STEAL_END - STEAL_START)) 'BEGIN {printf "%.1f", (t > 0 ? 100 * s / t : 0)}')
 ((KEEP)) && cp "$RAW" "$TMP/results.keep.tsv"
 
 # ---------------------------------------------------------------- report
