@@ -1,6 +1,7 @@
 //! Costs on the order path: inspecting a factory answer (target < 2 us),
 //! masking its link, and verifying a pizza JWT with the key already held
-//! (a full RS256 check, and a hit in the verified-token cache).
+//! (a full RS256 check, and a hit in the verified-token cache), and the
+//! shortcut the order path takes for the usual answer with a known token.
 //!
 //! `cargo bench --bench inspect`
 
@@ -72,6 +73,14 @@ fn bench(c: &mut Criterion) {
         "jwt/verify a token seen before (cache hit, incl. block_on)",
         |b| b.iter(|| rt.block_on(cache.verify(black_box(&jwt)))),
     );
+    // What the order path does first with a healthy answer: the shape, then
+    // the token against the last verified ones (no scan, no signature).
+    c.bench_function("order/usual answer with a token verified lately", |b| {
+        b.iter(|| {
+            factory_sidecar::chaos::inspect::healthy_shape(black_box(&ok))
+                .is_some_and(|t| cache.is_known_valid(t))
+        })
+    });
 }
 
 criterion_group! {
