@@ -7,9 +7,11 @@
 #
 # Two runs per target (N1 and N2 requests, ab keep-alive, C connections); the
 # difference over N2 - N1 cancels start-up, warm-up and shutdown. Targets:
-# the sidecar in the load benchmark's variants (without OTLP export: no
-# collector under valgrind), and nginx in the same configuration as
-# benches/load.sh (one process, master_process off).
+# the sidecar in the load benchmark's variants without OTLP export, `sc-otlp`
+# (every feature and OTLP export every 1 s to a local rotel-agent: against
+# `sidecar`, an upper bound of the export's cost, since a run under valgrind
+# lasts longer and so holds more exports than at full speed), and nginx in
+# the same configuration as benches/load.sh (one process, master_process off).
 #
 #   bash benches/instructions.sh                     all targets, c=32
 #   bash benches/instructions.sh --targets "sidecar nginx" --conns 256
@@ -21,7 +23,7 @@
 # when missing. Loopback only; about a minute per target.
 set -euo pipefail
 
-TARGETS="sidecar sc-noretry sc-nochaos sc-bare nginx"
+TARGETS="sidecar sc-otlp sc-noretry sc-nochaos sc-bare nginx"
 CONNS=32 N1=1000 N2=5000 BIN="" INSTALL=1 KEEP=""
 while (($#)); do
     case "$1" in
@@ -32,7 +34,7 @@ while (($#)); do
     --bin) BIN=${2:?}; shift ;;
     --no-install) INSTALL=0 ;;
     --keep) KEEP=${2:?}; shift ;;
-    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "instructions.sh: unknown option '$1'" >&2; exit 1 ;;
     esac
     shift
@@ -73,6 +75,25 @@ done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+OTLP=""
+if [[ $TARGETS == *sc-otlp* ]]; then
+    ROTEL=$(command -v rotel-agent || python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null || true)
+    if [[ ! -x $ROTEL ]]; then
+        ((INSTALL)) || { echo "missing: rotel-agent (pip install --pre rotel)" >&2; exit 1; }
+        pip install --quiet --pre 'rotel==0.0.1a15' >/dev/null
+        ROTEL=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')
+    fi
+    otlp_port=$(free_port)
+    "$ROTEL" start --otlp-http-endpoint "127.0.0.1:$otlp_port" --otlp-grpc-endpoint "127.0.0.1:$(free_port)" \
+        --exporter blackhole >"$TMP/rotel.out" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 200); do
+        curl -s -o /dev/null -m 1 "http://127.0.0.1:$otlp_port/" && break
+        sleep 0.05
+    done
+    OTLP="http://127.0.0.1:$otlp_port"
+fi
+
 # One measured run of N requests; prints the instruction total.
 run_once() { # target n
     local target=$1 n=$2 listen admin pid out=$TMP/cg.$1.$2
@@ -86,9 +107,10 @@ run_once() { # target n
             -c "$TMP/nginx.conf" >"$TMP/v.log" 2>&1 &
         ;;
     *)
-        local attempts=3 breaker=true chaos=true
+        local attempts=3 breaker=true chaos=true otlp=""
         case $target in
         sidecar) ;;
+        sc-otlp) otlp=$OTLP ;;
         sc-noretry) attempts=1 breaker=false ;;
         sc-nochaos) chaos=false ;;
         sc-bare) attempts=1 breaker=false chaos=false ;;
@@ -111,6 +133,9 @@ verify_jwt = $chaos
 redact_in_responses = $chaos
 [admin]
 listen = "$admin"
+[telemetry]
+otlp_endpoint = "$otlp"
+export_interval = "1s"
 EOF
         env TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
             "$BIN" run --config "$TMP/$target.toml" >"$TMP/v.log" 2>&1 &
@@ -132,6 +157,10 @@ EOF
     wait "$pid" 2>/dev/null || true
     if [[ ${failed:-0} != 0 || -n ${non2xx:-} ]]; then
         echo "$target: $failed failed, ${non2xx:-0} non-2xx answers" >&2
+        exit 3
+    fi
+    if [[ $target == sc-otlp ]] && grep -q "export failed" "$TMP/v.log"; then
+        echo "sc-otlp: the OTLP export failed: $(grep -m1 "export failed" "$TMP/v.log")" >&2
         exit 3
     fi
     [[ -z $KEEP ]] || { mkdir -p "$KEEP" && cp "$out"* "$KEEP"/; }
