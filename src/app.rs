@@ -11,16 +11,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminPart, AdminState, Readiness};
-use crate::chaos::Chaos;
 use crate::config::Config;
 use crate::probe::{self, ProbeState};
 use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
-use crate::resilience::breaker::Breaker;
-use crate::resilience::retry::RetryBudget;
 use crate::telemetry::annotations::{AnnotationError, Annotator};
-use crate::telemetry::layers::RequestCounts;
 use crate::telemetry::{Telemetry, TelemetryError};
 
 /// The sidecar could not start.
@@ -66,15 +62,7 @@ impl Sidecar {
         let forward = Forward::new(&config.upstream)?;
         let telemetry = Telemetry::start(&config.telemetry, config.upstream.url().host())?;
         let metrics = Arc::clone(telemetry.metrics());
-        let parts = stack::Parts {
-            forward,
-            counts: Arc::new(RequestCounts::default()),
-            breaker: Breaker::new(&config.circuit_breaker, Arc::clone(&metrics)),
-            budget: RetryBudget::new(&config.retry),
-            chaos: Chaos::new(&config.chaos, Arc::clone(&metrics)),
-            metrics: Arc::clone(&metrics),
-            tracing: telemetry.tracing(),
-        };
+        let parts = stack::Parts::new(&config, forward, Arc::clone(&metrics), telemetry.tracing());
         let service = stack::build(&config, &parts);
         let annotator = Arc::new(Annotator::start(&config.grafana)?);
         let annotating = annotator.follow(parts.chaos.subscribe());

@@ -35,6 +35,26 @@ pub struct Parts {
     pub chaos: Arc<Chaos>,
 }
 
+impl Parts {
+    /// Fresh state for `config`: the client and the telemetry come from outside.
+    pub fn new(
+        config: &Config,
+        forward: Forward,
+        metrics: Arc<Metrics>,
+        tracing: Tracing,
+    ) -> Parts {
+        Parts {
+            forward,
+            counts: Arc::new(RequestCounts::default()),
+            breaker: Breaker::new(&config.circuit_breaker, Arc::clone(&metrics)),
+            budget: RetryBudget::new(&config.retry),
+            chaos: Chaos::new(&config.chaos, Arc::clone(&metrics)),
+            metrics,
+            tracing,
+        }
+    }
+}
+
 /// The whole request path as one service, cloned per connection.
 pub fn build(
     config: &Config,
@@ -105,7 +125,6 @@ pub fn build_buffered(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resilience::breaker::Breaker;
 
     /// The future of one request below body buffering: hyper keeps one per
     /// connection and every layer moves it on its way up, so its size is
@@ -115,16 +134,12 @@ mod tests {
         let no_env = |_: &str| None;
         let config = Config::parse("[upstream]\nurl = \"http://127.0.0.1:9\"\n", "t", &no_env)
             .expect("config");
-        let metrics = Arc::new(Metrics::default());
-        let parts = Parts {
-            forward: Forward::new(&config.upstream).expect("forward"),
-            metrics: Arc::clone(&metrics),
-            tracing: Tracing::disabled(),
-            counts: Arc::new(RequestCounts::default()),
-            breaker: Breaker::new(&config.circuit_breaker, Arc::clone(&metrics)),
-            budget: RetryBudget::new(&config.retry),
-            chaos: Chaos::new(&config.chaos, Arc::clone(&metrics)),
-        };
+        let parts = Parts::new(
+            &config,
+            Forward::new(&config.upstream).expect("forward"),
+            Arc::new(Metrics::default()),
+            Tracing::disabled(),
+        );
         let mut svc = build_buffered(&config, &parts);
         let req = Request::post("/api/order")
             .body(Bytes::new())
