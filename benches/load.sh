@@ -30,7 +30,10 @@ usage: benches/load.sh [options]
                     (e.g. -5 on a machine shared with builds; needs root)
   --no-pin          do not pin processes to CPUs
   --no-install      do not install missing tools (apt-get, pip)
-  --no-build        use the existing release binary
+  --no-build        use the existing release binary (and PGO binary, with --pgo)
+  --pgo             every sidecar variant runs the profile-guided build
+                    (benches/pgo.sh); one more target, sc-nopgo, runs the
+                    plain release build with every feature on
   --no-write        print results only; leave benches/README.md alone
   --keep            keep the temporary directory (configs, logs, raw results)
   -h, --help        this text
@@ -42,7 +45,7 @@ EOF
 }
 
 # ---------------------------------------------------------------- options
-QUICK=0 PIN=1 INSTALL=1 BUILD=1 WRITE=1 KEEP=0
+QUICK=0 PIN=1 INSTALL=1 BUILD=1 WRITE=1 KEEP=0 PGO=0
 DURATION="" WARMUP="" ROUNDS="" STARTUPS="" CONNS="1 32 256" POOL=256 NICE=""
 while (($#)); do
     case "$1" in
@@ -57,6 +60,7 @@ while (($#)); do
     --no-pin) PIN=0 ;;
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
+    --pgo) PGO=1 ;;
     --no-write) WRITE=0 ;;
     --keep) KEEP=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -204,6 +208,17 @@ if ((BUILD)); then
     (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
 fi
 [[ -x $BIN ]] || die "no binary at $BIN (build it: cargo build --release)"
+# Every sidecar variant runs SC_BIN; with --pgo that is the profile-guided
+# build and sc-nopgo runs the plain one ($BIN).
+SC_BIN=$BIN
+if ((PGO)); then
+    SC_BIN=$(bash "$ROOT/benches/pgo.sh" --print)
+    if ((BUILD)); then
+        log "benches/pgo.sh (profile-guided build)"
+        bash "$ROOT/benches/pgo.sh" || die "benches/pgo.sh failed"
+    fi
+    [[ -x $SC_BIN ]] || die "no PGO binary at $SC_BIN (build it: bash benches/pgo.sh)"
+fi
 
 # The order body and test apiKey: the simulator's own constants, so the
 # benchmark sends exactly what the tests and the demo send.
@@ -368,6 +383,7 @@ declare -A DESC=(
     [sc-nochaos]="sidecar, chaos.detect/verify_jwt/redact_in_responses = false"
     [sc-nootlp]="sidecar, telemetry.otlp_endpoint = \"\""
     [sc-bare]="sidecar, all of the above off"
+    [sc-nopgo]="sidecar, every feature on, the plain release build (not profile-guided)"
 )
 # Sidecar variants: max_attempts breaker chaos otlp
 declare -A VARIANT=(
@@ -376,10 +392,15 @@ declare -A VARIANT=(
     [sc-nochaos]="3 true false on"
     [sc-nootlp]="3 true true off"
     [sc-bare]="1 false false off"
+    [sc-nopgo]="3 true true on"
 )
 SIDECARS=(sidecar sc-noretry sc-nochaos)
 [[ -z $OTLP_SKIP ]] && SIDECARS+=(sc-nootlp)
 SIDECARS+=(sc-bare)
+if ((PGO)); then
+    SIDECARS+=(sc-nopgo)
+    DESC[sidecar]+=", profile-guided build (benches/pgo.sh)"
+fi
 [[ -z $OTLP_SKIP ]] || DESC[sidecar]+=" (OTLP export OFF: no collector)"
 TARGETS+=("${SIDECARS[@]:1}")
 
@@ -428,7 +449,8 @@ start_target() {
     case $name in
     nginx) spawn nginx "$PROXY_CPU" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" ;;
     haproxy) spawn haproxy "$PROXY_CPU" "$HAPROXY" -db -f "$TMP/haproxy.cfg" ;;
-    *) spawn "$name" "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "$BIN" run --config "${CFG[$name]}" ;;
+    sc-nopgo) spawn "$name" "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "$BIN" run --config "${CFG[$name]}" ;;
+    *) spawn "$name" "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "$SC_BIN" run --config "${CFG[$name]}" ;;
     esac
 }
 wait_ready() {
@@ -694,6 +716,7 @@ EXIT=0
         echo "| OTLP export (issue 6) | | | | | | | | | 3% | skipped: no collector |"
     fi
     compare "all features (issue 7): sidecar vs sc-bare" sidecar sc-bare 5
+    ((PGO)) && compare "profile-guided build: sidecar vs sc-nopgo" sidecar sc-nopgo 0
     echo
     echo "Targets (issues 3 and 7), for the sidecar with every feature on:"
     echo
