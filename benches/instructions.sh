@@ -55,25 +55,17 @@ if [[ -z $BIN ]]; then
     (cd "$ROOT" && cargo build --release --quiet)
     BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/factory-sidecar
 fi
-BODY=$(sed -n 's/^pub const SAMPLE_ORDER: &str = r#"\(.*\)"#;$/\1/p' "$ROOT/src/sim/mod.rs")
-KEY=$(sed -n 's/^pub const DEFAULT_API_KEY: &str = "\(.*\)";$/\1/p' "$ROOT/src/sim/mod.rs")
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
+bench_constants "$ROOT"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/factory-instr.XXXXXX")
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
 printf '%s' "$BODY" >"$TMP/body.json"
 
-env TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$BIN" sim --listen 127.0.0.1:0 >"$TMP/sim.out" 2>&1 &
-PIDS+=($!)
-UP=""
-for _ in $(seq 200); do
-    UP=$(sed -n 's|^sim listening on http://\(.*\)$|\1|p' "$TMP/sim.out" | head -1)
-    [[ -n $UP ]] && break
-    sleep 0.05
-done
-[[ -n $UP ]] || { echo "the simulator did not start" >&2; exit 1; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_sim "$TMP/sim.out" "$BIN" || exit 1
+PIDS+=("$SIM_PID")
 
 OTLP=""
 if [[ $TARGETS == *sc-otlp* ]]; then

@@ -39,22 +39,15 @@ GEN=$BASE/pgo-gen/release/factory-sidecar
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/factory-pgo.XXXXXX")
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
-BODY=$(sed -n 's/^pub const SAMPLE_ORDER: &str = r#"\(.*\)"#;$/\1/p' "$ROOT/src/sim/mod.rs")
-KEY=$(sed -n 's/^pub const DEFAULT_API_KEY: &str = "\(.*\)";$/\1/p' "$ROOT/src/sim/mod.rs")
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
+bench_constants "$ROOT"
 order() { curl -s -o /dev/null -m 5 -H "authorization: Bearer $KEY" -H 'content-type: application/json' --data-raw "$BODY" "http://$LISTEN/api/order"; }
 
 # The simulator is the instrumented binary too; its profile only shapes its own code.
-env TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$GEN" sim --listen 127.0.0.1:0 --throttle-delay 50ms >"$TMP/sim.out" 2>&1 &
-SIM=$!
-PIDS+=($SIM)
-UP=""
-for _ in $(seq 200); do
-    UP=$(sed -n 's|^sim listening on http://\(.*\)$|\1|p' "$TMP/sim.out" | head -1)
-    [[ -n $UP ]] && break
-    sleep 0.05
-done
-[[ -n $UP ]] || { echo "pgo.sh: the simulator did not start" >&2; exit 1; }
+start_sim "$TMP/sim.out" "$GEN" --throttle-delay 50ms || exit 1
+SIM=$SIM_PID
+PIDS+=("$SIM")
 LISTEN=127.0.0.1:$(free_port)
 cat >"$TMP/sidecar.toml" <<EOF
 [server]
