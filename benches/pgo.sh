@@ -84,8 +84,13 @@ kill -INT "$SC" "$SIM"
 wait "$SC" "$SIM" 2>/dev/null || true
 ls "$DATA"/*.profraw >/dev/null 2>&1 || { echo "pgo.sh: the training run wrote no profile" >&2; exit 1; }
 "$PROFDATA" merge -o "$BASE/pgo/merged.profdata" "$DATA"/*.profraw
+# Cargo fingerprints RUSTFLAGS, not the profile's contents: a path named by
+# the profile's hash makes a new profile rebuild every crate, not only ours.
+PROFILE=$BASE/pgo/merged-$(sha256sum "$BASE/pgo/merged.profdata" | cut -c1-16).profdata
+rm -f "$BASE"/pgo/merged-*.profdata
+mv "$BASE/pgo/merged.profdata" "$PROFILE"
 
 log "optimised build"
-(cd "$ROOT" && RUSTFLAGS="-Cprofile-use=$BASE/pgo/merged.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
+(cd "$ROOT" && RUSTFLAGS="-Cprofile-use=$PROFILE -Cllvm-args=-pgo-warn-missing-function=false" \
     CARGO_TARGET_DIR=$BASE/pgo cargo build --release --quiet)
 log "done: $OUT"
