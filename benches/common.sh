@@ -1,10 +1,33 @@
 # Helpers shared by the bench scripts; sourced, not run.
 
 # The simulator's own order body and test apiKey (src/sim/mod.rs), so every
-# script sends exactly what the tests and the demo send: sets BODY and KEY.
+# script sends exactly what the tests and the demo send: sets and exports
+# BENCH_BODY and BENCH_KEY (configs/load.lua reads them). Fails when either
+# cannot be read.
 bench_constants() { # root
-    BODY=$(sed -n 's/^pub const SAMPLE_ORDER: &str = r#"\(.*\)"#;$/\1/p' "$1/src/sim/mod.rs")
-    KEY=$(sed -n 's/^pub const DEFAULT_API_KEY: &str = "\(.*\)";$/\1/p' "$1/src/sim/mod.rs")
+    BENCH_BODY=$(sed -n 's/^pub const SAMPLE_ORDER: &str = r#"\(.*\)"#;$/\1/p' "$1/src/sim/mod.rs")
+    BENCH_KEY=$(sed -n 's/^pub const DEFAULT_API_KEY: &str = "\(.*\)";$/\1/p' "$1/src/sim/mod.rs")
+    export BENCH_BODY BENCH_KEY
+    [[ -n $BENCH_BODY && -n $BENCH_KEY ]] || {
+        echo "cannot read SAMPLE_ORDER / DEFAULT_API_KEY from $1/src/sim/mod.rs" >&2
+        return 1
+    }
+}
+
+# Prints the path of the OTLP collector rotel-agent (on PATH, or inside the
+# `rotel` Python package); fails when there is none.
+find_rotel() {
+    command -v rotel-agent 2>/dev/null && return 0
+    local py
+    for py in python3 python; do
+        command -v "$py" >/dev/null || continue
+        "$py" - <<'EOF' 2>/dev/null && return 0
+import os, rotel, sys
+p = os.path.join(os.path.dirname(rotel.__file__), "rotel-agent")
+sys.exit(0 if os.access(p, os.X_OK) and print(p) is None else 1)
+EOF
+    done
+    return 1
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

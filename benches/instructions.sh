@@ -57,23 +57,23 @@ if [[ -z $BIN ]]; then
 fi
 # shellcheck source=benches/common.sh
 source "$ROOT/benches/common.sh"
-bench_constants "$ROOT"
+bench_constants "$ROOT" || exit 1
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/factory-instr.XXXXXX")
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
-printf '%s' "$BODY" >"$TMP/body.json"
+printf '%s' "$BENCH_BODY" >"$TMP/body.json"
 
 start_sim "$TMP/sim.out" "$BIN" || exit 1
 PIDS+=("$SIM_PID")
 
 OTLP=""
 if [[ $TARGETS == *sc-otlp* ]]; then
-    ROTEL=$(command -v rotel-agent || python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null || true)
-    if [[ ! -x $ROTEL ]]; then
+    ROTEL=$(find_rotel || true)
+    if [[ -z $ROTEL ]]; then
         ((INSTALL)) || { echo "missing: rotel-agent (pip install --pre rotel)" >&2; exit 1; }
         pip install --quiet --pre 'rotel==0.0.1a15' >/dev/null
-        ROTEL=$(python3 -c 'import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')
+        ROTEL=$(find_rotel) || { echo "rotel-agent not found after pip install" >&2; exit 1; }
     fi
     otlp_port=$(free_port)
     "$ROTEL" start --otlp-http-endpoint "127.0.0.1:$otlp_port" --otlp-grpc-endpoint "127.0.0.1:$(free_port)" \
@@ -135,13 +135,13 @@ EOF
     esac
     pid=$!
     for _ in $(seq 600); do
-        curl -s -o /dev/null -m 1 -H "authorization: Bearer $KEY" -H 'content-type: application/json' \
-            --data-raw "$BODY" "http://$listen/api/order" && break
+        curl -s -o /dev/null -m 1 -H "authorization: Bearer $BENCH_KEY" -H 'content-type: application/json' \
+            --data-raw "$BENCH_BODY" "http://$listen/api/order" && break
         kill -0 "$pid" 2>/dev/null || { cat "$TMP/v.log" >&2; exit 1; }
         sleep 0.1
     done
     ab -q -k -c "$CONNS" -n "$n" -p "$TMP/body.json" -T application/json \
-        -H "Authorization: Bearer $KEY" "http://$listen/api/order" >"$TMP/ab.log" 2>&1
+        -H "Authorization: Bearer $BENCH_KEY" "http://$listen/api/order" >"$TMP/ab.log" 2>&1
     local failed non2xx
     failed=$(awk '/^Failed requests:/ {print $3}' "$TMP/ab.log")
     non2xx=$(awk '/^Non-2xx responses:/ {print $3}' "$TMP/ab.log")

@@ -89,6 +89,8 @@ MAXCONN=$(tr ' ' '\n' <<<"$CONNS" | sort -n | tail -1)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONF=$ROOT/benches/configs
 README=$ROOT/benches/README.md
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh" # bench_constants, find_rotel (its free_port is replaced below)
 
 log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[load] error: %s\n' "$*" >&2; exit 1; }
@@ -165,19 +167,6 @@ HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 # The OTLP collector (rotel-agent, from `pip install --pre rotel`). Optional:
 # without it only the OTLP variant is skipped, and the run says so.
-find_rotel() {
-    command -v rotel-agent 2>/dev/null && return 0
-    local py
-    for py in python3 python; do
-        command -v "$py" >/dev/null || continue
-        "$py" - <<'EOF' 2>/dev/null && return 0
-import os, rotel, sys
-p = os.path.join(os.path.dirname(rotel.__file__), "rotel-agent")
-sys.exit(0 if os.access(p, os.X_OK) and print(p) is None else 1)
-EOF
-    done
-    return 1
-}
 ROTEL=$(find_rotel || true)
 if [[ -z $ROTEL ]] && ((INSTALL)); then
     PIP=$(command -v pip3 || command -v pip || true)
@@ -222,10 +211,7 @@ fi
 
 # The order body and test apiKey: the simulator's own constants, so the
 # benchmark sends exactly what the tests and the demo send.
-BENCH_BODY=$(sed -n 's/^pub const SAMPLE_ORDER: &str = r#"\(.*\)"#;$/\1/p' "$ROOT/src/sim/mod.rs")
-BENCH_KEY=$(sed -n 's/^pub const DEFAULT_API_KEY: &str = "\(.*\)";$/\1/p' "$ROOT/src/sim/mod.rs")
-[[ -n $BENCH_BODY && -n $BENCH_KEY ]] || die "cannot read SAMPLE_ORDER / DEFAULT_API_KEY from src/sim/mod.rs"
-export BENCH_BODY BENCH_KEY
+bench_constants "$ROOT" || die "no order body or apiKey for the load"
 
 # ---------------------------------------------------------------- helpers
 # Runs a command pinned to a CPU (or not, with --no-pin), in the background,

@@ -41,8 +41,9 @@ PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
 # shellcheck source=benches/common.sh
 source "$ROOT/benches/common.sh"
-bench_constants "$ROOT"
-order() { curl -s -o /dev/null -m 5 -H "authorization: Bearer $KEY" -H 'content-type: application/json' --data-raw "$BODY" "http://$LISTEN/api/order"; }
+bench_constants "$ROOT" || exit 1
+order() { curl -s -o /dev/null -m 5 -H "authorization: Bearer $BENCH_KEY" -H 'content-type: application/json' --data-raw "$BENCH_BODY" "http://$LISTEN/api/order"; }
+load() { wrk -t1 -c"$1" -d"$2"s -s "$ROOT/benches/configs/load.lua" "http://$LISTEN/api/order" >/dev/null; } # conns seconds
 
 # The simulator is the instrumented binary too; its profile only shapes its own code.
 start_sim "$TMP/sim.out" "$GEN" --throttle-delay 50ms || exit 1
@@ -64,21 +65,15 @@ env TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$GEN" run --config "$TMP/sidecar.toml"
 SC=$!
 PIDS+=($SC)
 for _ in $(seq 200); do order && break; sleep 0.05; done
-cat >"$TMP/post.lua" <<EOF
-wrk.method = "POST"
-wrk.body = [[$BODY]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $KEY"
-EOF
 log "training: orders at 32 and 256 connections, then each chaos type"
-wrk -t1 -c32 -d4s -s "$TMP/post.lua" "http://$LISTEN/api/order" >/dev/null
-wrk -t1 -c256 -d4s -s "$TMP/post.lua" "http://$LISTEN/api/order" >/dev/null
+load 32 4
+load 256 4
 for chaos in fail badjwt throttle; do
     curl -s -o /dev/null -X PUT -d "{\"type\":\"$chaos\"}" "http://$UP/sim/chaos"
     for _ in $(seq 20); do order || true; done
     curl -s -o /dev/null -X PUT -d '{"type":"none"}' "http://$UP/sim/chaos"
 done
-wrk -t1 -c32 -d2s -s "$TMP/post.lua" "http://$LISTEN/api/order" >/dev/null
+load 32 2
 # A clean exit writes the profile.
 kill -INT "$SC" "$SIM"
 wait "$SC" "$SIM" 2>/dev/null || true

@@ -37,7 +37,8 @@ pids+=($!)
 wait_for "the simulator" grep -q "sim listening on" "$tmp/sim.out"
 sim_url=$(grep -o 'http://[0-9.:]*' "$tmp/sim.out" | head -1)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/common.sh
+source benches/common.sh # free_port
 proxy_port=$(free_port) admin_port=$(free_port)
 sed -e "s|@UPSTREAM@|$sim_url|" -e "s|@LISTEN@|127.0.0.1:$proxy_port|" -e "s|@ADMIN@|127.0.0.1:$admin_port|" \
   benches/configs/soak.toml.in >"$tmp/soak.toml"
