@@ -6,12 +6,14 @@ while the simulated factory cycles through every chaos type. Every 200 answer's
 pizza JWT is checked with the factory's own POST /api/order/verify, so a badjwt
 pizza passed through counts as a failed order. Samples the sidecar's RSS and
 open file descriptors from /proc. Prints a report and exits 1 when a target is
-missed: failed orders under fail/badjwt, or RSS/fd growth >= 5% after warm-up.
+missed: failed orders under fail/badjwt, or RSS/fd growth >= 5% after warm-up
+(the first whole chaos cycle), compared at the same point of later cycles.
 """
 
 import argparse
 import http.client
 import json
+import math
 import os
 import queue
 import statistics
@@ -162,27 +164,51 @@ def main():
         p50 = statistics.median(lat) if lat else 0
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0
         print(f"| {name} | {s['orders']} | {s['failed']} | {p50*1000:.1f} ms | {p99*1000:.1f} ms |")
-        if name in ("fail", "badjwt", "none") and s["failed"]:
+        if name in ("fail", "badjwt") and s["failed"]:
             missed.append(f"{s['failed']} failed orders under {name}")
+    if stats["none"]["failed"]:
+        # Not a target (issue 7 asks zero for fail and badjwt): these are the
+        # first orders after a `down` phase, answered with the open
+        # breaker's fast 503 until its half-open probe closes it again.
+        print(f"note: {stats['none']['failed']} orders under none failed, in the none phases "
+              "right after down (the open breaker's fast 503 until its probe succeeds)")
 
-    after = [s for s in samples if s[0] >= args.warmup]
-    if len(after) >= 2:
-        rss0, fd0 = after[0][1], after[0][2]
-        rss_max = max(s[1] for s in after)
-        fd_max = max(s[2] for s in after)
-        rss_last, fd_last = after[-1][1], after[-1][2]
-        rss_growth = (rss_last - rss0) / rss0 * 100
-        fd_growth = (fd_last - fd0) / max(fd0, 1) * 100
+    # Growth is judged at the same point of each chaos cycle: RSS and fds
+    # rise in every throttle phase (a hundred answers in flight, each with
+    # its connections) and fall after it, so comparing a sample taken in one
+    # phase with one taken in another measures the phase, not a leak. The
+    # warm-up is the first whole cycle (or --warmup, if longer): it holds
+    # the first throttle phase, where the allocator reaches its high-water.
+    cycle = args.phase * len(PHASES)
+    first = max(1, math.ceil(args.warmup / cycle))
+    by_cycle = {}
+    for t, r, f in samples:
+        by_cycle.setdefault(int(t // cycle), []).append((t, r, f))
+    cycles = [c for c in sorted(by_cycle) if c >= first and by_cycle[c][-1][0] >= (c + 1) * cycle - 10]
+    early = [s for s in samples if s[0] >= min(args.warmup, cycle)]
+    if early:
+        r0 = early[0][1]
         print()
-        print(f"RSS after warm-up: {rss0/1024:.1f} MiB, max {rss_max/1024:.1f} MiB, "
-              f"end {rss_last/1024:.1f} MiB, growth {rss_growth:+.1f}%")
-        print(f"open fds after warm-up: {fd0}, max {fd_max}, end {fd_last}, growth {fd_growth:+.1f}%")
-        if rss_growth >= 5:
-            missed.append(f"RSS grew {rss_growth:.1f}% after warm-up")
-        if fd_growth >= 5:
-            missed.append(f"open fds grew {fd_growth:.1f}% after warm-up")
+        print(f"RSS from {early[0][0]:.0f} s (before the first throttle phase) to the end: "
+              f"{r0/1024:.1f} -> {samples[-1][1]/1024:.1f} MiB ({(samples[-1][1] - r0) / r0 * 100:+.1f}%), "
+              "the first throttle phase's high-water included")
+    if len(cycles) >= 2:
+        a, b = by_cycle[cycles[0]], by_cycle[cycles[-1]]
+        print(f"per chaos cycle ({cycle:.0f} s) after the first: "
+              + ", ".join(f"cycle {c + 1}: RSS end {by_cycle[c][-1][1]/1024:.1f} MiB max "
+                          f"{max(x[1] for x in by_cycle[c])/1024:.1f} MiB, fds end {by_cycle[c][-1][2]} "
+                          f"max {max(x[2] for x in by_cycle[c])}" for c in cycles))
+        for what, i in (("RSS", 1), ("open fds", 2)):
+            end = (b[-1][i] - a[-1][i]) / max(a[-1][i], 1) * 100
+            peak = (max(x[i] for x in b) - max(x[i] for x in a)) / max(max(x[i] for x in a), 1) * 100
+            growth = max(end, peak)
+            print(f"{what} growth, cycle {cycles[0] + 1} to cycle {cycles[-1] + 1}: "
+                  f"at cycle end {end:+.1f}%, of the cycle's peak {peak:+.1f}%")
+            if growth >= 5:
+                missed.append(f"{what} grew {growth:.1f}% after warm-up")
     else:
-        print("too short a run to judge growth after warm-up")
+        print(f"too short a run to judge growth after warm-up: needs the first cycle plus two more "
+              f"({3 * cycle:.0f} s at --phase {args.phase:.0f})")
     print("samples (s, RSS KiB, fds): " + " ".join(f"{int(t)}:{r}:{f}" for t, r, f in samples))
     if missed:
         print("MISSED: " + "; ".join(missed))

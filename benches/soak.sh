@@ -6,21 +6,25 @@
 # Not part of CI. Loopback only.
 #
 #   bash benches/soak.sh [--duration SECONDS] [--rate ORDERS_PER_S] [--phase SECONDS]
+#                        [--bin PATH]   (default: builds target/release/factory-sidecar)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=300 rate=40 phase=20
+duration=300 rate=40 phase=20 bin=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --phase) phase=$2; shift 2 ;;
+    --bin) bin=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
 
-cargo build --release --quiet
-bin=target/release/factory-sidecar
+if [ -z "$bin" ]; then
+  cargo build --release --quiet
+  bin=target/release/factory-sidecar
+fi
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
