@@ -60,6 +60,13 @@ fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(opts.header_read_timeout)
         // hyper's read buffer bounds the request head; a larger head gets 431.
         .max_buf_size(opts.max_header_bytes.max(8192))
+        // Without it hyper reads ahead while every request is in flight, to
+        // notice a client that hangs up, and so reserves a fresh 8 KiB read
+        // buffer per request (the old one is still shared with the request's
+        // zero-copy headers). With it, a request already taken runs to its
+        // answer, which the chaos layer then still inspects; `request_timeout`
+        // bounds it.
+        .half_close(true)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
