@@ -169,7 +169,7 @@ impl Body for ProxyBody {
                 match Pin::new(rest).poll_frame(cx) {
                     Poll::Ready(frame) => {
                         idle.armed = false;
-                        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                        Poll::Ready(frame)
                     }
                     Poll::Pending => match idle.expired(cx) {
                         Some(t) => Poll::Ready(Some(Err(Box::new(BodyReadTimeout(t))))),

@@ -17,7 +17,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, Version};
-use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls_pki_types::CertificateDer;
@@ -26,6 +25,7 @@ use rustls_pki_types::pem::PemObject;
 use crate::config::{UpstreamConfig, UpstreamUrl};
 use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::connect::Dialer;
 use crate::proxy::headers;
 use crate::proxy::pool::{Pool, PoolOptions};
 
@@ -80,8 +80,8 @@ pub struct Forward {
 
 impl Forward {
     pub fn new(config: &UpstreamConfig) -> Result<Forward, ClientError> {
-        let connector = https_connector(config.ca_file.as_deref(), config.connect_timeout)?;
         let url = config.url();
+        let dialer = Dialer::new(url, config.ca_file.as_deref(), config.connect_timeout)?;
         let origin = Uri::builder()
             .scheme(url.scheme().clone())
             .authority(url.authority().clone())
@@ -91,7 +91,7 @@ impl Forward {
         let host = HeaderValue::from_str(url.authority().as_str())
             .map_err(|e| ClientError::Upstream(e.to_string()))?;
         let pool = Pool::new(
-            connector,
+            dialer,
             origin,
             host,
             PoolOptions {
@@ -154,7 +154,9 @@ pub fn https_connector(
         .wrap_connector(http))
 }
 
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, ClientError> {
+pub(crate) fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -207,7 +209,7 @@ impl tower::Service<Request<Bytes>> for Forward {
         // The pool picks HTTP/1.1 or h2 per connection (ALPN); an h2c
         // request from the service must not force h2 on an HTTP/1 factory.
         parts.version = Version::HTTP_11;
-        let req = Request::from_parts(parts, Full::new(body));
+        let req = Request::from_parts(parts, body);
         let pool = self.pool.clone();
         let read_timeout = Some(self.body_read_timeout);
         ForwardFuture::Sending(Box::pin(async move {

@@ -3,7 +3,9 @@
 pub mod body;
 pub mod client;
 pub mod collect;
+pub mod connect;
 pub mod framing;
+pub mod h1;
 pub mod headers;
 pub mod pool;
 pub mod server;

@@ -2,30 +2,28 @@
 //!
 //! Why not hyper-util's legacy `Client`: it serves any number of hosts, so
 //! every request hashes its `(scheme, authority)` key with SipHash, takes
-//! the pool mutex several times, and spawns a task per HTTP/1 answer only to
-//! put the connection back once it is ready again. Measured on the load
-//! benchmark (one core, 32 connections), a proxy on this pool spends about
-//! a third less user CPU per request than the same proxy on the legacy
-//! client (benches/README.md). This pool knows its single upstream, so it
-//! is a LIFO stack of idle HTTP/1 senders behind one uncontended lock, plus
-//! at most one shared h2 connection when the factory picks h2 by ALPN.
+//! the pool mutex several times, and drives each connection from a task
+//! of its own. This pool knows its single upstream: a LIFO stack of idle
+//! HTTP/1.1 connections ([`H1Conn`], spoken inline by the request that
+//! holds one, see [`crate::proxy::h1`]) behind one uncontended lock, plus at
+//! most one shared h2 connection (hyper's) when the factory picks h2 by ALPN.
 //!
 //! - **Checkout**: the most recently used idle connection (warm in cache,
-//!   least likely to have been closed by the factory's idle timer); closed
-//!   or expired ones are dropped on the way. None idle: a new connection
-//!   (`upstream.connect_timeout` bounds the TCP connect; the TLS handshake
-//!   is bounded by the caller's attempt timeout).
-//! - **Return**: an HTTP/1 connection goes back when its answer body has
-//!   been read to the end ([`UpstreamBody`]); an answer dropped half-read
-//!   closes its connection, as hyper must for HTTP/1.
-//! - **Stale connections**: a request that never left because its reused
-//!   connection had just been closed by the factory is sent again on
-//!   another connection (hyper hands the unsent request back), as
-//!   hyper-util does; a request that did leave is never re-sent here (the
-//!   retry layer decides that).
+//!   least likely to have been closed by the factory's idle timer); one that
+//!   expired, or on which anything arrived while idle (the factory closing
+//!   it), is dropped on the way. None idle: a new connection
+//!   ([`Dialer`]).
+//! - **Return**: an HTTP/1.1 connection goes back when its answer body has
+//!   been read to the end ([`UpstreamBody`]) and the answer allows reuse; an
+//!   answer dropped half-read closes its connection, as HTTP/1.1 must.
+//! - **Stale connections**: a request that could not be written whole on a
+//!   reused connection (the factory had just closed it) is sent again on
+//!   another one, at most twice; a request that did leave is never re-sent
+//!   here (the retry layer decides that).
 //! - **Bounds**: at most `pool_max_idle_per_host` idle connections (more are
-//!   closed on return); idle ones are closed after `pool_idle_timeout` by a
-//!   sweeper task that runs only while something is idle.
+//!   closed on return); idle ones are closed after `pool_idle_timeout`, or
+//!   as soon as the factory closes them, by a sweeper task that runs only
+//!   while something is idle.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -40,19 +38,16 @@ use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tower::Service;
 
 use crate::error::BoxError;
+use crate::proxy::connect::{Dialed, Dialer};
+use crate::proxy::h1::{H1Body, H1Conn};
 
-type ReqBody = Full<Bytes>;
-type H1 = http1::SendRequest<ReqBody>;
-type H2 = http2::SendRequest<ReqBody>;
+type H2 = http2::SendRequest<Full<Bytes>>;
 
 /// How often a request whose reused connection turned out closed is moved
 /// to another connection before the failure is reported.
@@ -64,7 +59,7 @@ pub enum PoolError {
     #[error("{0}")]
     Connect(#[source] BoxError),
     #[error("{0}")]
-    Send(#[source] hyper::Error),
+    Send(#[source] BoxError),
 }
 
 impl PoolError {
@@ -96,10 +91,10 @@ impl std::fmt::Debug for Pool {
 }
 
 struct Shared {
-    connector: HttpsConnector<HttpConnector>,
-    /// `scheme://authority`, what the connector dials.
+    dialer: Dialer,
+    /// `scheme://authority`, for h2's `:scheme` and `:authority`.
     origin: Uri,
-    /// `Host` for HTTP/1 requests.
+    /// `Host` for HTTP/1.1 requests.
     host: HeaderValue,
     opts: PoolOptions,
     state: Mutex<State>,
@@ -109,7 +104,7 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// Idle HTTP/1 connections, oldest first (checkout takes from the back).
+    /// Idle HTTP/1.1 connections, oldest first (checkout takes from the back).
     idle: VecDeque<Idle>,
     /// The shared h2 connection, when the factory chose h2.
     h2: Option<H2>,
@@ -118,26 +113,22 @@ struct State {
 }
 
 struct Idle {
-    tx: H1,
+    conn: H1Conn,
     since: Instant,
 }
 
 /// A connection taken for one request.
 enum Taken {
-    H1(H1),
+    /// With whether it carried a request before.
+    H1(H1Conn, bool),
     H2(H2),
 }
 
 impl Pool {
-    pub fn new(
-        connector: HttpsConnector<HttpConnector>,
-        origin: Uri,
-        host: HeaderValue,
-        opts: PoolOptions,
-    ) -> Pool {
+    pub fn new(dialer: Dialer, origin: Uri, host: HeaderValue, opts: PoolOptions) -> Pool {
         Pool {
             shared: Arc::new(Shared {
-                connector,
+                dialer,
                 origin,
                 host,
                 opts,
@@ -147,7 +138,7 @@ impl Pool {
         }
     }
 
-    /// Idle HTTP/1 connections right now.
+    /// Idle HTTP/1.1 connections right now.
     pub fn idle_count(&self) -> usize {
         self.shared.state.lock().idle.len()
     }
@@ -158,10 +149,7 @@ impl Pool {
     }
 
     /// Sends `req` (origin-form URI) to the factory and returns its answer.
-    pub async fn send(
-        &self,
-        mut req: Request<ReqBody>,
-    ) -> Result<Response<UpstreamBody>, PoolError> {
+    pub async fn send(&self, mut req: Request<Bytes>) -> Result<Response<UpstreamBody>, PoolError> {
         let mut resends = 0;
         loop {
             // The last resend goes on a new connection.
@@ -171,39 +159,40 @@ impl Pool {
                 // inline it would size every request's future for it.
                 None => Box::pin(self.connect()).await?,
             };
-            let mut failed = match taken {
-                Taken::H1(mut tx) => {
-                    // Replaces the service's Host in place (never forwarded).
-                    req.headers_mut().insert(HOST, self.shared.host.clone());
-                    match tx.try_send_request(req).await {
-                        Ok(res) => {
-                            let release = Release {
-                                tx,
-                                pool: Arc::downgrade(&self.shared),
-                            };
-                            return Ok(res.map(|body| UpstreamBody::new(body, Some(release))));
-                        }
-                        Err(e) => e,
+            match taken {
+                Taken::H1(mut conn, reused) => match conn.send(&req, &self.shared.host).await {
+                    Ok(answer) => {
+                        let res = answer
+                            .with_body(conn)
+                            .map_err(|e| PoolError::Send(Box::new(e)))?;
+                        let home = Arc::downgrade(&self.shared);
+                        return Ok(res.map(|body| UpstreamBody::h1(body, home)));
                     }
-                }
+                    Err(e) if e.unsent && reused && resends < STALE_RESENDS => {
+                        tracing::debug!(error = %e, "factory connection closed before the request left; sending on another");
+                        resends += 1;
+                    }
+                    Err(e) => return Err(PoolError::Send(Box::new(e))),
+                },
                 Taken::H2(mut tx) => {
+                    // A handle on the body for a resend (a reference count).
+                    let body = req.body().clone();
                     let res = tx.try_send_request(self.absolute(req)).await;
                     match res {
-                        Ok(res) => return Ok(res.map(|body| UpstreamBody::new(body, None))),
-                        Err(e) => {
+                        Ok(res) => return Ok(res.map(UpstreamBody::h2)),
+                        Err(mut failed) => {
                             self.forget_h2(&tx);
-                            e
+                            match failed.take_message() {
+                                Some(unsent) if resends < STALE_RESENDS => {
+                                    tracing::debug!(error = %failed.error(), "factory h2 connection closed before the request left; sending on another");
+                                    req = origin_form(unsent).map(|_| body);
+                                    resends += 1;
+                                }
+                                _ => return Err(PoolError::Send(Box::new(failed.into_error()))),
+                            }
                         }
                     }
                 }
-            };
-            match failed.take_message() {
-                Some(unsent) if resends < STALE_RESENDS => {
-                    tracing::debug!(error = %failed.error(), "factory connection closed before the request left; sending on another");
-                    req = origin_form(unsent);
-                    resends += 1;
-                }
-                _ => return Err(PoolError::Send(failed.into_error())),
             }
         }
     }
@@ -222,64 +211,54 @@ impl Pool {
             state.h2 = None;
         }
         while let Some(idle) = state.idle.pop_back() {
-            if idle.tx.is_closed()
-                || now.saturating_duration_since(idle.since) >= self.shared.opts.idle_timeout
+            if now.saturating_duration_since(idle.since) >= self.shared.opts.idle_timeout
+                || !idle.conn.is_reusable()
             {
                 continue;
             }
-            return Some(Taken::H1(idle.tx));
+            return Some(Taken::H1(idle.conn, true));
         }
         None
     }
 
-    /// Opens a new connection; HTTP/1 or h2 as ALPN decided.
+    /// Opens a new connection; HTTP/1.1 or h2 as ALPN decided.
     async fn connect(&self) -> Result<Taken, PoolError> {
-        let mut connector = self.shared.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
+        let dialed = self
+            .shared
+            .dialer
+            .dial()
             .await
-            .map_err(PoolError::Connect)?;
-        let io = connector
-            .call(self.shared.origin.clone())
-            .await
-            .map_err(PoolError::Connect)?;
+            .map_err(|e| PoolError::Connect(e.into()))?;
         self.shared.opened.fetch_add(1, Ordering::Relaxed);
-        if io.connected().is_negotiated_h2() {
-            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(io)
-                .await
-                .map_err(|e| PoolError::Connect(e.into()))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "factory h2 connection ended with an error");
-                }
-            });
-            let mut state = self.shared.state.lock();
-            match &state.h2 {
-                // Another request won the race to open it: share that one.
-                Some(h2) if !h2.is_closed() => Ok(Taken::H2(h2.clone())),
-                _ => {
-                    state.h2 = Some(tx.clone());
-                    Ok(Taken::H2(tx))
-                }
+        let io = match dialed {
+            Dialed::Http1(io) => return Ok(Taken::H1(H1Conn::new(io), false)),
+            Dialed::H2(io) => io,
+        };
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| PoolError::Connect(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "factory h2 connection ended with an error");
             }
-        } else {
-            let (tx, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(|e| PoolError::Connect(e.into()))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "factory connection ended with an error");
-                }
-            });
-            Ok(Taken::H1(tx))
+        });
+        let mut state = self.shared.state.lock();
+        match &state.h2 {
+            // Another request won the race to open it: share that one.
+            Some(h2) if !h2.is_closed() => Ok(Taken::H2(h2.clone())),
+            _ => {
+                state.h2 = Some(tx.clone());
+                Ok(Taken::H2(tx))
+            }
         }
     }
 
     /// The request with an absolute URI, as h2 needs for `:scheme` and
     /// `:authority` (and no `Host`).
-    fn absolute(&self, mut req: Request<ReqBody>) -> Request<ReqBody> {
+    fn absolute(&self, req: Request<Bytes>) -> Request<Full<Bytes>> {
+        let mut req = req.map(Full::new);
         let mut parts = self.shared.origin.clone().into_parts();
         parts.path_and_query = req.uri().path_and_query().cloned();
         // Scheme and authority come from a valid URI, the path from another.
@@ -299,7 +278,7 @@ impl Pool {
 }
 
 /// Back to origin form (a request handed back unsent by an h2 connection).
-fn origin_form(mut req: Request<ReqBody>) -> Request<ReqBody> {
+fn origin_form<B>(mut req: Request<B>) -> Request<B> {
     if let Some(pq) = req.uri().path_and_query().cloned() {
         let mut parts = http::uri::Parts::default();
         parts.path_and_query = Some(pq);
@@ -311,9 +290,9 @@ fn origin_form(mut req: Request<ReqBody>) -> Request<ReqBody> {
 }
 
 impl Shared {
-    /// Puts an HTTP/1 connection whose answer was read to the end back.
-    fn put(self: &Arc<Self>, tx: H1) {
-        if tx.is_closed() || self.opts.max_idle == 0 {
+    /// Puts an HTTP/1.1 connection whose answer was read to the end back.
+    fn put(self: &Arc<Self>, conn: H1Conn) {
+        if self.opts.max_idle == 0 {
             return;
         }
         let start_sweeper = {
@@ -322,7 +301,7 @@ impl Shared {
                 return; // dropped: the connection closes
             }
             state.idle.push_back(Idle {
-                tx,
+                conn,
                 since: Instant::now(),
             });
             !std::mem::replace(&mut state.sweeping, true)
@@ -338,8 +317,9 @@ impl Shared {
     }
 }
 
-/// Closes idle connections older than the idle timeout; ends when nothing
-/// is idle (the next return starts a new sweeper) or the pool is gone.
+/// Closes idle connections older than the idle timeout or closed by the
+/// factory; ends when nothing is idle (the next return starts a new
+/// sweeper) or the pool is gone.
 async fn sweep(pool: Weak<Shared>) {
     loop {
         let period = match pool.upgrade() {
@@ -356,13 +336,17 @@ async fn sweep(pool: Weak<Shared>) {
             let keep_from = state
                 .idle
                 .iter()
-                .position(|i| {
-                    !i.tx.is_closed()
-                        && now.saturating_duration_since(i.since) < p.opts.idle_timeout
-                })
+                .position(|i| now.saturating_duration_since(i.since) < p.opts.idle_timeout)
                 .unwrap_or(state.idle.len());
-            let expired = state.idle.drain(..keep_from).collect();
-            state.idle.retain(|i| !i.tx.is_closed());
+            let mut expired: Vec<Idle> = state.idle.drain(..keep_from).collect();
+            let mut i = 0;
+            while i < state.idle.len() {
+                if state.idle[i].conn.is_reusable() {
+                    i += 1;
+                } else if let Some(closed) = state.idle.remove(i) {
+                    expired.push(closed);
+                }
+            }
             if state.idle.is_empty() {
                 state.sweeping = false;
                 drop(state);
@@ -376,78 +360,91 @@ async fn sweep(pool: Weak<Shared>) {
     }
 }
 
-/// Returns an HTTP/1 connection to its pool once its answer is read.
-struct Release {
-    tx: H1,
-    pool: Weak<Shared>,
-}
-
-impl Release {
-    fn release(self) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.put(self.tx);
-        }
-    }
-}
-
-/// A factory answer body; reading it to the end frees its connection for
-/// the next request.
+/// A factory answer body; reading an HTTP/1.1 one to the end frees its
+/// connection for the next request.
 pub struct UpstreamBody {
-    body: Incoming,
-    release: Option<Release>,
+    inner: Inner,
+}
+
+enum Inner {
+    H1 { body: H1Body, home: Weak<Shared> },
+    H2(Incoming),
 }
 
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody")
-            .field("body", &self.body)
-            .field("pooled", &self.release.is_some())
-            .finish()
+        match &self.inner {
+            Inner::H1 { body, .. } => f.debug_tuple("UpstreamBody").field(body).finish(),
+            Inner::H2(body) => f.debug_tuple("UpstreamBody").field(body).finish(),
+        }
     }
 }
 
 impl UpstreamBody {
-    fn new(body: Incoming, release: Option<Release>) -> Self {
-        let mut b = UpstreamBody { body, release };
-        if b.body.is_end_stream() {
-            b.done();
-        }
+    fn h1(body: H1Body, home: Weak<Shared>) -> Self {
+        let mut b = UpstreamBody {
+            inner: Inner::H1 { body, home },
+        };
+        b.release();
         b
     }
 
-    fn done(&mut self) {
-        if let Some(r) = self.release.take() {
-            r.release();
+    fn h2(body: Incoming) -> Self {
+        UpstreamBody {
+            inner: Inner::H2(body),
+        }
+    }
+
+    /// Hands a finished HTTP/1.1 connection back to its pool.
+    fn release(&mut self) {
+        if let Inner::H1 { body, home } = &mut self.inner
+            && let Some(conn) = body.take_reusable()
+            && let Some(pool) = home.upgrade()
+        {
+            pool.put(conn);
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.done(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.done(),
-            // A broken body leaves the connection unusable: dropped, closed.
-            Poll::Ready(Some(Err(_))) => this.release = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = match &mut self.inner {
+            Inner::H1 { body, .. } => body
+                .poll_data(cx)
+                .map(|d| d.map(|r| r.map(Frame::data).map_err(BoxError::from))),
+            Inner::H2(body) => {
+                return Pin::new(body)
+                    .poll_frame(cx)
+                    .map(|f| f.map(|r| r.map_err(BoxError::from)));
+            }
+        };
+        if self.is_end_stream() {
+            self.release();
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.inner {
+            Inner::H1 { body, .. } => body.is_end_stream(),
+            Inner::H2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.inner {
+            Inner::H1 { body, .. } => match body.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+            Inner::H2(body) => body.size_hint(),
+        }
     }
 }
 
@@ -494,12 +491,12 @@ mod tests {
     }
 
     fn pool_for(origin: &Uri, max_idle: usize, idle_timeout: Duration) -> Pool {
-        let connector =
-            crate::proxy::client::https_connector(None, Duration::from_secs(2)).expect("connector");
+        let url = crate::config::UpstreamUrl::parse(&origin.to_string()).expect("url");
+        let dialer = Dialer::new(&url, None, Duration::from_secs(2)).expect("dialer");
         let host =
             HeaderValue::from_str(origin.authority().expect("authority").as_str()).expect("host");
         Pool::new(
-            connector,
+            dialer,
             origin.clone(),
             host,
             PoolOptions {
@@ -509,10 +506,8 @@ mod tests {
         )
     }
 
-    fn get() -> Request<ReqBody> {
-        Request::get("/x")
-            .body(Full::new(Bytes::new()))
-            .expect("request")
+    fn get() -> Request<Bytes> {
+        Request::get("/x").body(Bytes::new()).expect("request")
     }
 
     async fn read_all(pool: &Pool) -> Bytes {

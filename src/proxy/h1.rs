@@ -1,0 +1,946 @@
+//! HTTP/1.1 to the factory, spoken by the request that holds the connection.
+//!
+//! Why not hyper's `client::conn::http1`: it drives every connection from a
+//! task of its own and passes each request and its answer over channels, so
+//! one order woke two tasks, crossed two channels, and each upstream
+//! connection kept a task, a channel block and two 8 KiB buffers. Measured
+//! (benches/README.md), that machinery was over a quarter of the
+//! instructions an order cost and much of the memory per connection at 256
+//! connections. Here the order's own future writes the request and reads
+//! the answer on a connection it took from the
+//! [`Pool`](crate::proxy::pool::Pool), and the answer body decodes straight
+//! from the connection's buffer; the pool takes the connection back once the
+//! body has been read to the end ([`H1Body::take_reusable`]). The head is
+//! parsed by httparse, hyper's own parser. h2 (when the factory picks it by
+//! ALPN) stays with hyper.
+//!
+//! What it speaks: one request at a time per connection; answer bodies
+//! framed by Content-Length, by chunked coding, or by the end of the
+//! connection (RFC 9112 section 6.3); 1xx interim answers are skipped. What
+//! it refuses, with an error and the connection closed: a head over 64 KiB
+//! or with over 100 headers, a malformed head or chunk size, differing
+//! Content-Length values, and 101 (nothing is upgraded to the factory).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Largest answer head (and trailer section) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most headers in an answer head (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// How much the read buffer grows by when it runs low.
+const READ_CHUNK: usize = 8 * 1024;
+/// Below this much free room the buffer grows before the next read.
+const MIN_SPARE: usize = 1024;
+/// Request bodies up to this size are copied behind the head, so the
+/// request leaves in one write.
+const INLINE_BODY: usize = 16 * 1024;
+/// Longest chunk-size line (extensions included).
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// Why an exchange with the factory failed.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("the factory's answer head is malformed: {0}")]
+    Parse(#[from] httparse::Error),
+    #[error("the factory's answer is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("the factory's answer head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the factory answered 101 Switching Protocols; nothing is upgraded")]
+    Upgrade,
+    #[error("the factory closed the connection before answering")]
+    ClosedBeforeAnswer,
+    #[error("the factory closed the connection in the middle of its answer")]
+    Incomplete,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A failed [`H1Conn::send`]: whether the request may have reached the
+/// factory decides whether it can go again on another connection.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SendError {
+    /// The request was not written whole: the factory cannot have taken it.
+    pub unsent: bool,
+    #[source]
+    pub error: H1Error,
+}
+
+impl SendError {
+    fn unsent(e: io::Error) -> Self {
+        SendError {
+            unsent: true,
+            error: H1Error::Io(e),
+        }
+    }
+
+    fn sent(error: impl Into<H1Error>) -> Self {
+        SendError {
+            unsent: false,
+            error: error.into(),
+        }
+    }
+}
+
+/// The byte stream to the factory: plain TCP, or TLS over it.
+#[derive(Debug)]
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One HTTP/1.1 connection to the factory, idle or carrying one request.
+#[derive(Debug)]
+pub struct H1Conn {
+    io: Io,
+    /// Bytes read and not yet consumed. Answer heads and bodies are split
+    /// off it without copying; once they are dropped, the same allocation
+    /// serves the next answer.
+    buf: BytesMut,
+    /// The request being written (kept for its capacity).
+    out: Vec<u8>,
+    /// Header positions while a head is parsed (kept for its capacity).
+    spans: Vec<Span>,
+}
+
+impl H1Conn {
+    pub fn new(io: Io) -> Self {
+        H1Conn {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            spans: Vec::new(),
+        }
+    }
+
+    /// Whether an idle connection can carry another request: nothing has
+    /// arrived on it since its last answer. Anything that did is the
+    /// factory closing it, or bytes no request asked for; either way it is
+    /// not used again. Costs a system call only when the socket has
+    /// signalled something since it was last read empty.
+    pub fn is_reusable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.io.tcp().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends `req` (origin form; `host` is the factory's) and reads the
+    /// answer head; [`Answer::with_body`] then reads the body on from this
+    /// connection. (By reference: the caller's future holds the
+    /// connection once, and every in-flight order holds that future.)
+    pub async fn send(
+        &mut self,
+        req: &Request<Bytes>,
+        host: &HeaderValue,
+    ) -> Result<Answer, SendError> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        encode_request(&mut out, req, host);
+        let body = req.body();
+        let inline = body.len() <= INLINE_BODY;
+        if inline {
+            out.extend_from_slice(body);
+        }
+        let written = async {
+            self.io.write_all(&out).await?;
+            if !inline {
+                self.io.write_all(body).await?;
+            }
+            self.io.flush().await
+        }
+        .await;
+        self.out = out;
+        written.map_err(SendError::unsent)?;
+
+        let head_only = req.method() == Method::HEAD;
+        let mut read_any = false;
+        loop {
+            match parse_head(&mut self.buf, &mut self.spans, head_only).map_err(SendError::sent)? {
+                Some(Head::Final(head, framing, keep_alive)) => {
+                    return Ok(Answer {
+                        head,
+                        framing,
+                        keep_alive,
+                    });
+                }
+                Some(Head::Interim) => continue,
+                None if self.buf.len() >= MAX_HEAD => {
+                    return Err(SendError::sent(H1Error::HeadTooLarge));
+                }
+                None => {}
+            }
+            let n = std::future::poll_fn(|cx| self.poll_fill(cx))
+                .await
+                .map_err(SendError::sent)?;
+            if n == 0 {
+                return Err(SendError::sent(if read_any {
+                    H1Error::Incomplete
+                } else {
+                    H1Error::ClosedBeforeAnswer
+                }));
+            }
+            read_any = true;
+        }
+    }
+
+    /// Reads more into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+            // Reclaims the same allocation when nothing split off it is alive.
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// An answer head read by [`H1Conn::send`].
+#[derive(Debug)]
+pub struct Answer {
+    head: Response<()>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Answer {
+    /// The answer, its body read on from `conn` (the connection it came on).
+    pub fn with_body(self, conn: H1Conn) -> Result<Response<H1Body>, H1Error> {
+        let mut body = H1Body {
+            conn: Some(conn),
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+        };
+        body.settle()?;
+        Ok(self.head.map(|()| body))
+    }
+}
+
+/// Writes the request head: origin-form target, the factory's `Host`
+/// first, the request's own headers but `Host` and the framing ones, and a
+/// Content-Length for the buffered body.
+fn encode_request(out: &mut Vec<u8>, req: &Request<Bytes>, host: &HeaderValue) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut had_length = false;
+    for (name, value) in req.headers() {
+        if name == CONTENT_LENGTH {
+            had_length = true;
+            continue;
+        }
+        if name == HOST || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let len = req.body().len();
+    // As hyper does: a length for a body, for a method that expects one,
+    // and wherever the sender gave one (then the true one).
+    if len > 0 || had_length || matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+    {
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, len as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Where a header's name and value are in the head: name start and end,
+/// value start and end.
+type Span = (usize, usize, usize, usize);
+
+/// A parsed answer head.
+enum Head {
+    /// A 1xx answer (not 101): skipped, the final one follows.
+    Interim,
+    /// The answer, how its body is framed, and whether the connection can
+    /// carry another request after it.
+    Final(Response<()>, Framing, bool),
+}
+
+/// Parses the answer head at the start of `buf`, consuming it once
+/// complete; `None` while it is not.
+fn parse_head(
+    buf: &mut BytesMut,
+    spans: &mut Vec<Span>,
+    head_only: bool,
+) -> Result<Option<Head>, H1Error> {
+    // Header positions, so the values can be slices of the frozen head
+    // (no copy) once the parser's borrow of `buf` ends.
+    spans.clear();
+    let (len, code, version) = {
+        // Not initialised up front: the parser writes what it finds.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed? {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => return Ok(None),
+        };
+        let base = buf.as_ptr() as usize;
+        spans.extend(res.headers.iter().map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (name, name + h.name.len(), value, value + h.value.len())
+        }));
+        let version = match res.version {
+            Some(1) => Version::HTTP_11,
+            _ => Version::HTTP_10,
+        };
+        (len, res.code.unwrap_or(0), version)
+    };
+    let head = buf.split_to(len).freeze();
+    if code == 101 {
+        return Err(H1Error::Upgrade);
+    }
+    if (100..200).contains(&code) {
+        return Ok(Some(Head::Interim));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Malformed("status code"))?;
+
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let (mut length, mut length_seen, mut te, mut chunked) = (None::<u64>, false, false, false);
+    let (mut close, mut keep_alive) = (false, false);
+    for &(ns, ne, vs, ve) in spans.iter() {
+        let name =
+            HeaderName::from_bytes(&head[ns..ne]).map_err(|_| H1Error::Malformed("header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| H1Error::Malformed("header value"))?;
+        if name == CONTENT_LENGTH {
+            length_seen = true;
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let n =
+                    parse_length(part.trim_ascii()).ok_or(H1Error::Malformed("Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(H1Error::Malformed("differing Content-Length values"));
+                }
+                length = Some(n);
+            }
+        } else if name == TRANSFER_ENCODING {
+            te = true;
+            chunked = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let framing =
+        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::Done
+        } else if te {
+            if length_seen {
+                // Transfer-Encoding wins (RFC 9112 section 6.3); the length
+                // would describe something else downstream.
+                headers.remove(CONTENT_LENGTH);
+            }
+            if chunked {
+                Framing::Chunked(Chunk::Size)
+            } else {
+                Framing::Eof
+            }
+        } else {
+            match length {
+                Some(0) => Framing::Done,
+                Some(n) => Framing::Length(n),
+                None => Framing::Eof,
+            }
+        };
+    let reusable = match version {
+        Version::HTTP_11 => !close,
+        _ => keep_alive && !close,
+    } && !(te && length_seen)
+        && !matches!(framing, Framing::Eof);
+    let mut res = Response::new(());
+    *res.status_mut() = status;
+    *res.version_mut() = version;
+    *res.headers_mut() = headers;
+    Ok(Some(Head::Final(res, framing, reusable)))
+}
+
+/// Plain decimal digits, no sign, no overflow.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// How the rest of the answer body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the factory closes the connection.
+    Eof,
+    Done,
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Waiting for a chunk-size line.
+    Size,
+    /// This many bytes of chunk data still to come.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines (skipped) up to the empty one; bytes seen so far.
+    Trailers(usize),
+}
+
+/// An answer body read from its connection. Frames are slices of the
+/// connection's buffer (no copy).
+#[derive(Debug)]
+pub struct H1Body {
+    /// `None` once the body ended or failed (then the connection is closed
+    /// or handed back through [`H1Body::take_reusable`]).
+    conn: Option<H1Conn>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl H1Body {
+    /// Once the body has been read to the end: its connection, when it can
+    /// carry another request. Otherwise the connection is dropped (closed)
+    /// here, so a finished answer never holds a socket.
+    pub fn take_reusable(&mut self) -> Option<H1Conn> {
+        if self.framing != Framing::Done {
+            return None;
+        }
+        let conn = self.conn.take()?;
+        (self.keep_alive && conn.buf.is_empty()).then_some(conn)
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    /// Bytes still to come, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of the body; `None` at its end.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, H1Error>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(n) if !conn.buf.is_empty() => {
+                    let take = n.min(conn.buf.len() as u64);
+                    // take <= buf.len(), a usize.
+                    let data = conn.buf.split_to(take as usize).freeze();
+                    self.framing = match n - take {
+                        0 => Framing::Done,
+                        left => Framing::Length(left),
+                    };
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Framing::Eof if !conn.buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
+                }
+                Framing::Chunked(Chunk::Data(n)) if !conn.buf.is_empty() => {
+                    let take = n.min(conn.buf.len() as u64);
+                    let data = conn.buf.split_to(take as usize).freeze();
+                    self.framing = Framing::Chunked(match n - take {
+                        0 => Chunk::DataEnd,
+                        left => Chunk::Data(left),
+                    });
+                    if let Err(e) = self.settle() {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                _ => {}
+            }
+            // Nothing to hand out: read more.
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if self.framing == Framing::Eof => {
+                    self.framing = Framing::Done;
+                    self.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return Poll::Ready(Some(Err(self.fail(H1Error::Incomplete)))),
+                Ok(_) => {
+                    if let Err(e) = self.settle() {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                Err(e) => return Poll::Ready(Some(Err(self.fail(e.into())))),
+            }
+        }
+    }
+
+    /// Ends the body with an error; the connection is closed.
+    fn fail(&mut self, e: H1Error) -> H1Error {
+        self.conn = None;
+        self.framing = Framing::Done;
+        self.keep_alive = false;
+        e
+    }
+
+    /// Consumes chunked framing (sizes, CRLFs, trailers) as far as the
+    /// buffered bytes go, without taking data: the end of a chunked body is
+    /// seen as soon as it is buffered, so the connection is freed at once.
+    fn settle(&mut self) -> Result<(), H1Error> {
+        let Framing::Chunked(mut state) = self.framing else {
+            return Ok(());
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let buf = &mut conn.buf;
+        let result = loop {
+            match state {
+                Chunk::Data(_) => break Ok(()),
+                Chunk::DataEnd => {
+                    if buf.len() < 2 {
+                        break Ok(());
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        break Err(H1Error::Malformed("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    state = Chunk::Size;
+                }
+                Chunk::Size => {
+                    let Some(nl) = memchr::memchr(b'\n', buf) else {
+                        if buf.len() > MAX_CHUNK_LINE {
+                            break Err(H1Error::Malformed("chunk size line too long"));
+                        }
+                        break Ok(());
+                    };
+                    let size = match httparse::parse_chunk_size(&buf[..=nl]) {
+                        Ok(httparse::Status::Complete((_, size))) => size,
+                        _ => break Err(H1Error::Malformed("chunk size")),
+                    };
+                    buf.advance(nl + 1);
+                    state = if size == 0 {
+                        Chunk::Trailers(0)
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Chunk::Trailers(seen) => {
+                    let Some(nl) = memchr::memchr(b'\n', buf) else {
+                        if seen + buf.len() > MAX_HEAD {
+                            break Err(H1Error::HeadTooLarge);
+                        }
+                        break Ok(());
+                    };
+                    let blank = nl == 0 || (nl == 1 && buf[0] == b'\r');
+                    buf.advance(nl + 1);
+                    if blank {
+                        self.framing = Framing::Done;
+                        return Ok(());
+                    }
+                    state = Chunk::Trailers(seen + nl + 1);
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.framing = Framing::Chunked(state);
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(bytes: &[u8], head_only: bool) -> Result<Option<Head>, H1Error> {
+        let mut buf = BytesMut::from(bytes);
+        parse_head(&mut buf, &mut Vec::new(), head_only)
+    }
+
+    fn final_head(bytes: &[u8]) -> (Response<()>, Framing, bool) {
+        match head(bytes, false) {
+            Ok(Some(Head::Final(res, framing, reusable))) => (res, framing, reusable),
+            Ok(Some(Head::Interim)) => panic!("interim"),
+            Ok(None) => panic!("partial"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let (res, f, reuse) =
+            final_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
+        assert_eq!(res.status(), 200);
+        assert_eq!(f, Framing::Length(5));
+        assert!(reuse);
+        assert_eq!(res.headers().get_all("x-a").iter().count(), 2);
+
+        let (res, f, reuse) = final_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(f, Framing::Chunked(Chunk::Size));
+        assert!(!reuse, "TE and CL together: not reused");
+        assert!(
+            res.headers().get(CONTENT_LENGTH).is_none(),
+            "the length is dropped"
+        );
+
+        let (_, f, reuse) = final_head(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((f, reuse), (Framing::Eof, false));
+        let (_, f, reuse) = final_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!((f, reuse), (Framing::Eof, false));
+        let (_, f, _) = final_head(b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n");
+        assert_eq!(f, Framing::Done);
+        let (_, f, reuse) =
+            final_head(b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\nConnection: close\r\n\r\n");
+        assert_eq!((f, reuse), (Framing::Length(3), false));
+        let (_, _, reuse) = final_head(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n");
+        assert!(!reuse, "HTTP/1.0 without keep-alive closes");
+        let (_, _, reuse) =
+            final_head(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n");
+        assert!(reuse);
+        match head(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true) {
+            Ok(Some(Head::Final(res, Framing::Done, true))) => {
+                assert_eq!(
+                    res.headers()[CONTENT_LENGTH],
+                    "7",
+                    "a HEAD answer keeps its length"
+                );
+            }
+            _ => panic!("HEAD answer has no body"),
+        }
+    }
+
+    #[test]
+    fn bad_heads_are_refused() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+        ] {
+            assert!(
+                head(bad, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(matches!(
+            head(b"HTTP/1.1 200 OK\r\nContent-", false),
+            Ok(None)
+        ));
+        assert!(matches!(
+            head(b"HTTP/1.1 100 Continue\r\n\r\n", false),
+            Ok(Some(Head::Interim))
+        ));
+    }
+
+    #[test]
+    fn requests_are_encoded_with_the_factorys_host_and_a_true_length() {
+        let req = Request::post("/api/order?x=1")
+            .header("host", "sidecar:8081")
+            .header("content-length", "99")
+            .header("authorization", "Bearer k")
+            .body(Bytes::from_static(b"{}"))
+            .expect("request");
+        let mut out = Vec::new();
+        encode_request(&mut out, &req, &HeaderValue::from_static("factory:443"));
+        assert_eq!(
+            out,
+            b"POST /api/order?x=1 HTTP/1.1\r\nhost: factory:443\r\nauthorization: Bearer k\r\ncontent-length: 2\r\n\r\n"
+        );
+        let get = Request::get("/").body(Bytes::new()).expect("request");
+        out.clear();
+        encode_request(&mut out, &get, &HeaderValue::from_static("f"));
+        assert_eq!(out, b"GET / HTTP/1.1\r\nhost: f\r\n\r\n");
+    }
+
+    /// A loopback factory that reads one request head and answers with
+    /// `parts`, each written (and flushed) on its own; `then_close` closes
+    /// the connection afterwards.
+    async fn answering(parts: Vec<&'static [u8]>, then_close: bool) -> H1Conn {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match s.read(&mut byte).await {
+                    Ok(1) => head.push(byte[0]),
+                    _ => return,
+                }
+            }
+            for part in parts {
+                if s.write_all(part).await.is_err() || s.flush().await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            if then_close {
+                drop(s);
+            } else {
+                let mut sink = [0u8; 64];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            }
+        });
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        H1Conn::new(Io::Plain(tcp))
+    }
+
+    async fn send(mut conn: H1Conn, req: &Request<Bytes>) -> Result<Response<H1Body>, H1Error> {
+        let answer = conn
+            .send(req, &HeaderValue::from_static("f"))
+            .await
+            .map_err(|e| e.error)?;
+        answer.with_body(conn)
+    }
+
+    async fn exchange(conn: H1Conn) -> (Response<()>, Result<Vec<u8>, H1Error>, Option<H1Conn>) {
+        let req = Request::get("/x").body(Bytes::new()).expect("request");
+        let res = send(conn, &req).await.expect("an answer head");
+        let (parts, mut body) = res.into_parts();
+        let mut data = Vec::new();
+        let read = loop {
+            match std::future::poll_fn(|cx| body.poll_data(cx)).await {
+                Some(Ok(chunk)) => data.extend_from_slice(&chunk),
+                Some(Err(e)) => break Err(e),
+                None => break Ok(data),
+            }
+        };
+        (Response::from_parts(parts, ()), read, body.take_reusable())
+    }
+
+    #[tokio::test]
+    async fn chunked_answers_are_decoded_across_reads_and_free_the_connection() {
+        let conn = answering(
+            vec![
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhel",
+                b"lo\r\n",
+                b"6\r\n world\r\n0\r\nX-Trailer: 1\r\n",
+                b"\r\n",
+            ],
+            false,
+        )
+        .await;
+        let (res, body, reusable) = exchange(conn).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(body.expect("body"), b"hello world");
+        assert!(
+            reusable.is_some(),
+            "a finished chunked answer frees its connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_length_runs_to_the_close() {
+        let conn = answering(
+            vec![b"HTTP/1.1 200 OK\r\n\r\npart one, ", b"part two"],
+            true,
+        )
+        .await;
+        let (_, body, reusable) = exchange(conn).await;
+        assert_eq!(body.expect("body"), b"part one, part two");
+        assert!(
+            reusable.is_none(),
+            "a close-delimited answer ends its connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn cut_answers_are_errors() {
+        let conn = answering(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"],
+            true,
+        )
+        .await;
+        let (_, body, reusable) = exchange(conn).await;
+        assert!(matches!(body, Err(H1Error::Incomplete)), "{body:?}");
+        assert!(reusable.is_none());
+
+        let conn = answering(
+            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"],
+            true,
+        )
+        .await;
+        let (_, body, _) = exchange(conn).await;
+        assert!(matches!(body, Err(H1Error::Incomplete)), "{body:?}");
+
+        // A bad chunk size is refused with the head (when it came along)
+        // or while the body is read.
+        let conn = answering(
+            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+            true,
+        )
+        .await;
+        let req = Request::get("/x").body(Bytes::new()).expect("request");
+        match send(conn, &req).await {
+            Err(e) => assert!(matches!(e, H1Error::Malformed(_)), "{e}"),
+            Ok(res) => {
+                let mut body = res.into_body();
+                let first = std::future::poll_fn(|cx| body.poll_data(cx)).await;
+                assert!(
+                    matches!(first, Some(Err(H1Error::Malformed(_)))),
+                    "{first:?}"
+                );
+            }
+        }
+
+        let mut conn = answering(vec![b"HTTP/1.1 200 OK\r\nContent-"], true).await;
+        let err = conn
+            .send(&req, &HeaderValue::from_static("f"))
+            .await
+            .expect_err("cut head");
+        assert!(
+            matches!(err.error, H1Error::Incomplete) && !err.unsent,
+            "{err}"
+        );
+
+        let mut conn = answering(vec![], true).await;
+        let err = conn
+            .send(&req, &HeaderValue::from_static("f"))
+            .await
+            .expect_err("no answer");
+        assert!(matches!(err.error, H1Error::ClosedBeforeAnswer), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_factory_closed_while_idle_is_not_reused() {
+        let conn = answering(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+            true,
+        )
+        .await;
+        let (_, body, reusable) = exchange(conn).await;
+        assert_eq!(body.expect("body"), b"ok");
+        let conn = reusable.expect("reusable right after the answer");
+        // The factory's close arrives; the check sees it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while conn.is_reusable() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the close was never seen"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn decimal_digits() {
+        for n in [0u64, 7, 10, 161, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+}
