@@ -22,6 +22,16 @@ use crate::error::BoxError;
 use crate::proxy::body::BodyError;
 use crate::proxy::framing::ConflictingFraming;
 
+/// A request body as the server hands it over: already read whole by the
+/// HTTP/1.1 fast path ([`crate::proxy::conn`]), or still arriving through
+/// hyper (h2c, chunked bodies, and the other requests the fast path leaves
+/// to hyper).
+#[derive(Debug)]
+pub enum RequestBody {
+    Buffered(Bytes),
+    Streaming(Incoming),
+}
+
 /// Buffers request bodies, refusing those over `limit` bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct CollectBodyLayer {
@@ -51,7 +61,7 @@ pub struct CollectBody<S> {
     limit: usize,
 }
 
-impl<S> Service<Request<Incoming>> for CollectBody<S>
+impl<S> Service<Request<RequestBody>> for CollectBody<S>
 where
     S: Service<Request<Bytes>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send,
@@ -64,13 +74,25 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
         if req.extensions().get::<ConflictingFraming>().is_some() {
             return CollectFuture::Failed {
                 error: Some(BodyError::ConflictingFraming.into()),
             };
         }
         let (parts, body) = req.into_parts();
+        let body = match body {
+            RequestBody::Buffered(bytes) if bytes.len() > self.limit => {
+                return CollectFuture::Failed {
+                    error: Some(BodyError::TooLarge { limit: self.limit }.into()),
+                };
+            }
+            RequestBody::Buffered(bytes) => {
+                let fut = self.inner.call(Request::from_parts(parts, bytes));
+                return CollectFuture::Calling { fut };
+            }
+            RequestBody::Streaming(body) => body,
+        };
         if body.size_hint().lower() > self.limit as u64 {
             return CollectFuture::Failed {
                 error: Some(BodyError::TooLarge { limit: self.limit }.into()),

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod client;
 pub mod collect;
+pub mod conn;
 pub mod connect;
 pub mod framing;
 pub mod h1;

@@ -2,34 +2,42 @@
 //!
 //! Each accepted connection takes a permit from a semaphore of
 //! `server.max_connections`, so a flood of idle connections waits in the
-//! kernel's accept queue instead of exhausting file descriptors. HTTP/1 heads
-//! must arrive within `header_read_timeout` (slowloris), which hyper also
-//! applies to a keep-alive connection waiting for its next request, so idle
-//! connections are closed after it too. hyper-util's h1/h2 detection reads
-//! the first bytes with no deadline at all, so a connection that sends
-//! nothing (or half an h2 preface) is closed here if its first request has
-//! not arrived within `header_read_timeout`. On shutdown the listener is closed
-//! first, then every connection is asked to finish its in-flight requests
-//! and close, for at most `shutdown_grace`.
+//! kernel's accept queue instead of exhausting file descriptors. A
+//! connection starts on the HTTP/1.1 fast path ([`crate::proxy::conn`]);
+//! whatever that path does not take (h2c, chunked or oversized bodies,
+//! conflicting framing, bad heads) is handed, with the bytes already read,
+//! to hyper-util's server, which serves the rest of the connection: h1 with
+//! hyper's `header_read_timeout` (slowloris) behind the [`FramingGuard`],
+//! or h2. A handed-over connection whose first request has not arrived
+//! within `header_read_timeout` is closed here (hyper-util's h2 detection
+//! has no deadline of its own). On shutdown the listener is closed first,
+//! then every connection is asked to finish its in-flight request and
+//! close, for at most `shutdown_grace`.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::ServerConfig;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::collect::RequestBody;
+use crate::proxy::conn::{self, ConnLimits, Drain, Served};
 use crate::proxy::framing::{ConflictingFraming, ConnFraming, FramingGuard};
 use crate::proxy::headers::ClientAddr;
 
@@ -39,6 +47,7 @@ pub struct ServeOptions {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
 }
 
@@ -48,8 +57,17 @@ impl From<&ServerConfig> for ServeOptions {
             max_connections: c.max_connections,
             header_read_timeout: c.header_read_timeout,
             max_header_bytes: c.max_header_bytes,
+            max_body_bytes: c.max_body_bytes,
             shutdown_grace: c.shutdown_grace,
         }
+    }
+}
+
+impl ServeOptions {
+    /// The longest request head either path reads (hyper's buffer is at
+    /// least 8 KiB).
+    fn head_limit(&self) -> usize {
+        self.max_header_bytes.max(8192)
     }
 }
 
@@ -59,13 +77,13 @@ fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
         // hyper's read buffer bounds the request head; a larger head gets 431.
-        .max_buf_size(opts.max_header_bytes.max(8192))
+        .max_buf_size(opts.head_limit())
         // Without it hyper reads ahead while every request is in flight, to
         // notice a client that hangs up, and so reserves a fresh 8 KiB read
         // buffer per request (the old one is still shared with the request's
         // zero-copy headers). With it, a request already taken runs to its
         // answer, which the chaos layer then still inspects; `request_timeout`
-        // bounds it.
+        // bounds it. (The fast path does the same.)
         .half_close(true)
         .keep_alive(true);
     b.http2()
@@ -87,14 +105,20 @@ pub async fn serve<S>(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) where
-    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+    S: tower::Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = builder(&opts);
+    let builder = Arc::new(builder(&opts));
     let graceful = GracefulShutdown::new();
+    let drain = Arc::new(Drain::default());
+    let limits = ConnLimits {
+        header_read_timeout: opts.header_read_timeout,
+        max_header_bytes: opts.head_limit(),
+        max_body_bytes: opts.max_body_bytes,
+    };
     let permits = Arc::new(Semaphore::new(opts.max_connections));
     let mut accept_errors = 0u32;
     tokio::pin!(shutdown);
@@ -125,47 +149,151 @@ pub async fn serve<S>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let first_request = Arc::new(FirstRequest::default());
-        let (stream, framing) = FramingGuard::new(stream, opts.max_header_bytes.max(8192));
-        let svc = TowerToHyperService::new(WithPeer {
-            inner: service.clone(),
-            peer: ClientAddr::new(peer),
-            first_request: first_request.clone(),
-            framing,
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        let first_deadline = opts.header_read_timeout;
+        let mut svc = service.clone();
+        let peer = ClientAddr::new(peer);
+        let drain = Arc::clone(&drain);
+        let hyper = Handover {
+            builder: Arc::clone(&builder),
+            watcher: graceful.watcher(),
+            head_limit: opts.head_limit(),
+            first_deadline: opts.header_read_timeout,
+        };
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = &mut conn => Some(r),
-                () = first_request.seen.notified() => Some(conn.await),
-                () = tokio::time::sleep(first_deadline) => None,
-            };
-            match result {
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, %peer, "client connection ended with an error");
-                }
-                Some(Ok(())) => {}
-                None => tracing::debug!(%peer, "no request within header_read_timeout; closed"),
+            match conn::serve(stream, &mut svc, &peer, &limits, &drain).await {
+                Served::Done => {}
+                Served::Handover(stream, prefix) => hyper.serve(stream, prefix, svc, peer).await,
             }
             drop(permit);
         });
     }
 
     drop(listener);
-    let open = graceful.count();
+    let open = opts
+        .max_connections
+        .saturating_sub(permits.available_permits());
     if open > 0 {
         tracing::info!(connections = open, grace = ?opts.shutdown_grace, "draining connections");
     }
-    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+    drain.start();
+    let all = u32::try_from(opts.max_connections).unwrap_or(u32::MAX);
+    let closed = async {
+        graceful.shutdown().await;
+        // Every connection task has ended once all permits are back.
+        let _ = permits.acquire_many(all).await;
+    };
+    if tokio::time::timeout(opts.shutdown_grace, closed)
         .await
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing the remaining connections");
+    }
+}
+
+/// What serving a connection with hyper needs.
+struct Handover {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    head_limit: usize,
+    first_deadline: Duration,
+}
+
+impl Handover {
+    /// Serves the rest of a connection with hyper, `prefix` (already read
+    /// from it) first.
+    async fn serve<S>(self, stream: TcpStream, prefix: Bytes, service: S, peer: ClientAddr)
+    where
+        S: tower::Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let addr = peer.addr;
+        let first_request = Arc::new(FirstRequest::default());
+        let (stream, framing) = FramingGuard::new(
+            Prefixed {
+                prefix,
+                inner: stream,
+            },
+            self.head_limit,
+        );
+        let svc = TowerToHyperService::new(WithPeer {
+            inner: service,
+            peer,
+            first_request: first_request.clone(),
+            framing,
+        });
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = self.watcher.watch(conn);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = &mut conn => Some(r),
+            () = first_request.seen.notified() => Some(conn.await),
+            () = tokio::time::sleep(self.first_deadline) => None,
+        };
+        match result {
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, peer = %addr, "client connection ended with an error");
+            }
+            Some(Ok(())) => {}
+            None => tracing::debug!(peer = %addr, "no request within header_read_timeout; closed"),
+        }
+    }
+}
+
+/// A connection with bytes already read from it put back in front.
+#[derive(Debug)]
+struct Prefixed<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -188,7 +316,7 @@ struct WithPeer<S> {
 
 impl<S> tower::Service<Request<Incoming>> for WithPeer<S>
 where
-    S: tower::Service<Request<Incoming>>,
+    S: tower::Service<Request<RequestBody>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -208,6 +336,6 @@ where
         {
             self.first_request.seen.notify_one();
         }
-        self.inner.call(req)
+        self.inner.call(req.map(RequestBody::Streaming))
     }
 }

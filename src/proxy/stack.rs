@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
@@ -14,7 +13,7 @@ use crate::config::Config;
 use crate::error::{BoxError, RescueLayer};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::Forward;
-use crate::proxy::collect::CollectBodyLayer;
+use crate::proxy::collect::{CollectBodyLayer, RequestBody};
 use crate::proxy::headers::ForwardedHeadersLayer;
 use crate::resilience::breaker::{Breaker, BreakerLayer};
 use crate::resilience::deadline::{AttemptTimeoutLayer, DeadlineLayer};
@@ -60,7 +59,7 @@ pub fn build(
     config: &Config,
     parts: &Parts,
 ) -> impl Service<
-    Request<Incoming>,
+    Request<RequestBody>,
     Response = Response<ProxyBody>,
     Error = Infallible,
     Future: Send + 'static,

@@ -1,0 +1,364 @@
+//! The HTTP/1.1 fast path on the wire, with a raw client: keep-alive and
+//! pipelining, HTTP/1.0, `Connection: close`, HEAD, a hand-over to hyper in
+//! the middle of a connection, a request body that stops, a drain that
+//! closes idle connections, and answers streamed in chunks.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::sidecar;
+use support::upstream::{FakeUpstream, answer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One answer read off a connection: status, headers (lower-case names),
+/// body.
+#[derive(Debug)]
+struct Wire {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Wire {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads answers from a connection, a head and a Content-Length or chunked
+/// body at a time (`head_only`: no body follows).
+struct Reader {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    /// Reads more; `false` at the end of the stream. Ten seconds without
+    /// a byte fails the test (a hang, not a result).
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Ok(_) => false,
+            Err(_) => panic!("nothing from the sidecar for 10 s"),
+        }
+    }
+
+    async fn answer(&mut self, head_only: bool) -> Option<Wire> {
+        let (len, status, headers) = loop {
+            let mut hs = [httparse::EMPTY_HEADER; 64];
+            let mut res = httparse::Response::new(&mut hs);
+            if let Ok(httparse::Status::Complete(len)) = res.parse(&self.buf) {
+                let headers: Vec<(String, String)> = res
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                break (len, res.code.expect("status"), headers);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        };
+        self.buf.drain(..len);
+        let mut wire = Wire {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if head_only {
+            return Some(wire);
+        }
+        if let Some(n) = wire.header("content-length") {
+            let n: usize = n.parse().expect("length");
+            while self.buf.len() < n {
+                assert!(self.fill().await, "the body was cut");
+            }
+            wire.body = self.buf.drain(..n).collect();
+        } else if wire.header("transfer-encoding") == Some("chunked") {
+            loop {
+                let line_end = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    assert!(self.fill().await, "a chunk size was cut");
+                };
+                let size = usize::from_str_radix(
+                    std::str::from_utf8(&self.buf[..line_end]).expect("hex"),
+                    16,
+                )
+                .expect("chunk size");
+                self.buf.drain(..line_end + 2);
+                while self.buf.len() < size + 2 {
+                    assert!(self.fill().await, "a chunk was cut");
+                }
+                wire.body.extend(self.buf.drain(..size));
+                self.buf.drain(..2);
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+        Some(wire)
+    }
+
+    /// Whether the server closed the connection (nothing more to read).
+    async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Reader {
+    Reader {
+        stream: TcpStream::connect(addr).await.expect("connect"),
+        buf: Vec::new(),
+    }
+}
+
+fn plain(c: &mut factory_sidecar::config::Config) {
+    c.retry.max_attempts = 1;
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let up = FakeUpstream::echo().await;
+    let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    let mut requests = Vec::new();
+    for i in 0..5 {
+        requests.extend_from_slice(
+            format!("POST /api/order?n={i} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{i}{i}")
+                .as_bytes(),
+        );
+    }
+    c.stream.write_all(&requests).await.expect("write");
+    for i in 0..5 {
+        let res = c.answer(false).await.expect("an answer");
+        assert_eq!(res.status, 200);
+        let echo: serde_json::Value = serde_json::from_slice(&res.body).expect("json");
+        assert_eq!(echo["uri"], format!("/api/order?n={i}"));
+        assert_eq!(res.header("x-sidecar-attempts"), Some("1"));
+        assert!(
+            res.header("connection").is_none(),
+            "keep-alive is the default"
+        );
+    }
+    let seen = up.requests();
+    assert_eq!(seen.len(), 5);
+    assert_eq!(seen[3].body, Bytes::from_static(b"33"));
+}
+
+#[tokio::test]
+async fn http_1_0_keeps_alive_only_when_asked_and_close_closes() {
+    let up = FakeUpstream::echo().await;
+    let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
+
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    for _ in 0..2 {
+        c.stream
+            .write_all(b"GET /api/docs HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .expect("write");
+        let res = c.answer(false).await.expect("an answer");
+        assert_eq!(res.status, 200);
+        assert_eq!(res.header("connection"), Some("keep-alive"));
+    }
+
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    c.stream
+        .write_all(b"GET /api/docs HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let res = c.answer(false).await.expect("an answer");
+    assert_eq!(res.header("connection"), Some("close"));
+    assert!(c.closed().await, "HTTP/1.0 without keep-alive is closed");
+
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    c.stream
+        .write_all(b"GET /api/docs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let res = c.answer(false).await.expect("an answer");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("connection"), Some("close"));
+    assert!(c.closed().await);
+    assert!(
+        up.requests()
+            .iter()
+            .all(|r| !r.headers.contains_key("connection")),
+        "Connection is hop-by-hop: never forwarded"
+    );
+}
+
+#[tokio::test]
+async fn head_answers_keep_their_length_and_carry_no_body() {
+    let up = FakeUpstream::start(|_| async {
+        let mut res = answer(200, "{\"pizza\":\"veggie\"}");
+        res.headers_mut()
+            .insert("content-length", http::HeaderValue::from_static("18"));
+        res
+    })
+    .await;
+    let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    c.stream
+        .write_all(b"HEAD /api/order/menu HTTP/1.1\r\nHost: x\r\n\r\nGET /api/order/menu HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let head = c.answer(true).await.expect("the HEAD answer");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("18"));
+    // The next answer follows at once: the HEAD answer had no body.
+    let get = c.answer(false).await.expect("the GET answer");
+    assert_eq!(get.body, b"{\"pizza\":\"veggie\"}");
+}
+
+#[tokio::test]
+async fn a_request_the_fast_path_leaves_is_served_by_hyper_on_the_same_connection() {
+    let up = FakeUpstream::echo().await;
+    let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    c.stream
+        .write_all(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nokPOST /api/order HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /api/docs HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    for _ in 0..3 {
+        assert_eq!(c.answer(false).await.expect("an answer").status, 200);
+    }
+    let bodies: Vec<Bytes> = up.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(
+        bodies,
+        [
+            Bytes::from_static(b"ok"),
+            Bytes::from_static(b"abc"),
+            Bytes::new()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_stops_is_cut_and_nothing_is_forwarded() {
+    let up = FakeUpstream::echo().await;
+    let sc = sidecar::start(sidecar::config(&up.url(), |c| {
+        plain(c);
+        c.server.header_read_timeout = Duration::from_millis(300);
+    }))
+    .await;
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    c.stream
+        .write_all(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .expect("write");
+    assert!(c.closed().await, "the connection is closed");
+    assert_eq!(up.request_count(), 0);
+
+    // A body that comes in pieces, each within the limit, is taken whole.
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    c.stream
+        .write_all(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab")
+        .await
+        .expect("write");
+    for piece in [&b"cd"[..], b"ef"] {
+        tokio::task::yield_now().await;
+        c.stream.write_all(piece).await.expect("write");
+    }
+    assert_eq!(c.answer(false).await.expect("an answer").status, 200);
+    assert_eq!(up.requests()[0].body, Bytes::from_static(b"abcdef"));
+}
+
+#[tokio::test]
+async fn draining_closes_idle_connections_at_once() {
+    let up = FakeUpstream::echo().await;
+    // Only the drain can close the idle connection before the read gives up.
+    let sc = sidecar::start(sidecar::config(&up.url(), |c| {
+        plain(c);
+        c.server.header_read_timeout = Duration::from_secs(60);
+        c.server.shutdown_grace = Duration::from_secs(60);
+    }))
+    .await;
+    let mut idle = connect(sc.sidecar.proxy_addr()).await;
+    idle.stream
+        .write_all(b"GET /api/docs HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(idle.answer(false).await.expect("an answer").status, 200);
+    sc.sidecar.shutdown();
+    assert!(idle.closed().await);
+    sc.sidecar.stopped().await;
+}
+
+#[tokio::test]
+async fn streamed_answers_of_unknown_length_go_out_chunked() {
+    // A raw factory answering in chunks, with pauses between them.
+    let up = support::raw::RawUpstream::start(|mut s, _| async move {
+        // Every request on the connection gets the same chunked answer.
+        while !support::raw::read_head(&mut s).await.is_empty() {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await;
+            for part in ["first ", "second ", "third"] {
+                let _ = s
+                    .write_all(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes())
+                    .await;
+                let _ = s.flush().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = s.write_all(b"0\r\n\r\n").await;
+        }
+    })
+    .await;
+    let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    c.stream
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let res = c.answer(false).await.expect("an answer");
+    assert_eq!(res.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(res.body, b"first second third");
+
+    // The same to an HTTP/1.0 client: no chunking, delimited by the close.
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    c.stream
+        .write_all(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .expect("write");
+    let res = c.answer(true).await.expect("an answer head");
+    assert_eq!(res.header("connection"), Some("close"));
+    assert!(res.header("transfer-encoding").is_none());
+    while c.fill().await {}
+    assert_eq!(c.buf, b"first second third");
+}
+
+#[tokio::test]
+async fn the_sidecars_own_answers_carry_a_date() {
+    // Nothing listens: the sidecar answers 502 itself.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let sc = sidecar::start(sidecar::config(&format!("http://127.0.0.1:{port}"), plain)).await;
+    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    c.stream
+        .write_all(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .await
+        .expect("write");
+    let res = c.answer(false).await.expect("an answer");
+    assert_eq!(res.status, 502);
+    assert!(res.header("date").is_some_and(|d| d.ends_with(" GMT")));
+    assert_eq!(res.header("content-type"), Some("application/json"));
+}
