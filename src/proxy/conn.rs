@@ -170,7 +170,7 @@ where
             }
         };
         let head = scratch.buf.split_to(plain.len).freeze();
-        let (parts, meta) = match build(&head, &plain, &scratch.spans) {
+        let (parts, meta) = match build(&head, &plain, &scratch.spans, peer) {
             Some(built) => built,
             None => {
                 // The http types refuse something httparse took: hyper
@@ -204,8 +204,7 @@ where
             }
         }
         let body = scratch.buf.split_to(plain.body_len).freeze();
-        let mut req = Request::from_parts(parts, RequestBody::Buffered(body));
-        req.extensions_mut().insert(peer.clone());
+        let req = Request::from_parts(parts, RequestBody::Buffered(body));
 
         let res = match std::future::poll_fn(|cx| svc.poll_ready(cx)).await {
             Ok(()) => svc.call(req).await,
@@ -398,9 +397,14 @@ struct Meta {
     keep_alive: bool,
 }
 
-/// The request head as `http` types, its parts slices of `head`; `None`
-/// when they refuse something.
-fn build(head: &Bytes, plain: &Plain, spans: &[Span]) -> Option<(http::request::Parts, Meta)> {
+/// The request head as `http` types, its parts slices of `head`, with the
+/// peer added to `x-forwarded-for`; `None` when the types refuse something.
+fn build(
+    head: &Bytes,
+    plain: &Plain,
+    spans: &[Span],
+    peer: &ClientAddr,
+) -> Option<(http::request::Parts, Meta)> {
     let method = Method::from_bytes(&head[plain.method.0..plain.method.1]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(plain.target.0..plain.target.1)).ok()?;
     let mut headers = HeaderMap::with_capacity(spans.len());
@@ -409,6 +413,7 @@ fn build(head: &Bytes, plain: &Plain, spans: &[Span]) -> Option<(http::request::
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;
         headers.append(name, value);
     }
+    peer.forward(&mut headers);
     let meta = Meta {
         head_only: method == Method::HEAD,
         version: plain.version,
@@ -732,8 +737,10 @@ mod tests {
         let Scan::Plain(plain) = scan(&bytes, &mut spans, &LIMITS) else {
             panic!("plain");
         };
-        let (parts, meta) = build(&bytes.slice(..plain.len), &plain, &spans).expect("built");
+        let peer = ClientAddr::new("10.0.0.7:1234".parse().expect("addr"));
+        let (parts, meta) = build(&bytes.slice(..plain.len), &plain, &spans, &peer).expect("built");
         assert_eq!(parts.method, Method::POST);
+        assert_eq!(parts.headers["x-forwarded-for"], "10.0.0.7");
         assert_eq!(parts.uri, "/api/order?x=1");
         assert_eq!(parts.headers.get_all("x-a").iter().count(), 2);
         assert!(!meta.head_only && meta.keep_alive);

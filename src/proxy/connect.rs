@@ -4,7 +4,7 @@
 //! `upstream.connect_timeout`; `TCP_NODELAY` (an order is one small write)
 //! and keep-alive probes after 60 s idle, so a pooled connection to a
 //! factory that vanished is noticed. TLS: rustls over aws-lc-rs with the
-//! webpki roots plus `upstream.ca_file` ([`tls_config`]), ALPN offering h2
+//! webpki roots plus `upstream.ca_file` (the client's TLS config), ALPN offering h2
 //! and http/1.1 so the factory picks; its handshake is bounded by the
 //! caller's attempt timeout.
 

@@ -1,9 +1,10 @@
 //! Header rewriting on the way to the factory, as a reverse proxy must:
 //! hop-by-hop headers dropped (RFC 9110 section 7.6.1, plus any header the
 //! `Connection` header names), `Host` left to the client to overwrite with
-//! the upstream's, Content-Length checked against the buffered body,
-//! `x-forwarded-for` appended (the [`ClientAddr`] extension is consumed
-//! here) and `x-forwarded-proto` set.
+//! the upstream's, Content-Length checked against the buffered body, and
+//! `x-forwarded-proto` set. `x-forwarded-for` is appended where the peer is
+//! known, by the server as it takes the request in ([`ClientAddr::forward`]):
+//! no per-request extension has to carry the address down the stack.
 //! Everything else, W3C `traceparent` included, passes unchanged.
 
 use std::net::SocketAddr;
@@ -14,9 +15,9 @@ use http::Request;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
-/// The peer address of the connection a request came on (request extension),
-/// with its IP already written as a header value: made once per connection,
-/// not formatted again for every request's `x-forwarded-for`.
+/// The peer address of a client connection, with its IP already written as
+/// a header value: made once per connection, not formatted again for every
+/// request's `x-forwarded-for`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddr {
     pub addr: SocketAddr,
@@ -30,9 +31,14 @@ impl ClientAddr {
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self { addr, ip }
     }
+
+    /// Appends this peer to the request's `x-forwarded-for`.
+    pub fn forward(&self, headers: &mut HeaderMap) {
+        append_forwarded_for(headers, self.ip.clone());
+    }
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -95,9 +101,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Prepares a buffered request for the factory.
 pub fn prepare(req: &mut Request<Bytes>) {
-    // Taken out, not copied: nothing below needs it, and every retry would
-    // copy it along with the request.
-    let peer = req.extensions_mut().remove::<ClientAddr>().map(|a| a.ip);
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     // `Host` is left in place: the client overwrites it with the
@@ -109,9 +112,6 @@ pub fn prepare(req: &mut Request<Bytes>) {
     let headers = req.headers_mut();
     if !content_length_is(headers, len) {
         headers.remove(header::CONTENT_LENGTH);
-    }
-    if let Some(ip) = peer {
-        append_forwarded_for(headers, ip);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
@@ -192,8 +192,7 @@ mod tests {
             b = b.header(*k, *v);
         }
         let mut req = b.body(Bytes::new()).expect("request");
-        req.extensions_mut()
-            .insert(ClientAddr::new("10.1.2.3:5555".parse().expect("addr")));
+        ClientAddr::new("10.1.2.3:5555".parse().expect("addr")).forward(req.headers_mut());
         req
     }
 
@@ -274,7 +273,6 @@ mod tests {
         assert!(!h.contains_key("connection") && !h.contains_key("keep-alive"));
         assert_eq!(h["x-other"], "1");
         assert!(h.contains_key("close"));
-        assert!(req.extensions().get::<ClientAddr>().is_none(), "consumed");
     }
 
     #[test]

@@ -304,8 +304,8 @@ struct FirstRequest {
     seen: Notify,
 }
 
-/// Tags each request with the connection's peer address, and marks the one
-/// whose head had conflicting framing.
+/// Adds the connection's peer to each request's `x-forwarded-for`, and marks
+/// the request whose head had conflicting framing.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
@@ -327,7 +327,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> S::Future {
-        req.extensions_mut().insert(self.peer.clone());
+        self.peer.forward(req.headers_mut());
         if self.framing.next_request_conflicts() {
             req.extensions_mut().insert(ConflictingFraming);
         }

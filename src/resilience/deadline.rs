@@ -2,13 +2,19 @@
 //!
 //! Two layers, because the two limits answer different questions.
 //! [`DeadlineLayer`] sits above retry: it fixes the moment the diner stops
-//! waiting (all tries and all backoff included), publishes it as a
-//! [`Deadline`] request extension, and fails the request with
+//! waiting (all tries and all backoff included), publishes it to the layers
+//! below ([`Deadline::current`]), and fails the request with
 //! [`DeadlineExceeded`] when it passes. [`AttemptTimeoutLayer`] sits below the
 //! breaker and bounds one try by `attempt_timeout`, clipped to the time left
-//! to the [`Deadline`]: a try never outlives the request. Its
+//! to the deadline: a try never outlives the request. Its
 //! [`AttemptTimedOut`] is a factory failure (the breaker counts it, retry may
 //! retry it); a try that would start after the deadline is not started at all.
+//!
+//! The deadline travels as a task-local set while the layer calls and polls
+//! the stack below it, not as a request extension: the first extension on a
+//! request costs three allocations (the map, its table, the boxed value),
+//! and every order would pay them. Work below the layer that leaves its
+//! poll (a spawned task) does not see it, and needs no deadline of its own.
 //!
 //! Both read `tokio::time::Instant`, so paused-clock tests drive them. The
 //! timer is a [`Sleep`] stored inside the response future: no allocation.
@@ -33,15 +39,32 @@ pub struct DeadlineExceeded;
 #[error("factory did not answer within the attempt timeout")]
 pub struct AttemptTimedOut;
 
-/// Request extension: when the request as a whole must be answered. Layers
-/// below [`DeadlineLayer`] read it to avoid work that cannot finish in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Deadline(pub Instant);
+tokio::task_local! {
+    /// See [`Deadline`].
+    static DEADLINE: Instant;
+}
+
+/// When the request being served must be answered. Layers below
+/// [`DeadlineLayer`] read it to avoid work that cannot finish in time.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline;
 
 impl Deadline {
-    /// The deadline a request carries, if any.
-    pub fn of<B>(req: &Request<B>) -> Option<Instant> {
-        req.extensions().get::<Deadline>().map(|d| d.0)
+    /// The deadline of the request being called or polled, if a
+    /// [`DeadlineLayer`] (or [`Deadline::scope`]) is above.
+    pub fn current() -> Option<Instant> {
+        DEADLINE.try_with(|at| *at).ok()
+    }
+
+    /// Runs `f` with `at` as the deadline (an enclosing one, for a caller
+    /// inside the process; [`DeadlineLayer`] keeps the earlier of the two).
+    pub fn scope<R>(at: Instant, f: impl FnOnce() -> R) -> R {
+        DEADLINE.sync_scope(at, f)
+    }
+
+    /// [`Deadline::scope`] for every poll of `fut`.
+    pub async fn within<F: Future>(at: Instant, fut: F) -> F::Output {
+        DEADLINE.scope(at, fut).await
     }
 }
 
@@ -54,9 +77,9 @@ pub(crate) fn later(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-/// Puts a [`Deadline`] of `now + request_timeout` on each request and fails
-/// it with [`DeadlineExceeded`] when it passes. An earlier deadline already on
-/// the request (one set by a caller inside the process) is kept.
+/// Gives each request a [`Deadline`] of `now + request_timeout` and fails it
+/// with [`DeadlineExceeded`] when it passes. An earlier enclosing deadline
+/// (one set by a caller inside the process) is kept.
 #[derive(Debug, Clone, Copy)]
 pub struct DeadlineLayer {
     timeout: Duration,
@@ -99,15 +122,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let mut at = later(Instant::now(), self.timeout);
-        if let Some(earlier) = Deadline::of(&req) {
+        if let Some(earlier) = Deadline::current() {
             at = at.min(earlier);
         }
-        req.extensions_mut().insert(Deadline(at));
+        let inner = &mut self.inner;
         DeadlineFuture {
-            inner: self.inner.call(req),
+            inner: Deadline::scope(at, || inner.call(req)),
             sleep: sleep_until(at),
+            at,
         }
     }
 }
@@ -120,6 +144,7 @@ pin_project_lite::pin_project! {
         inner: F,
         #[pin]
         sleep: Sleep,
+        at: Instant,
     }
 }
 
@@ -133,7 +158,8 @@ where
         let this = self.project();
         // The inner future first: when a try's clipped timer and this one fire
         // together, the try's own outcome (a counted timeout) wins.
-        if let Poll::Ready(r) = this.inner.poll(cx) {
+        let inner = this.inner;
+        if let Poll::Ready(r) = Deadline::scope(*this.at, || inner.poll(cx)) {
             return Poll::Ready(r);
         }
         ready!(this.sleep.poll(cx));
@@ -189,7 +215,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let now = Instant::now();
         let own = later(now, self.timeout);
-        let at = match Deadline::of(&req) {
+        let at = match Deadline::current() {
             Some(deadline) if deadline <= now => return AttemptFuture::Expired,
             Some(deadline) => deadline.min(own),
             None => own,
@@ -249,7 +275,8 @@ mod tests {
     + Clone {
         service_fn(move |req: Request<()>| {
             calls.fetch_add(1, Ordering::SeqCst);
-            let seen = Deadline::of(&req);
+            let _ = req;
+            let seen = Deadline::current();
             async move {
                 tokio::time::sleep(delay).await;
                 Ok::<_, BoxError>(seen)
@@ -284,10 +311,12 @@ mod tests {
         let start = Instant::now();
         let svc =
             DeadlineLayer::new(Duration::from_secs(20)).layer(slow(Duration::ZERO, calls.clone()));
-        let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(Deadline(start + Duration::from_secs(1)));
-        let seen = svc.oneshot(req).await.expect("answer");
+        let seen = Deadline::within(
+            start + Duration::from_secs(1),
+            svc.oneshot(Request::new(())),
+        )
+        .await
+        .expect("answer");
         assert_eq!(seen, Some(start + Duration::from_secs(1)));
     }
 
@@ -312,10 +341,12 @@ mod tests {
         let start = Instant::now();
         let svc = AttemptTimeoutLayer::new(Duration::from_secs(5))
             .layer(slow(Duration::from_secs(32), calls.clone()));
-        let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(Deadline(start + Duration::from_millis(1_200)));
-        let err = svc.oneshot(req).await.expect_err("timeout");
+        let err = Deadline::within(
+            start + Duration::from_millis(1_200),
+            svc.oneshot(Request::new(())),
+        )
+        .await
+        .expect_err("timeout");
         assert!(err.is::<AttemptTimedOut>());
         assert_eq!(Instant::now(), start + Duration::from_millis(1_200));
     }
@@ -326,9 +357,9 @@ mod tests {
         let start = Instant::now();
         let svc = AttemptTimeoutLayer::new(Duration::from_secs(5))
             .layer(slow(Duration::ZERO, calls.clone()));
-        let mut req = Request::new(());
-        req.extensions_mut().insert(Deadline(start));
-        let err = svc.oneshot(req).await.expect_err("expired");
+        let err = Deadline::within(start, svc.oneshot(Request::new(())))
+            .await
+            .expect_err("expired");
         assert!(err.is::<DeadlineExceeded>());
         assert_eq!(calls.load(Ordering::SeqCst), 0, "inner must not be called");
     }

@@ -29,7 +29,7 @@ use tower::{Layer, Service};
 use crate::admin::AdminPart;
 use crate::error::{BoxError, RequestOutcome};
 use crate::proxy::body::ProxyBody;
-use crate::proxy::headers::ClientAddr;
+use crate::proxy::headers::X_FORWARDED_FOR;
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
 use crate::telemetry::metrics::{ClientResult, Metrics, Route};
 use crate::telemetry::trace::Tracing;
@@ -145,7 +145,7 @@ where
                 &method,
                 req.version(),
                 route,
-                req.extensions().get::<ClientAddr>().map(|c| c.addr),
+                req.headers().get(X_FORWARDED_FOR),
             )
         } else {
             None

@@ -64,7 +64,7 @@ impl Tracing {
         method: &http::Method,
         version: http::Version,
         route: Route,
-        client: Option<std::net::SocketAddr>,
+        forwarded_for: Option<&http::HeaderValue>,
     ) -> Option<Context> {
         let tracer = self.tracer.as_ref()?;
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
@@ -81,9 +81,17 @@ impl Tracing {
         if route != Route::Other {
             attrs.push(KeyValue::new("http.route", route.as_str()));
         }
-        if let Some(peer) = client {
-            attrs.push(KeyValue::new("client.address", peer.ip().to_string()));
-            attrs.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+        // The server appended the peer to `x-forwarded-for`: the first hop
+        // is the client (OTel: the address behind any intermediaries), the
+        // last one the peer of this connection.
+        let hops = forwarded_for.and_then(|v| v.to_str().ok());
+        if let Some(hops) = hops {
+            let mut all = hops.split(',').map(str::trim).filter(|h| !h.is_empty());
+            if let Some(first) = all.next() {
+                let last = all.next_back().unwrap_or(first);
+                attrs.push(KeyValue::new("client.address", first.to_owned()));
+                attrs.push(KeyValue::new("network.peer.address", last.to_owned()));
+            }
         }
         let span = tracer
             .span_builder(name)
@@ -218,7 +226,7 @@ mod tests {
                 &http::Method::POST,
                 http::Version::HTTP_11,
                 Route::Order,
-                None,
+                Some(&HeaderValue::from_static("203.0.113.7, 10.0.0.1")),
             )
             .expect("span");
         let server_sc = server.span().span_context().clone();
@@ -258,5 +266,13 @@ mod tests {
             .expect("server span");
         assert_eq!(s.name, "POST /api/order");
         assert_eq!(s.parent_span_id.to_string(), "b7ad6b7169203331");
+        let attr = |key: &str| {
+            s.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| kv.value.to_string())
+        };
+        assert_eq!(attr("client.address").as_deref(), Some("203.0.113.7"));
+        assert_eq!(attr("network.peer.address").as_deref(), Some("10.0.0.1"));
     }
 }

@@ -25,14 +25,14 @@ use super::{Shared, X_SIDECAR_ATTEMPTS};
 use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::resilience::classify::{Outcome, classify};
-use crate::resilience::deadline::Deadline;
 
 /// The request as first sent, kept for the tries after it.
 ///
-/// Usually its head and body without the extensions: cloning and dropping
-/// that map cost a quarter of the layer's work on every request, and the
-/// only extension the layers below read, the deadline, is put back on each
-/// replay. A request carrying anything else is kept whole.
+/// Usually its head and body: a request that carries no extension (the
+/// deadline travels beside it,
+/// [`Deadline`](crate::resilience::deadline::Deadline)) needs no extension map cloned
+/// and dropped, which cost a quarter of the layer's work on every request.
+/// A request carrying an extension is kept whole.
 #[derive(Debug, Clone)]
 pub(super) enum Template {
     Head {
@@ -46,8 +46,8 @@ pub(super) enum Template {
 }
 
 impl Template {
-    pub(super) fn of(req: &Request<Bytes>, deadline: Option<Instant>) -> Self {
-        if req.extensions().len() > usize::from(deadline.is_some()) {
+    pub(super) fn of(req: &Request<Bytes>) -> Self {
+        if !req.extensions().is_empty() {
             return Template::Whole(req.clone());
         }
         Template::Head {
@@ -59,11 +59,11 @@ impl Template {
         }
     }
 
-    fn request(&self, deadline: Option<Instant>) -> Request<Bytes> {
-        self.clone().into_request(deadline)
+    fn request(&self) -> Request<Bytes> {
+        self.clone().into_request()
     }
 
-    fn into_request(self, deadline: Option<Instant>) -> Request<Bytes> {
+    fn into_request(self) -> Request<Bytes> {
         match self {
             Template::Head {
                 method,
@@ -77,9 +77,6 @@ impl Template {
                 *req.uri_mut() = uri;
                 *req.version_mut() = version;
                 *req.headers_mut() = headers;
-                if let Some(at) = deadline {
-                    req.extensions_mut().insert(Deadline(at));
-                }
                 req
             }
             Template::Whole(req) => req,
@@ -212,11 +209,10 @@ where
                         return Poll::Ready(finish(Err(e), *this.reached));
                     }
                     let last = *this.tries + 1 >= this.shared.policy.max_attempts();
-                    let deadline = again.deadline;
                     let req = if last {
-                        again.template.take().map(|t| t.into_request(deadline))
+                        again.template.take().map(Template::into_request)
                     } else {
-                        again.template.as_ref().map(|t| t.request(deadline))
+                        again.template.as_ref().map(Template::request)
                     };
                     let Some(req) = req else {
                         return Poll::Ready(Err(lost(*this.reached)));
@@ -324,7 +320,7 @@ fn lost(reached: u32) -> BoxError {
 mod tests {
     use super::*;
 
-    fn original(deadline: Option<Instant>) -> Request<Bytes> {
+    fn original() -> Request<Bytes> {
         let mut req = Request::new(Bytes::from_static(b"{\"diner\":{\"id\":1}}"));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = Uri::from_static("/api/order?x=1");
@@ -333,9 +329,6 @@ mod tests {
         h.append("accept", HeaderValue::from_static("a"));
         h.append("accept", HeaderValue::from_static("b"));
         h.insert("authorization", HeaderValue::from_static("Bearer k"));
-        if let Some(at) = deadline {
-            req.extensions_mut().insert(Deadline(at));
-        }
         req
     }
 
@@ -345,34 +338,30 @@ mod tests {
         assert_eq!(a.version(), b.version());
         assert_eq!(a.headers(), b.headers());
         assert_eq!(a.body(), b.body());
-        assert_eq!(Deadline::of(a), Deadline::of(b));
     }
 
     #[test]
-    fn replays_keep_head_body_and_deadline() {
-        for deadline in [None, Some(Instant::now())] {
-            let req = original(deadline);
-            let t = Template::of(&req, deadline);
-            assert!(matches!(t, Template::Head { .. }));
-            same_head(&t.request(deadline), &req);
-            same_head(&t.into_request(deadline), &req);
-        }
+    fn replays_keep_head_and_body() {
+        let req = original();
+        let t = Template::of(&req);
+        assert!(matches!(t, Template::Head { .. }));
+        same_head(&t.request(), &req);
+        same_head(&t.into_request(), &req);
     }
 
     #[test]
-    fn a_request_with_other_extensions_is_kept_whole() {
+    fn a_request_with_extensions_is_kept_whole() {
         #[derive(Debug, Clone, PartialEq)]
         struct Marker(u8);
-        let deadline = Some(Instant::now());
-        let mut req = original(deadline);
+        let mut req = original();
         req.extensions_mut().insert(Marker(7));
-        let t = Template::of(&req, deadline);
+        let t = Template::of(&req);
         assert!(matches!(t, Template::Whole(_)));
-        let again = t.request(deadline);
+        let again = t.request();
         same_head(&again, &req);
         assert_eq!(again.extensions().get::<Marker>(), Some(&Marker(7)));
         assert_eq!(
-            t.into_request(deadline).extensions().get::<Marker>(),
+            t.into_request().extensions().get::<Marker>(),
             Some(&Marker(7))
         );
     }

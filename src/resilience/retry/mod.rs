@@ -82,8 +82,8 @@ where
         if !self.shared.policy.may_retry(&req) {
             return ResponseFuture::once(self.inner.call(req), Arc::clone(&self.shared));
         }
-        let deadline = Deadline::of(&req);
-        let template = future::Template::of(&req, deadline);
+        let deadline = Deadline::current();
+        let template = future::Template::of(&req);
         // `self.inner` is the ready one; the clone is polled ready before a retry.
         let service = self.inner.clone();
         let first = self.inner.call(req);
