@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,8 +26,7 @@ use crate::config::{UpstreamConfig, UpstreamUrl};
 use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::connect::Dialer;
-use crate::proxy::headers;
-use crate::proxy::pool::{Pool, PoolOptions};
+use crate::proxy::pool::{Pool, PoolOptions, SendFuture};
 
 /// A try got no answer from the factory: refused, reset, closed, TLS failure.
 #[derive(Debug, thiserror::Error)]
@@ -210,33 +209,22 @@ impl tower::Service<Request<Bytes>> for Forward {
         // request from the service must not force h2 on an HTTP/1 factory.
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, body);
-        let pool = self.pool.clone();
-        let read_timeout = Some(self.body_read_timeout);
-        ForwardFuture::Sending(Box::pin(async move {
-            match pool.send(req).await {
-                Ok(res) => {
-                    let mut res = res.map(|b| ProxyBody::stream(b, read_timeout));
-                    headers::strip_hop_by_hop(res.headers_mut());
-                    Ok(res)
-                }
-                Err(e) => {
-                    let context = if e.is_connect() {
-                        "cannot connect to the factory"
-                    } else {
-                        "the factory connection failed before an answer"
-                    };
-                    Err(Box::new(UpstreamError::new(context, e)) as BoxError)
-                }
-            }
-        }))
+        ForwardFuture::Sending {
+            send: self.pool.send(req),
+            read_timeout: Some(self.body_read_timeout),
+        }
     }
 }
 
-type Sending = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, BoxError>> + Send>>;
-
 /// The answer (or failure) of one forwarded request.
+// Not boxed on purpose: the exchange is the one future every order makes,
+// and boxing it cost an allocation above glibc's per-thread cache.
+#[allow(clippy::large_enum_variant)]
 pub enum ForwardFuture {
-    Sending(Sending),
+    Sending {
+        send: SendFuture,
+        read_timeout: Option<Duration>,
+    },
     Failed(Option<BoxError>),
 }
 
@@ -245,7 +233,20 @@ impl Future for ForwardFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            ForwardFuture::Sending(fut) => fut.as_mut().poll(cx),
+            ForwardFuture::Sending { send, read_timeout } => {
+                Poll::Ready(match ready!(Pin::new(send).poll(cx)) {
+                    // Hop-by-hop headers are gone already (the pool drops them).
+                    Ok(res) => Ok(res.map(|b| ProxyBody::stream(b, *read_timeout))),
+                    Err(e) => {
+                        let context = if e.is_connect() {
+                            "cannot connect to the factory"
+                        } else {
+                            "the factory connection failed before an answer"
+                        };
+                        Err(Box::new(UpstreamError::new(context, e)) as BoxError)
+                    }
+                })
+            }
             ForwardFuture::Failed(e) => Poll::Ready(Err(e
                 .take()
                 .unwrap_or_else(|| "forward future polled after completion".into()))),

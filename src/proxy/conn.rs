@@ -40,9 +40,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -54,6 +52,7 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::collect::RequestBody;
 use crate::proxy::h1::push_decimal;
 use crate::proxy::headers::ClientAddr;
+use crate::proxy::recycle;
 
 /// Most headers in a request head (hyper's limit too; more goes to hyper).
 const MAX_HEADERS: usize = 100;
@@ -308,6 +307,8 @@ struct Plain {
     version: Version,
     body_len: usize,
     keep_alive: bool,
+    /// An `x-forwarded-for` came with it (this is not the first proxy).
+    forwarded: bool,
 }
 
 /// Reads the head at the start of `buf` (without consuming it): whether it
@@ -338,7 +339,7 @@ fn scan(buf: &[u8], spans: &mut Vec<Span>, limits: &ConnLimits) -> Scan {
         let start = s.as_ptr() as usize - base;
         (start, start + s.len())
     };
-    let (mut length, mut close, mut keep_alive_token) = (None, false, false);
+    let (mut length, mut close, mut keep_alive_token, mut forwarded) = (None, false, false, false);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         match name.len() {
@@ -357,6 +358,7 @@ fn scan(buf: &[u8], spans: &mut Vec<Span>, limits: &ConnLimits) -> Scan {
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Scan::Other,
             7 if name.eq_ignore_ascii_case(b"upgrade") => return Scan::Other,
             6 if name.eq_ignore_ascii_case(b"expect") => return Scan::Other,
+            15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => forwarded = true,
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -387,6 +389,7 @@ fn scan(buf: &[u8], spans: &mut Vec<Span>, limits: &ConnLimits) -> Scan {
         version,
         body_len,
         keep_alive,
+        forwarded,
     })
 }
 
@@ -407,13 +410,18 @@ fn build(
 ) -> Option<(http::request::Parts, Meta)> {
     let method = Method::from_bytes(&head[plain.method.0..plain.method.1]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(plain.target.0..plain.target.1)).ok()?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for x-forwarded-for and x-forwarded-proto, so the map does not grow.
+    let mut headers = recycle::header_map(spans.len() + 2);
     for &(ns, ne, vs, ve) in spans {
         let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;
         headers.append(name, value);
     }
-    peer.forward(&mut headers);
+    if plain.forwarded {
+        peer.forward(&mut headers);
+    } else {
+        peer.forward_first(&mut headers);
+    }
     let meta = Meta {
         head_only: method == Method::HEAD,
         version: plain.version,
@@ -516,6 +524,7 @@ async fn respond(
     if !out.is_empty() {
         stream.write_all(out).await?;
     }
+    recycle::recycle(parts.headers);
     Ok(keep_alive)
 }
 

@@ -28,9 +28,12 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::proxy::headers::{is_hop_by_hop, strip_hop_by_hop};
+use crate::proxy::recycle;
 
 /// Largest answer head (and trailer section) accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -163,13 +166,16 @@ pub struct H1Conn {
 }
 
 impl H1Conn {
-    pub fn new(io: Io) -> Self {
-        H1Conn {
+    /// Boxed for its whole life: it moves between the pool, the order that
+    /// holds it and the answer body as a pointer, not as a hundred bytes
+    /// through every layer.
+    pub fn new(io: Io) -> Box<Self> {
+        Box::new(H1Conn {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
             spans: Vec::new(),
-        }
+        })
     }
 
     /// Whether an idle connection can carry another request: nothing has
@@ -187,60 +193,100 @@ impl H1Conn {
 
     /// Sends `req` (origin form; `host` is the factory's) and reads the
     /// answer head; [`Answer::with_body`] then reads the body on from this
-    /// connection. (By reference: the caller's future holds the
-    /// connection once, and every in-flight order holds that future.)
+    /// connection.
     pub async fn send(
         &mut self,
         req: &Request<Bytes>,
         host: &HeaderValue,
     ) -> Result<Answer, SendError> {
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        encode_request(&mut out, req, host);
-        let body = req.body();
-        let inline = body.len() <= INLINE_BODY;
-        if inline {
-            out.extend_from_slice(body);
-        }
-        let written = async {
-            self.io.write_all(&out).await?;
-            if !inline {
-                self.io.write_all(body).await?;
-            }
-            self.io.flush().await
-        }
-        .await;
-        self.out = out;
-        written.map_err(SendError::unsent)?;
+        let mut exchange = Exchange::default();
+        std::future::poll_fn(|cx| self.poll_send(cx, req, host, &mut exchange)).await
+    }
 
-        let head_only = req.method() == Method::HEAD;
-        let mut read_any = false;
+    /// [`H1Conn::send`] as a poll function, its progress in `exchange`
+    /// (start with `Exchange::default()`; the same `req` every time): the
+    /// pool's future holds it inline, no boxed future per order.
+    pub fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        req: &Request<Bytes>,
+        host: &HeaderValue,
+        exchange: &mut Exchange,
+    ) -> Poll<Result<Answer, SendError>> {
         loop {
-            match parse_head(&mut self.buf, &mut self.spans, head_only).map_err(SendError::sent)? {
-                Some(Head::Final(head, framing, keep_alive)) => {
-                    return Ok(Answer {
-                        head,
-                        framing,
-                        keep_alive,
-                    });
+            match exchange.step {
+                Step::Encode => {
+                    self.out.clear();
+                    encode_request(&mut self.out, req, host);
+                    let body = req.body();
+                    exchange.inline = body.len() <= INLINE_BODY;
+                    if exchange.inline {
+                        self.out.extend_from_slice(body);
+                    }
+                    exchange.written = 0;
+                    exchange.step = Step::Head;
                 }
-                Some(Head::Interim) => continue,
-                None if self.buf.len() >= MAX_HEAD => {
-                    return Err(SendError::sent(H1Error::HeadTooLarge));
+                Step::Head | Step::Body => {
+                    let bytes: &[u8] = if exchange.step == Step::Head {
+                        &self.out
+                    } else {
+                        req.body()
+                    };
+                    while exchange.written < bytes.len() {
+                        let polled =
+                            Pin::new(&mut self.io).poll_write(cx, &bytes[exchange.written..]);
+                        match ready!(polled) {
+                            Ok(0) => {
+                                return Poll::Ready(Err(SendError::unsent(
+                                    io::ErrorKind::WriteZero.into(),
+                                )));
+                            }
+                            Ok(n) => exchange.written += n,
+                            Err(e) => return Poll::Ready(Err(SendError::unsent(e))),
+                        }
+                    }
+                    exchange.written = 0;
+                    exchange.step = match exchange.step {
+                        Step::Head if !exchange.inline => Step::Body,
+                        _ => Step::Flush,
+                    };
                 }
-                None => {}
+                Step::Flush => {
+                    if let Err(e) = ready!(Pin::new(&mut self.io).poll_flush(cx)) {
+                        return Poll::Ready(Err(SendError::unsent(e)));
+                    }
+                    exchange.step = Step::Answer;
+                }
+                Step::Answer => {
+                    let head_only = req.method() == Method::HEAD;
+                    match parse_head(&mut self.buf, &mut self.spans, head_only) {
+                        Err(e) => return Poll::Ready(Err(SendError::sent(e))),
+                        Ok(Some(Head::Final(head, framing, keep_alive))) => {
+                            return Poll::Ready(Ok(Answer {
+                                head,
+                                framing,
+                                keep_alive,
+                            }));
+                        }
+                        Ok(Some(Head::Interim)) => continue,
+                        Ok(None) if self.buf.len() >= MAX_HEAD => {
+                            return Poll::Ready(Err(SendError::sent(H1Error::HeadTooLarge)));
+                        }
+                        Ok(None) => {}
+                    }
+                    match ready!(self.poll_fill(cx)) {
+                        Ok(0) => {
+                            return Poll::Ready(Err(SendError::sent(if exchange.read_any {
+                                H1Error::Incomplete
+                            } else {
+                                H1Error::ClosedBeforeAnswer
+                            })));
+                        }
+                        Ok(_) => exchange.read_any = true,
+                        Err(e) => return Poll::Ready(Err(SendError::sent(e))),
+                    }
+                }
             }
-            let n = std::future::poll_fn(|cx| self.poll_fill(cx))
-                .await
-                .map_err(SendError::sent)?;
-            if n == 0 {
-                return Err(SendError::sent(if read_any {
-                    H1Error::Incomplete
-                } else {
-                    H1Error::ClosedBeforeAnswer
-                }));
-            }
-            read_any = true;
         }
     }
 
@@ -254,6 +300,28 @@ impl H1Conn {
     }
 }
 
+/// How far one request/answer exchange on a connection has come.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    step: Step,
+    /// Bytes of the current piece (head, then body) written so far.
+    written: usize,
+    /// The body went out behind the head, in the same write.
+    inline: bool,
+    /// Any byte of the answer has arrived.
+    read_any: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Step {
+    #[default]
+    Encode,
+    Head,
+    Body,
+    Flush,
+    Answer,
+}
+
 /// An answer head read by [`H1Conn::send`].
 #[derive(Debug)]
 pub struct Answer {
@@ -264,7 +332,7 @@ pub struct Answer {
 
 impl Answer {
     /// The answer, its body read on from `conn` (the connection it came on).
-    pub fn with_body(self, conn: H1Conn) -> Result<Response<H1Body>, H1Error> {
+    pub fn with_body(self, conn: Box<H1Conn>) -> Result<Response<H1Body>, H1Error> {
         let mut body = H1Body {
             conn: Some(conn),
             framing: self.framing,
@@ -384,14 +452,18 @@ fn parse_head(
     }
     let status = StatusCode::from_u16(code).map_err(|_| H1Error::Malformed("status code"))?;
 
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for x-sidecar-attempts, so the map does not grow.
+    let mut headers = recycle::header_map(spans.len() + 1);
     let (mut length, mut length_seen, mut te, mut chunked) = (None::<u64>, false, false, false);
-    let (mut close, mut keep_alive) = (false, false);
+    let (mut close, mut keep_alive, mut names_others) = (false, false, false);
     for &(ns, ne, vs, ve) in spans.iter() {
         let name =
             HeaderName::from_bytes(&head[ns..ne]).map_err(|_| H1Error::Malformed("header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
             .map_err(|_| H1Error::Malformed("header value"))?;
+        // Hop-by-hop headers are read here and not kept: they belong to
+        // this connection, never to the answer passed on.
+        let hop = is_hop_by_hop(&name);
         if name == CONTENT_LENGTH {
             length_seen = true;
             for part in value.as_bytes().split(|&b| b == b',') {
@@ -412,11 +484,20 @@ fn parse_head(
         } else if name == CONNECTION {
             for token in value.as_bytes().split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let is_close = token.eq_ignore_ascii_case(b"close");
+                let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                close |= is_close;
+                keep_alive |= is_keep_alive;
+                names_others |= !token.is_empty() && !is_close && !is_keep_alive;
             }
         }
-        headers.append(name, value);
+        if !hop || names_others {
+            headers.append(name, value);
+        }
+    }
+    if names_others {
+        // The Connection header names more headers to drop (rare).
+        strip_hop_by_hop(&mut headers);
     }
     let framing =
         if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
@@ -491,7 +572,7 @@ enum Chunk {
 pub struct H1Body {
     /// `None` once the body ended or failed (then the connection is closed
     /// or handed back through [`H1Body::take_reusable`]).
-    conn: Option<H1Conn>,
+    conn: Option<Box<H1Conn>>,
     framing: Framing,
     keep_alive: bool,
 }
@@ -500,7 +581,7 @@ impl H1Body {
     /// Once the body has been read to the end: its connection, when it can
     /// carry another request. Otherwise the connection is dropped (closed)
     /// here, so a finished answer never holds a socket.
-    pub fn take_reusable(&mut self) -> Option<H1Conn> {
+    pub fn take_reusable(&mut self) -> Option<Box<H1Conn>> {
         if self.framing != Framing::Done {
             return None;
         }
@@ -688,6 +769,18 @@ mod tests {
             "the length is dropped"
         );
 
+        let (res, _, _) = final_head(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\n\r\n",
+        );
+        assert!(
+            !res.headers().contains_key("connection") && !res.headers().contains_key("keep-alive"),
+            "hop-by-hop headers are not kept"
+        );
+        let (res, _, _) =
+            final_head(b"HTTP/1.1 200 OK\r\nX-Hop: 1\r\nConnection: x-hop\r\nX-Kept: 1\r\n\r\n");
+        assert!(!res.headers().contains_key("x-hop"), "named by Connection");
+        assert_eq!(res.headers()["x-kept"], "1");
+
         let (_, f, reuse) = final_head(b"HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!((f, reuse), (Framing::Eof, false));
         let (_, f, reuse) = final_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
@@ -763,8 +856,8 @@ mod tests {
     /// A loopback factory that reads one request head and answers with
     /// `parts`, each written (and flushed) on its own; `then_close` closes
     /// the connection afterwards.
-    async fn answering(parts: Vec<&'static [u8]>, then_close: bool) -> H1Conn {
-        use tokio::io::AsyncReadExt;
+    async fn answering(parts: Vec<&'static [u8]>, then_close: bool) -> Box<H1Conn> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -798,7 +891,10 @@ mod tests {
         H1Conn::new(Io::Plain(tcp))
     }
 
-    async fn send(mut conn: H1Conn, req: &Request<Bytes>) -> Result<Response<H1Body>, H1Error> {
+    async fn send(
+        mut conn: Box<H1Conn>,
+        req: &Request<Bytes>,
+    ) -> Result<Response<H1Body>, H1Error> {
         let answer = conn
             .send(req, &HeaderValue::from_static("f"))
             .await
@@ -806,7 +902,9 @@ mod tests {
         answer.with_body(conn)
     }
 
-    async fn exchange(conn: H1Conn) -> (Response<()>, Result<Vec<u8>, H1Error>, Option<H1Conn>) {
+    async fn exchange(
+        conn: Box<H1Conn>,
+    ) -> (Response<()>, Result<Vec<u8>, H1Error>, Option<Box<H1Conn>>) {
         let req = Request::get("/x").body(Bytes::new()).expect("request");
         let res = send(conn, &req).await.expect("an answer head");
         let (parts, mut body) = res.into_parts();

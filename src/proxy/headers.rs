@@ -36,6 +36,12 @@ impl ClientAddr {
     pub fn forward(&self, headers: &mut HeaderMap) {
         append_forwarded_for(headers, self.ip.clone());
     }
+
+    /// [`ClientAddr::forward`] for a request known to carry no
+    /// `x-forwarded-for` yet (the first hop): no lookup.
+    pub fn forward_first(&self, headers: &mut HeaderMap) {
+        headers.append(X_FORWARDED_FOR, self.ip.clone());
+    }
 }
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -55,6 +61,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
 ];
+
+/// Whether `name` belongs to one connection only (never forwarded).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
 
 /// Removes hop-by-hop headers, including those the `Connection` header lists.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

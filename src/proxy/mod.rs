@@ -9,5 +9,6 @@ pub mod framing;
 pub mod h1;
 pub mod headers;
 pub mod pool;
+pub mod recycle;
 pub mod server;
 pub mod stack;

@@ -26,10 +26,11 @@
 //!   while something is idle.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,7 +46,9 @@ use tokio::time::Instant;
 
 use crate::error::BoxError;
 use crate::proxy::connect::{Dialed, Dialer};
-use crate::proxy::h1::{H1Body, H1Conn};
+use crate::proxy::h1::{Exchange, H1Body, H1Conn};
+use crate::proxy::headers::strip_hop_by_hop;
+use crate::proxy::recycle;
 
 type H2 = http2::SendRequest<Full<Bytes>>;
 
@@ -113,14 +116,14 @@ struct State {
 }
 
 struct Idle {
-    conn: H1Conn,
+    conn: Box<H1Conn>,
     since: Instant,
 }
 
 /// A connection taken for one request.
 enum Taken {
     /// With whether it carried a request before.
-    H1(H1Conn, bool),
+    H1(Box<H1Conn>, bool),
     H2(H2),
 }
 
@@ -148,50 +151,34 @@ impl Pool {
         self.shared.opened.load(Ordering::Relaxed)
     }
 
-    /// Sends `req` (origin-form URI) to the factory and returns its answer.
-    pub async fn send(&self, mut req: Request<Bytes>) -> Result<Response<UpstreamBody>, PoolError> {
-        let mut resends = 0;
-        loop {
-            // The last resend goes on a new connection.
-            let taken = match self.take(resends >= STALE_RESENDS) {
-                Some(t) => t,
-                // Boxed: the connect and TLS handshake state is large, and
-                // inline it would size every request's future for it.
-                None => Box::pin(self.connect()).await?,
-            };
-            match taken {
-                Taken::H1(mut conn, reused) => match conn.send(&req, &self.shared.host).await {
-                    Ok(answer) => {
-                        let res = answer
-                            .with_body(conn)
-                            .map_err(|e| PoolError::Send(Box::new(e)))?;
-                        let home = Arc::downgrade(&self.shared);
-                        return Ok(res.map(|body| UpstreamBody::h1(body, home)));
+    /// Sends `req` (origin-form URI) to the factory and returns its answer,
+    /// its hop-by-hop headers removed.
+    pub fn send(&self, req: Request<Bytes>) -> SendFuture {
+        SendFuture {
+            pool: self.clone(),
+            req: Some(req),
+            resends: 0,
+            state: Sending::Start,
+        }
+    }
+
+    /// One h2 exchange; the request comes back when it never left.
+    async fn send_h2(self, mut tx: H2, req: Request<Bytes>, resends: usize) -> H2Sent {
+        // A handle on the body for a resend (a reference count).
+        let body = req.body().clone();
+        match tx.try_send_request(self.absolute(req)).await {
+            Ok(mut res) => {
+                strip_hop_by_hop(res.headers_mut());
+                H2Sent::Answer(res.map(UpstreamBody::h2))
+            }
+            Err(mut failed) => {
+                self.forget_h2(&tx);
+                match failed.take_message() {
+                    Some(unsent) if resends < STALE_RESENDS => {
+                        tracing::debug!(error = %failed.error(), "factory h2 connection closed before the request left; sending on another");
+                        H2Sent::Unsent(origin_form(unsent).map(|_| body))
                     }
-                    Err(e) if e.unsent && reused && resends < STALE_RESENDS => {
-                        tracing::debug!(error = %e, "factory connection closed before the request left; sending on another");
-                        resends += 1;
-                    }
-                    Err(e) => return Err(PoolError::Send(Box::new(e))),
-                },
-                Taken::H2(mut tx) => {
-                    // A handle on the body for a resend (a reference count).
-                    let body = req.body().clone();
-                    let res = tx.try_send_request(self.absolute(req)).await;
-                    match res {
-                        Ok(res) => return Ok(res.map(UpstreamBody::h2)),
-                        Err(mut failed) => {
-                            self.forget_h2(&tx);
-                            match failed.take_message() {
-                                Some(unsent) if resends < STALE_RESENDS => {
-                                    tracing::debug!(error = %failed.error(), "factory h2 connection closed before the request left; sending on another");
-                                    req = origin_form(unsent).map(|_| body);
-                                    resends += 1;
-                                }
-                                _ => return Err(PoolError::Send(Box::new(failed.into_error()))),
-                            }
-                        }
-                    }
+                    _ => H2Sent::Failed(PoolError::Send(Box::new(failed.into_error()))),
                 }
             }
         }
@@ -277,6 +264,149 @@ impl Pool {
     }
 }
 
+/// How one h2 exchange ended.
+enum H2Sent {
+    Answer(Response<UpstreamBody>),
+    /// The connection closed before the request left: it can go again.
+    Unsent(Request<Bytes>),
+    Failed(PoolError),
+}
+
+type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Where a [`SendFuture`] is.
+enum Sending {
+    /// About to take a pooled connection or open one.
+    Start,
+    /// Opening one (boxed: the connect and TLS handshake state is large,
+    /// and inline it would size every order's future for it).
+    Connecting(Boxed<Result<Taken, PoolError>>),
+    /// On an HTTP/1.1 connection, inline (the usual case: no allocation).
+    H1 {
+        conn: Box<H1Conn>,
+        reused: bool,
+        exchange: Exchange,
+    },
+    /// On the shared h2 connection (hyper's future, boxed).
+    H2(Boxed<H2Sent>),
+    Done,
+}
+
+/// The answer to one request from [`Pool::send`]: a connection taken (or
+/// opened), the request written, the answer head read. Written out as a
+/// state machine so the forwarding layer holds it inline.
+pub struct SendFuture {
+    pool: Pool,
+    /// `None` once handed to h2 or finished.
+    req: Option<Request<Bytes>>,
+    resends: usize,
+    state: Sending,
+}
+
+impl SendFuture {
+    /// Starts the exchange on `taken`.
+    fn on(&mut self, taken: Taken) {
+        self.state = match taken {
+            Taken::H1(conn, reused) => Sending::H1 {
+                conn,
+                reused,
+                exchange: Exchange::default(),
+            },
+            Taken::H2(tx) => match self.req.take() {
+                Some(req) => {
+                    Sending::H2(Box::pin(self.pool.clone().send_h2(tx, req, self.resends)))
+                }
+                None => Sending::Done,
+            },
+        };
+    }
+}
+
+impl Future for SendFuture {
+    type Output = Result<Response<UpstreamBody>, PoolError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                Sending::Start => {
+                    // The last resend goes on a new connection.
+                    match this.pool.take(this.resends >= STALE_RESENDS) {
+                        Some(taken) => this.on(taken),
+                        None => {
+                            let pool = this.pool.clone();
+                            this.state =
+                                Sending::Connecting(Box::pin(async move { pool.connect().await }));
+                        }
+                    }
+                }
+                Sending::Connecting(connecting) => match ready!(connecting.as_mut().poll(cx)) {
+                    Ok(taken) => this.on(taken),
+                    Err(e) => {
+                        this.state = Sending::Done;
+                        return Poll::Ready(Err(e));
+                    }
+                },
+                Sending::H1 {
+                    conn,
+                    reused,
+                    exchange,
+                } => {
+                    let Some(req) = this.req.as_ref() else {
+                        this.state = Sending::Done;
+                        continue;
+                    };
+                    let sent = ready!(conn.poll_send(cx, req, &this.pool.shared.host, exchange));
+                    match sent {
+                        Err(e) if e.unsent && *reused && this.resends < STALE_RESENDS => {
+                            tracing::debug!(error = %e, "factory connection closed before the request left; sending on another");
+                            this.resends += 1;
+                            this.state = Sending::Start;
+                        }
+                        sent => {
+                            let Sending::H1 { conn, .. } =
+                                std::mem::replace(&mut this.state, Sending::Done)
+                            else {
+                                continue;
+                            };
+                            // Written: its header map serves the next request.
+                            if let Some(req) = this.req.take() {
+                                recycle::recycle(req.into_parts().0.headers);
+                            }
+                            let answer = sent.map_err(|e| PoolError::Send(Box::new(e)))?;
+                            let res = answer
+                                .with_body(conn)
+                                .map_err(|e| PoolError::Send(Box::new(e)))?;
+                            let home = Arc::downgrade(&this.pool.shared);
+                            return Poll::Ready(Ok(res.map(|body| UpstreamBody::h1(body, home))));
+                        }
+                    }
+                }
+                Sending::H2(sending) => match ready!(sending.as_mut().poll(cx)) {
+                    H2Sent::Answer(res) => {
+                        this.state = Sending::Done;
+                        return Poll::Ready(Ok(res));
+                    }
+                    H2Sent::Unsent(req) => {
+                        this.req = Some(req);
+                        this.resends += 1;
+                        this.state = Sending::Start;
+                    }
+                    H2Sent::Failed(e) => {
+                        this.state = Sending::Done;
+                        return Poll::Ready(Err(e));
+                    }
+                },
+                Sending::Done => {
+                    return Poll::Ready(Err(PoolError::Send(
+                        "the exchange was polled after it ended".into(),
+                    )));
+                }
+            }
+        }
+    }
+}
+
 /// Back to origin form (a request handed back unsent by an h2 connection).
 fn origin_form<B>(mut req: Request<B>) -> Request<B> {
     if let Some(pq) = req.uri().path_and_query().cloned() {
@@ -291,7 +421,7 @@ fn origin_form<B>(mut req: Request<B>) -> Request<B> {
 
 impl Shared {
     /// Puts an HTTP/1.1 connection whose answer was read to the end back.
-    fn put(self: &Arc<Self>, conn: H1Conn) {
+    fn put(self: &Arc<Self>, conn: Box<H1Conn>) {
         if self.opts.max_idle == 0 {
             return;
         }
