@@ -17,7 +17,7 @@ use factory_sidecar::chaos::testkit::{TestKey, jwks, pizza_claims};
 use factory_sidecar::chaos::{inspect, mask_link, redact};
 use factory_sidecar::error::BoxError;
 use factory_sidecar::proxy::body::ProxyBody;
-use http::{Request, Response};
+use http::Response;
 
 const LINK: &str = "https://pizza-factory.cs329.click/api/support/feedfacecafebeef0123456789abc0de/report/fx7k2q9z";
 
@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
     let body = jwks(&[&key]);
     let side = Arc::new(SideChannel::new(Duration::from_secs(1)));
     side.attach(SideService::new(tower::service_fn(
-        move |_req: Request<Bytes>| {
+        move |_req: factory_sidecar::proxy::Outgoing| {
             let body = body.clone();
             async move { Ok::<_, BoxError>(Response::new(ProxyBody::full(body))) }
         },

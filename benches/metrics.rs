@@ -63,11 +63,15 @@ fn records(c: &mut Criterion) {
 fn layers(c: &mut Criterion) {
     let metrics = Arc::new(Metrics::new("pizza-factory.cs329.click"));
     let counts = Arc::new(RequestCounts::default());
-    let inner = tower::service_fn(|_req: Request<bytes::Bytes>| {
+    let inner = tower::service_fn(|_req: Arc<Request<bytes::Bytes>>| {
         std::future::ready(Ok::<_, BoxError>(Response::new(ProxyBody::empty())))
     });
-    let mut svc = ServerTelemetryLayer::new(metrics.clone(), counts)
-        .layer(ClientTelemetryLayer::new(metrics.clone()).layer(inner));
+    // The client layer sits below retry, where requests are shared.
+    let mut svc =
+        ServerTelemetryLayer::new(metrics.clone(), counts).layer(tower::util::MapRequest::new(
+            ClientTelemetryLayer::new(metrics.clone()).layer(inner),
+            Arc::new,
+        ));
     let mut cx = Context::from_waker(Waker::noop());
     c.bench_function("layers/server+client, traces off, one request", |b| {
         b.iter(|| {

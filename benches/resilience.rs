@@ -28,13 +28,15 @@ use factory_sidecar::telemetry::metrics::Metrics;
 use http::{Method, Request, Response};
 use tower::{Service, ServiceBuilder, service_fn};
 
-fn factory() -> impl Service<
-    Request<Bytes>,
+/// A factory that answers at once; `R` is `Request<Bytes>` alone, or
+/// `Outgoing` below the retry layer.
+fn factory<R>() -> impl Service<
+    R,
     Response = Response<ProxyBody>,
     Error = BoxError,
     Future = std::future::Ready<Result<Response<ProxyBody>, BoxError>>,
 > + Clone {
-    service_fn(|_req: Request<Bytes>| std::future::ready(Ok(Response::new(ProxyBody::empty()))))
+    service_fn(|_req: R| std::future::ready(Ok(Response::new(ProxyBody::empty()))))
 }
 
 fn order() -> Request<Bytes> {
@@ -64,7 +66,7 @@ fn layers(c: &mut Criterion) {
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
 
-    let mut bare = factory();
+    let mut bare = factory::<Request<Bytes>>();
     c.bench_function("healthy request, no layers", |b| {
         b.iter(|| black_box(once(&mut bare, &mut cx)))
     });

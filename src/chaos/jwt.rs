@@ -446,8 +446,7 @@ mod tests {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use bytes::Bytes;
-    use http::{Request, Response, StatusCode};
+    use http::{Response, StatusCode};
 
     use crate::chaos::side::SideService;
     use crate::chaos::testkit::{TestKey, jwks, pizza_claims};
@@ -473,7 +472,7 @@ mod tests {
         let answer = Arc::new(answer);
         let side = Arc::new(SideChannel::new(Duration::from_secs(1)));
         side.attach(SideService::new(tower::service_fn(
-            move |req: Request<Bytes>| {
+            move |req: crate::proxy::Outgoing| {
                 assert_eq!(req.uri().path(), JWKS_PATH);
                 count.fetch_add(1, Ordering::SeqCst);
                 let (status, body) = answer();

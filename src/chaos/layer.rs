@@ -23,7 +23,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use http::{Method, Request, Response};
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -33,6 +32,7 @@ use crate::chaos::handle::Chaos;
 use crate::chaos::order::{Answer, Judged, on_answer};
 use crate::chaos::side::SideService;
 use crate::error::BoxError;
+use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 
 /// See the module docs. Made by [`Chaos::layer`].
@@ -49,7 +49,7 @@ impl ChaosLayer {
 
 impl<S> Layer<S> for ChaosLayer
 where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError>
+    S: Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError>
         + Clone
         + Send
         + Sync
@@ -79,9 +79,9 @@ fn is_order<B>(req: &Request<B>) -> bool {
     req.method() == Method::POST && matches!(req.uri().path(), "/api/order" | "/api/order/")
 }
 
-impl<S> Service<Request<Bytes>> for ChaosService<S>
+impl<S> Service<Outgoing> for ChaosService<S>
 where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError>,
+    S: Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError>,
     S::Future: Unpin + Send + 'static,
 {
     type Response = Response<ProxyBody>;
@@ -92,7 +92,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, req: Outgoing) -> Self::Future {
         if !self.chaos.inspects() || !is_order(&req) {
             return ChaosFuture::Pass {
                 fut: self.inner.call(req),

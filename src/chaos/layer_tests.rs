@@ -106,7 +106,10 @@ impl Factory {
         format!("https://evil.example:6666/api/support/{KEY}/report/{CODE}")
     }
 
-    async fn answer(self: Arc<Self>, req: Request<Bytes>) -> Result<Response<ProxyBody>, BoxError> {
+    async fn answer(
+        self: Arc<Self>,
+        req: crate::proxy::Outgoing,
+    ) -> Result<Response<ProxyBody>, BoxError> {
         let path = req.uri().to_string();
         self.seen.lock().push((req.method().clone(), path.clone()));
         let mode = *self.mode.lock();
@@ -231,7 +234,8 @@ fn config() -> ChaosConfig {
     }
 }
 
-type Inner = tower::util::BoxCloneSyncService<Request<Bytes>, Response<ProxyBody>, BoxError>;
+type Inner =
+    tower::util::BoxCloneSyncService<crate::proxy::Outgoing, Response<ProxyBody>, BoxError>;
 type Svc = crate::chaos::ChaosService<Inner>;
 
 fn stack(factory: &Arc<Factory>, cfg: ChaosConfig) -> (Arc<Chaos>, Svc) {
@@ -250,7 +254,7 @@ fn order() -> Request<Bytes> {
 }
 
 async fn send(svc: &Svc, req: Request<Bytes>) -> Response<ProxyBody> {
-    svc.clone().oneshot(req).await.expect("an answer")
+    svc.clone().oneshot(Arc::new(req)).await.expect("an answer")
 }
 
 async fn body(res: Response<ProxyBody>) -> (http::response::Parts, Bytes) {
@@ -288,7 +292,7 @@ async fn fail_opens_an_episode_and_concurrent_detections_send_one_resolve_get() 
     let tries: Vec<_> = (0..10)
         .map(|_| {
             let svc = svc.clone();
-            tokio::spawn(svc.oneshot(order()))
+            tokio::spawn(svc.oneshot(Arc::new(order())))
         })
         .collect();
     for t in tries {
@@ -572,7 +576,7 @@ async fn outages_are_unknown_episodes_that_end_by_themselves() {
     let (_, b) = body(res).await;
     assert_eq!(b, "<html>502 Bad Gateway</html>", "untouched");
     *factory.mode.lock() = Mode::Down;
-    assert!(svc.clone().oneshot(order()).await.is_err());
+    assert!(svc.clone().oneshot(Arc::new(order())).await.is_err());
     *factory.mode.lock() = Mode::Truncated;
     let res = send(&svc, order()).await;
     let (_, b) = body(res).await;

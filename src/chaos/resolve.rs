@@ -97,8 +97,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use bytes::Bytes;
-    use http::{Request, Response};
+    use http::Response;
     use parking_lot::Mutex;
 
     use crate::chaos::side::SideService;
@@ -152,7 +151,7 @@ mod tests {
         let log = Arc::clone(&seen);
         let side = Arc::new(SideChannel::new(Duration::from_secs(1)));
         side.attach(SideService::new(tower::service_fn(
-            move |req: Request<Bytes>| {
+            move |req: crate::proxy::Outgoing| {
                 log.lock().push(req.uri().to_string());
                 async {
                     Ok::<_, BoxError>(Response::new(ProxyBody::full(
@@ -174,7 +173,7 @@ mod tests {
     async fn transport_errors_are_errors_with_a_masked_reason() {
         let side = Arc::new(SideChannel::new(Duration::from_secs(1)));
         side.attach(SideService::new(tower::service_fn(
-            |req: Request<Bytes>| async move {
+            |req: crate::proxy::Outgoing| async move {
                 Err::<Response<ProxyBody>, BoxError>(format!("refused for {}", req.uri()).into())
             },
         )));

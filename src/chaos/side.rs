@@ -19,10 +19,11 @@ use tower::util::BoxCloneSyncService;
 use crate::chaos::buffer::{Buffered, read_limited};
 use crate::chaos::mask::mask_link;
 use crate::error::BoxError;
+use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 
 /// The innermost service, boxed: origin-form request in, factory answer out.
-pub type SideService = BoxCloneSyncService<Request<Bytes>, Response<ProxyBody>, BoxError>;
+pub type SideService = BoxCloneSyncService<Outgoing, Response<ProxyBody>, BoxError>;
 
 /// How long a side request (answer and body) may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,7 +107,7 @@ impl SideChannel {
         let timeout = self.timeout;
         let exchange = async move {
             let res = svc
-                .oneshot(req)
+                .oneshot(std::sync::Arc::new(req))
                 .await
                 .map_err(|e| SideError::Transport(mask_link(&e.to_string())))?;
             let (parts, body) = res.into_parts();
@@ -141,13 +142,11 @@ mod tests {
             side.get("/x", 10).await,
             Err(SideError::NotAttached)
         ));
-        side.attach(SideService::new(tower::service_fn(
-            move |req: Request<Bytes>| {
-                log.lock()
-                    .push((req.method().clone(), req.uri().to_string()));
-                async move { Ok::<_, BoxError>(Response::new(ProxyBody::full("{\"keys\":[]}"))) }
-            },
-        )));
+        side.attach(SideService::new(tower::service_fn(move |req: Outgoing| {
+            log.lock()
+                .push((req.method().clone(), req.uri().to_string()));
+            async move { Ok::<_, BoxError>(Response::new(ProxyBody::full("{\"keys\":[]}"))) }
+        })));
         let a = side
             .get("/.well-known/jwks.json", 100)
             .await
@@ -175,7 +174,7 @@ mod tests {
     async fn a_silent_factory_is_a_timeout() {
         let side = SideChannel::new(Duration::from_secs(2));
         side.attach(SideService::new(tower::service_fn(
-            |_req: Request<Bytes>| async {
+            |_req: Outgoing| async {
                 std::future::pending::<Result<Response<ProxyBody>, BoxError>>().await
             },
         )));

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderValue, Response, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls_pki_types::CertificateDer;
@@ -24,6 +22,7 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::config::{UpstreamConfig, UpstreamUrl};
 use crate::error::BoxError;
+use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::connect::Dialer;
 use crate::proxy::pool::{Pool, PoolOptions, SendFuture};
@@ -93,6 +92,7 @@ impl Forward {
             dialer,
             origin,
             host,
+            url.base_path(),
             PoolOptions {
                 max_idle: config.pool_max_idle_per_host,
                 idle_timeout: config.pool_idle_timeout,
@@ -112,23 +112,6 @@ impl Forward {
     /// The connection pool (idle and opened counts, for tests).
     pub fn pool(&self) -> &Pool {
         &self.pool
-    }
-
-    /// The origin-form target for the factory: the request's path and query
-    /// under `upstream.url`'s base path. An absolute-form target loses its
-    /// scheme and authority, so it cannot send the sidecar to another host.
-    fn target(&self, uri: Uri) -> Result<Uri, http::Error> {
-        let base = self.upstream.base_path();
-        if base.is_empty() && uri.scheme().is_none() && uri.authority().is_none() {
-            return Ok(uri); // already origin form: no copy
-        }
-        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let joined = if base.is_empty() {
-            PathAndQuery::try_from(pq)?
-        } else {
-            PathAndQuery::try_from(format!("{base}{pq}"))?
-        };
-        Ok(Uri::from(joined))
     }
 }
 
@@ -189,7 +172,7 @@ pub(crate) fn tls_config(
         .with_no_client_auth())
 }
 
-impl tower::Service<Request<Bytes>> for Forward {
+impl tower::Service<Outgoing> for Forward {
     type Response = Response<ProxyBody>;
     type Error = BoxError;
     type Future = ForwardFuture;
@@ -199,57 +182,41 @@ impl tower::Service<Request<Bytes>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Bytes>) -> ForwardFuture {
-        let (mut parts, body) = req.into_parts();
-        match self.target(std::mem::take(&mut parts.uri)) {
-            Ok(uri) => parts.uri = uri,
-            Err(e) => return ForwardFuture::Failed(Some(e.into())),
-        }
-        // The pool picks HTTP/1.1 or h2 per connection (ALPN); an h2c
-        // request from the service must not force h2 on an HTTP/1 factory.
-        parts.version = Version::HTTP_11;
-        let req = Request::from_parts(parts, body);
-        ForwardFuture::Sending {
+    /// The pool writes the request under `upstream.url` (path and query
+    /// only) as HTTP/1.1 or h2, whichever the connection speaks: an h2c
+    /// request from the service does not force h2 on an HTTP/1 factory.
+    fn call(&mut self, req: Outgoing) -> ForwardFuture {
+        ForwardFuture {
             send: self.pool.send(req),
             read_timeout: Some(self.body_read_timeout),
         }
     }
 }
 
-/// The answer (or failure) of one forwarded request.
-// Not boxed on purpose: the exchange is the one future every order makes,
-// and boxing it cost an allocation above glibc's per-thread cache.
-#[allow(clippy::large_enum_variant)]
-pub enum ForwardFuture {
-    Sending {
-        send: SendFuture,
-        read_timeout: Option<Duration>,
-    },
-    Failed(Option<BoxError>),
+/// The answer (or failure) of one forwarded request: the pool's exchange,
+/// held inline (the one future every order makes; boxed, it cost an
+/// allocation above glibc's per-thread cache).
+pub struct ForwardFuture {
+    send: SendFuture,
+    read_timeout: Option<Duration>,
 }
 
 impl Future for ForwardFuture {
     type Output = Result<Response<ProxyBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            ForwardFuture::Sending { send, read_timeout } => {
-                Poll::Ready(match ready!(Pin::new(send).poll(cx)) {
-                    // Hop-by-hop headers are gone already (the pool drops them).
-                    Ok(res) => Ok(res.map(|b| ProxyBody::stream(b, *read_timeout))),
-                    Err(e) => {
-                        let context = if e.is_connect() {
-                            "cannot connect to the factory"
-                        } else {
-                            "the factory connection failed before an answer"
-                        };
-                        Err(Box::new(UpstreamError::new(context, e)) as BoxError)
-                    }
-                })
+        let this = self.get_mut();
+        Poll::Ready(match ready!(Pin::new(&mut this.send).poll(cx)) {
+            // Hop-by-hop headers are gone already (the pool drops them).
+            Ok(res) => Ok(res.map(|b| ProxyBody::stream(b, this.read_timeout))),
+            Err(e) => {
+                let context = if e.is_connect() {
+                    "cannot connect to the factory"
+                } else {
+                    "the factory connection failed before an answer"
+                };
+                Err(Box::new(UpstreamError::new(context, e)) as BoxError)
             }
-            ForwardFuture::Failed(e) => Poll::Ready(Err(e
-                .take()
-                .unwrap_or_else(|| "forward future polled after completion".into()))),
-        }
+        })
     }
 }

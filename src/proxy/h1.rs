@@ -197,10 +197,10 @@ impl H1Conn {
     pub async fn send(
         &mut self,
         req: &Request<Bytes>,
-        host: &HeaderValue,
+        target: &Target,
     ) -> Result<Answer, SendError> {
         let mut exchange = Exchange::default();
-        std::future::poll_fn(|cx| self.poll_send(cx, req, host, &mut exchange)).await
+        std::future::poll_fn(|cx| self.poll_send(cx, req, target, &mut exchange)).await
     }
 
     /// [`H1Conn::send`] as a poll function, its progress in `exchange`
@@ -210,14 +210,14 @@ impl H1Conn {
         &mut self,
         cx: &mut Context<'_>,
         req: &Request<Bytes>,
-        host: &HeaderValue,
+        target: &Target,
         exchange: &mut Exchange,
     ) -> Poll<Result<Answer, SendError>> {
         loop {
             match exchange.step {
                 Step::Encode => {
                     self.out.clear();
-                    encode_request(&mut self.out, req, host);
+                    encode_request(&mut self.out, req, target);
                     let body = req.body();
                     exchange.inline = body.len() <= INLINE_BODY;
                     if exchange.inline {
@@ -343,16 +343,28 @@ impl Answer {
     }
 }
 
-/// Writes the request head: origin-form target, the factory's `Host`
-/// first, the request's own headers but `Host` and the framing ones, and a
-/// Content-Length for the buffered body.
-fn encode_request(out: &mut Vec<u8>, req: &Request<Bytes>, host: &HeaderValue) {
+/// Where requests go: the factory's `Host`, and the base path of
+/// `upstream.url` put before every request's path.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: HeaderValue,
+    /// "" for the root, else "/base" (no trailing slash).
+    pub base: String,
+}
+
+/// Writes the request head: origin-form target under the base path (an
+/// absolute-form request loses its scheme and authority, so it cannot send
+/// the sidecar to another host), the factory's `Host` first, the request's
+/// own headers but `Host` and the framing ones, and a Content-Length for
+/// the buffered body.
+fn encode_request(out: &mut Vec<u8>, req: &Request<Bytes>, target: &Target) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(target.base.as_bytes());
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(target.host.as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut had_length = false;
     for (name, value) in req.headers() {
@@ -736,6 +748,13 @@ impl H1Body {
 mod tests {
     use super::*;
 
+    fn target(host: &'static str, base: &str) -> Target {
+        Target {
+            host: HeaderValue::from_static(host),
+            base: base.to_owned(),
+        }
+    }
+
     fn head(bytes: &[u8], head_only: bool) -> Result<Option<Head>, H1Error> {
         let mut buf = BytesMut::from(bytes);
         parse_head(&mut buf, &mut Vec::new(), head_only)
@@ -842,15 +861,21 @@ mod tests {
             .body(Bytes::from_static(b"{}"))
             .expect("request");
         let mut out = Vec::new();
-        encode_request(&mut out, &req, &HeaderValue::from_static("factory:443"));
+        encode_request(&mut out, &req, &target("factory:443", ""));
         assert_eq!(
             out,
             b"POST /api/order?x=1 HTTP/1.1\r\nhost: factory:443\r\nauthorization: Bearer k\r\ncontent-length: 2\r\n\r\n"
         );
         let get = Request::get("/").body(Bytes::new()).expect("request");
         out.clear();
-        encode_request(&mut out, &get, &HeaderValue::from_static("f"));
+        encode_request(&mut out, &get, &target("f", ""));
         assert_eq!(out, b"GET / HTTP/1.1\r\nhost: f\r\n\r\n");
+        let absolute = Request::get("http://elsewhere:9/x?y=1")
+            .body(Bytes::new())
+            .expect("request");
+        out.clear();
+        encode_request(&mut out, &absolute, &target("f", "/base"));
+        assert_eq!(out, b"GET /base/x?y=1 HTTP/1.1\r\nhost: f\r\n\r\n");
     }
 
     /// A loopback factory that reads one request head and answers with
@@ -896,7 +921,7 @@ mod tests {
         req: &Request<Bytes>,
     ) -> Result<Response<H1Body>, H1Error> {
         let answer = conn
-            .send(req, &HeaderValue::from_static("f"))
+            .send(req, &target("f", ""))
             .await
             .map_err(|e| e.error)?;
         answer.with_body(conn)
@@ -996,7 +1021,7 @@ mod tests {
 
         let mut conn = answering(vec![b"HTTP/1.1 200 OK\r\nContent-"], true).await;
         let err = conn
-            .send(&req, &HeaderValue::from_static("f"))
+            .send(&req, &target("f", ""))
             .await
             .expect_err("cut head");
         assert!(
@@ -1006,7 +1031,7 @@ mod tests {
 
         let mut conn = answering(vec![], true).await;
         let err = conn
-            .send(&req, &HeaderValue::from_static("f"))
+            .send(&req, &target("f", ""))
             .await
             .expect_err("no answer");
         assert!(matches!(err.error, H1Error::ClosedBeforeAnswer), "{err}");

@@ -45,8 +45,9 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::error::BoxError;
+use crate::proxy::Outgoing;
 use crate::proxy::connect::{Dialed, Dialer};
-use crate::proxy::h1::{Exchange, H1Body, H1Conn};
+use crate::proxy::h1::{Exchange, H1Body, H1Conn, Target};
 use crate::proxy::headers::strip_hop_by_hop;
 use crate::proxy::recycle;
 
@@ -97,8 +98,8 @@ struct Shared {
     dialer: Dialer,
     /// `scheme://authority`, for h2's `:scheme` and `:authority`.
     origin: Uri,
-    /// `Host` for HTTP/1.1 requests.
-    host: HeaderValue,
+    /// `Host` and base path for HTTP/1.1 requests.
+    target: Target,
     opts: PoolOptions,
     state: Mutex<State>,
     /// Connections opened since start (for tests and `/status`).
@@ -128,12 +129,22 @@ enum Taken {
 }
 
 impl Pool {
-    pub fn new(dialer: Dialer, origin: Uri, host: HeaderValue, opts: PoolOptions) -> Pool {
+    /// `base`: the path put before every request's (`""` for the root).
+    pub fn new(
+        dialer: Dialer,
+        origin: Uri,
+        host: HeaderValue,
+        base: &str,
+        opts: PoolOptions,
+    ) -> Pool {
         Pool {
             shared: Arc::new(Shared {
                 dialer,
                 origin,
-                host,
+                target: Target {
+                    host,
+                    base: base.to_owned(),
+                },
                 opts,
                 state: Mutex::new(State::default()),
                 opened: AtomicU64::new(0),
@@ -153,7 +164,7 @@ impl Pool {
 
     /// Sends `req` (origin-form URI) to the factory and returns its answer,
     /// its hop-by-hop headers removed.
-    pub fn send(&self, req: Request<Bytes>) -> SendFuture {
+    pub fn send(&self, req: Outgoing) -> SendFuture {
         SendFuture {
             pool: self.clone(),
             req: Some(req),
@@ -163,7 +174,9 @@ impl Pool {
     }
 
     /// One h2 exchange; the request comes back when it never left.
-    async fn send_h2(self, mut tx: H2, req: Request<Bytes>, resends: usize) -> H2Sent {
+    async fn send_h2(self, mut tx: H2, req: Outgoing, resends: usize) -> H2Sent {
+        // hyper's h2 takes the request whole: a copy when a retry holds it.
+        let req = Arc::unwrap_or_clone(req);
         // A handle on the body for a resend (a reference count).
         let body = req.body().clone();
         match tx.try_send_request(self.absolute(req)).await {
@@ -176,7 +189,7 @@ impl Pool {
                 match failed.take_message() {
                     Some(unsent) if resends < STALE_RESENDS => {
                         tracing::debug!(error = %failed.error(), "factory h2 connection closed before the request left; sending on another");
-                        H2Sent::Unsent(origin_form(unsent).map(|_| body))
+                        H2Sent::Unsent(Arc::new(origin_form(unsent).map(|_| body)))
                     }
                     _ => H2Sent::Failed(PoolError::Send(Box::new(failed.into_error()))),
                 }
@@ -247,12 +260,21 @@ impl Pool {
     fn absolute(&self, req: Request<Bytes>) -> Request<Full<Bytes>> {
         let mut req = req.map(Full::new);
         let mut parts = self.shared.origin.clone().into_parts();
-        parts.path_and_query = req.uri().path_and_query().cloned();
+        let base = &self.shared.target.base;
+        parts.path_and_query = match req.uri().path_and_query() {
+            Some(pq) if base.is_empty() => Some(pq.clone()),
+            pq => {
+                let pq = pq.map_or("/", |pq| pq.as_str());
+                http::uri::PathAndQuery::try_from(format!("{base}{pq}")).ok()
+            }
+        };
         // Scheme and authority come from a valid URI, the path from another.
         if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
         }
         req.headers_mut().remove(HOST);
+        // As before the h2 client took requests: the version is hyper's.
+        *req.version_mut() = http::Version::HTTP_11;
         req
     }
 
@@ -268,7 +290,7 @@ impl Pool {
 enum H2Sent {
     Answer(Response<UpstreamBody>),
     /// The connection closed before the request left: it can go again.
-    Unsent(Request<Bytes>),
+    Unsent(Outgoing),
     Failed(PoolError),
 }
 
@@ -298,7 +320,7 @@ enum Sending {
 pub struct SendFuture {
     pool: Pool,
     /// `None` once handed to h2 or finished.
-    req: Option<Request<Bytes>>,
+    req: Option<Outgoing>,
     resends: usize,
     state: Sending,
 }
@@ -356,7 +378,7 @@ impl Future for SendFuture {
                         this.state = Sending::Done;
                         continue;
                     };
-                    let sent = ready!(conn.poll_send(cx, req, &this.pool.shared.host, exchange));
+                    let sent = ready!(conn.poll_send(cx, req, &this.pool.shared.target, exchange));
                     match sent {
                         Err(e) if e.unsent && *reused && this.resends < STALE_RESENDS => {
                             tracing::debug!(error = %e, "factory connection closed before the request left; sending on another");
@@ -369,8 +391,9 @@ impl Future for SendFuture {
                             else {
                                 continue;
                             };
-                            // Written: its header map serves the next request.
-                            if let Some(req) = this.req.take() {
+                            // Written: unless a retry keeps it, its header
+                            // map serves the next request.
+                            if let Some(Ok(req)) = this.req.take().map(Arc::try_unwrap) {
                                 recycle::recycle(req.into_parts().0.headers);
                             }
                             let answer = sent.map_err(|e| PoolError::Send(Box::new(e)))?;
@@ -629,6 +652,7 @@ mod tests {
             dialer,
             origin.clone(),
             host,
+            "",
             PoolOptions {
                 max_idle,
                 idle_timeout,
@@ -636,8 +660,8 @@ mod tests {
         )
     }
 
-    fn get() -> Request<Bytes> {
-        Request::get("/x").body(Bytes::new()).expect("request")
+    fn get() -> Outgoing {
+        Arc::new(Request::get("/x").body(Bytes::new()).expect("request"))
     }
 
     async fn read_all(pool: &Pool) -> Bytes {

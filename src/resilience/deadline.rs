@@ -200,9 +200,9 @@ pub struct AttemptTimeout<S> {
     timeout: Duration,
 }
 
-impl<S, B> tower::Service<Request<B>> for AttemptTimeout<S>
+impl<S, R> tower::Service<R> for AttemptTimeout<S>
 where
-    S: tower::Service<Request<B>, Error = BoxError>,
+    S: tower::Service<R, Error = BoxError>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -212,7 +212,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: R) -> Self::Future {
         let now = Instant::now();
         let own = later(now, self.timeout);
         let at = match Deadline::current() {

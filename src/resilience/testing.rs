@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt, service_fn};
 
 use crate::error::BoxError;
+use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::UpstreamError;
 use crate::resilience::classify::BadJwt;
@@ -54,8 +55,8 @@ pub struct Script {
     calls: Arc<Mutex<Vec<Call>>>,
 }
 
-pub type TestService =
-    tower::util::BoxCloneSyncService<Request<Bytes>, Response<ProxyBody>, BoxError>;
+/// The scripted factory takes what the layers below retry pass on.
+pub type TestService = tower::util::BoxCloneSyncService<Outgoing, Response<ProxyBody>, BoxError>;
 
 impl Script {
     pub fn new() -> Self {
@@ -84,7 +85,7 @@ impl Script {
 
     pub fn service(&self) -> TestService {
         let script = self.clone();
-        TestService::new(service_fn(move |req: Request<Bytes>| {
+        TestService::new(service_fn(move |req: Outgoing| {
             script.calls.lock().push(Call {
                 at: Instant::now(),
                 method: req.method().clone(),
@@ -142,10 +143,11 @@ pub fn request(method: Method, path: &str, body: &'static str) -> Request<Bytes>
     req
 }
 
-/// Sends one request through a clone of `svc`.
-pub async fn send<S>(svc: &S, req: Request<Bytes>) -> Result<Response<ProxyBody>, BoxError>
+/// Sends one request (a `Request<Bytes>`, or an [`Outgoing`] below retry)
+/// through a clone of `svc`.
+pub async fn send<S, R>(svc: &S, req: R) -> Result<Response<ProxyBody>, BoxError>
 where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError> + Clone,
+    S: Service<R, Response = Response<ProxyBody>, Error = BoxError> + Clone,
 {
     svc.clone().oneshot(req).await
 }

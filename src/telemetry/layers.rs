@@ -293,9 +293,10 @@ pub struct ClientTelemetry<S> {
     tracing: Tracing,
 }
 
-impl<S, B> Service<Request<B>> for ClientTelemetry<S>
+impl<S, B> Service<Arc<Request<B>>> for ClientTelemetry<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = BoxError>,
+    S: Service<Arc<Request<B>>, Response = Response<ProxyBody>, Error = BoxError>,
+    Request<B>: Clone,
 {
     type Response = Response<ProxyBody>;
     type Error = BoxError;
@@ -305,12 +306,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Arc<Request<B>>) -> Self::Future {
         let method = req.method().clone();
         let span = if self.tracing.is_enabled() {
             let route = Route::of(req.uri().path());
+            // The try's own trace context: a copy of the request when the
+            // retry layer holds it too (traces are off by default).
             self.tracing.client_span(
-                req.headers_mut(),
+                Arc::make_mut(&mut req).headers_mut(),
                 &method,
                 self.metrics.server_address(),
                 route,
@@ -459,7 +462,7 @@ mod tests {
             let req = Request::post("/api/order")
                 .body(bytes::Bytes::new())
                 .expect("request");
-            let _ = svc.clone().oneshot(req).await;
+            let _ = svc.clone().oneshot(Arc::new(req)).await;
         }
         let text = metrics.prometheus_text();
         let a = "server_address=\"factory.test\"";
@@ -493,7 +496,7 @@ mod tests {
         Future: Send,
     > + Clone {
         let metrics = Arc::new(Metrics::new("factory.test"));
-        let factory = tower::service_fn(move |req: Request<bytes::Bytes>| {
+        let factory = tower::service_fn(move |req: Arc<Request<bytes::Bytes>>| {
             if let Some(tp) = req.headers().get("traceparent") {
                 sent.lock()
                     .push(tp.to_str().unwrap_or("not ascii").to_owned());
@@ -502,11 +505,12 @@ mod tests {
         });
         ServerTelemetryLayer::new(metrics.clone(), Arc::default())
             .with_tracing(tracing.clone())
-            .layer(
+            .layer(tower::util::MapRequest::new(
                 ClientTelemetryLayer::new(metrics)
                     .with_tracing(tracing)
                     .layer(factory),
-            )
+                Arc::new,
+            ))
     }
 
     fn traced_request() -> Request<bytes::Bytes> {
@@ -570,13 +574,14 @@ mod tests {
         let metrics = Arc::new(Metrics::new("f"));
         let mut svc = ServerTelemetryLayer::new(metrics.clone(), Arc::default())
             .with_tracing(tracing.clone())
-            .layer(
+            .layer(tower::util::MapRequest::new(
                 ClientTelemetryLayer::new(metrics)
                     .with_tracing(tracing)
-                    .layer(tower::service_fn(|_req: Request<bytes::Bytes>| {
+                    .layer(tower::service_fn(|_req: Arc<Request<bytes::Bytes>>| {
                         std::future::pending::<Result<Response<ProxyBody>, BoxError>>()
                     })),
-            );
+                Arc::new,
+            ));
         drop(svc.call(traced_request()));
         let spans = collected.0.lock();
         assert_eq!(spans.len(), 2, "{spans:?}");

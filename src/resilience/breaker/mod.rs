@@ -38,11 +38,11 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use serde::Serialize;
 
 use crate::error::BoxError;
+use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 
 pub mod future;
@@ -104,9 +104,9 @@ impl<S> BreakerService<S> {
     }
 }
 
-impl<S> tower::Service<Request<Bytes>> for BreakerService<S>
+impl<S> tower::Service<Outgoing> for BreakerService<S>
 where
-    S: tower::Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError>,
+    S: tower::Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError>,
 {
     type Response = Response<ProxyBody>;
     type Error = BoxError;
@@ -116,7 +116,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, req: Outgoing) -> Self::Future {
         match self.breaker.admit() {
             Ok(permit) => ResponseFuture::called(self.inner.call(req), permit),
             Err(open) => ResponseFuture::rejected(open),

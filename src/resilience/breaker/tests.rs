@@ -11,6 +11,7 @@ use tower::{Layer, Service};
 
 use super::*;
 use crate::config::{BreakerConfig, Percent};
+use crate::proxy::Outgoing;
 use crate::resilience::testing::{Script, Step, TestService, request, until};
 use crate::telemetry::metrics::Metrics;
 
@@ -34,9 +35,10 @@ fn stack(config: &BreakerConfig, script: &Script) -> (Arc<Breaker>, BreakerServi
 
 async fn send<S>(svc: &S) -> Result<Response<ProxyBody>, BoxError>
 where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError> + Clone,
+    S: Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError> + Clone,
 {
-    crate::resilience::testing::send(svc, request(Method::GET, "/api/order", "")).await
+    let req = Arc::new(request(Method::GET, "/api/order", ""));
+    crate::resilience::testing::send(svc, req).await
 }
 
 fn is_open(result: &Result<Response<ProxyBody>, BoxError>) -> Option<Duration> {
@@ -136,7 +138,7 @@ async fn caller_errors_and_aborted_tries_are_not_failures() {
 /// Opens the breaker with five refused connections and lets `open_for` pass.
 async fn open_then_wait<S>(script: &Script, svc: &S)
 where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError> + Clone,
+    S: Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError> + Clone,
 {
     for _ in 0..5 {
         script.push(Step::Refused);
@@ -158,7 +160,7 @@ async fn half_open_admits_one_probe_and_closes_on_its_success() {
     script.push(Step::Wait(rx));
     let probe = tokio::spawn(tower::ServiceExt::oneshot(
         svc.clone(),
-        request(Method::GET, "/api/order", ""),
+        Arc::new(request(Method::GET, "/api/order", "")),
     ));
     until(|| script.calls() == 6).await;
     assert_eq!(breaker.state(), CircuitState::HalfOpen);
@@ -206,7 +208,7 @@ async fn a_dropped_probe_frees_its_slot() {
         std::future::poll_fn(|cx| probe_svc.poll_ready(cx))
             .await
             .expect("ready");
-        let mut probe = Box::pin(probe_svc.call(Request::new(Bytes::new())));
+        let mut probe = Box::pin(probe_svc.call(Arc::new(Request::new(Bytes::new()))));
         assert!(futures_poll_once(probe.as_mut()).await.is_none());
         assert_eq!(breaker.snapshot().probes_in_flight, 1);
         assert!(is_open(&send(&svc).await).is_some());

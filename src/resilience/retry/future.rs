@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderValue, Response};
 use tokio::time::{Instant, Sleep, sleep};
 
 use super::backoff::Backoff;
@@ -24,72 +23,15 @@ use super::policy::retry_after;
 use super::{Shared, X_SIDECAR_ATTEMPTS};
 use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::{Outgoing, recycle};
 use crate::resilience::classify::{Outcome, classify};
-
-/// The request as first sent, kept for the tries after it.
-///
-/// Usually its head and body: a request that carries no extension (the
-/// deadline travels beside it,
-/// [`Deadline`](crate::resilience::deadline::Deadline)) needs no extension map cloned
-/// and dropped, which cost a quarter of the layer's work on every request.
-/// A request carrying an extension is kept whole.
-#[derive(Debug, Clone)]
-pub(super) enum Template {
-    Head {
-        method: Method,
-        uri: Uri,
-        version: Version,
-        headers: HeaderMap,
-        body: Bytes,
-    },
-    Whole(Request<Bytes>),
-}
-
-impl Template {
-    pub(super) fn of(req: &Request<Bytes>) -> Self {
-        if !req.extensions().is_empty() {
-            return Template::Whole(req.clone());
-        }
-        Template::Head {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            headers: req.headers().clone(),
-            body: req.body().clone(),
-        }
-    }
-
-    fn request(&self) -> Request<Bytes> {
-        self.clone().into_request()
-    }
-
-    fn into_request(self) -> Request<Bytes> {
-        match self {
-            Template::Head {
-                method,
-                uri,
-                version,
-                headers,
-                body,
-            } => {
-                let mut req = Request::new(body);
-                *req.method_mut() = method;
-                *req.uri_mut() = uri;
-                *req.version_mut() = version;
-                *req.headers_mut() = headers;
-                req
-            }
-            Template::Whole(req) => req,
-        }
-    }
-}
 
 /// What a request that may be retried keeps between tries.
 #[derive(Debug)]
 struct Again<S> {
     service: S,
-    /// Taken (not cloned) for the last try.
-    template: Option<Template>,
+    /// The request as first sent; given away (not cloned) for the last try.
+    template: Option<Outgoing>,
     deadline: Option<Instant>,
     backoff: Option<Backoff>,
 }
@@ -109,7 +51,7 @@ pin_project_lite::pin_project! {
     /// the breaker let through (the `x-sidecar-attempts` value).
     pub struct ResponseFuture<S>
     where
-        S: tower::Service<Request<Bytes>>,
+        S: tower::Service<Outgoing>,
     {
         #[pin]
         state: State<S::Future>,
@@ -122,7 +64,7 @@ pin_project_lite::pin_project! {
 
 impl<S> std::fmt::Debug for ResponseFuture<S>
 where
-    S: tower::Service<Request<Bytes>>,
+    S: tower::Service<Outgoing>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
@@ -134,7 +76,7 @@ where
 
 impl<S> ResponseFuture<S>
 where
-    S: tower::Service<Request<Bytes>>,
+    S: tower::Service<Outgoing>,
 {
     /// A request that is never retried: one try, then the header.
     pub(super) fn once(fut: S::Future, shared: Arc<Shared>) -> Self {
@@ -151,7 +93,7 @@ where
         fut: S::Future,
         shared: Arc<Shared>,
         service: S,
-        template: Template,
+        template: Outgoing,
         deadline: Option<Instant>,
     ) -> Self {
         Self {
@@ -171,7 +113,7 @@ where
 
 impl<S> Future for ResponseFuture<S>
 where
-    S: tower::Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError>,
+    S: tower::Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError>,
 {
     type Output = Result<Response<ProxyBody>, BoxError>;
 
@@ -194,7 +136,15 @@ where
                         // Dropping the failed answer here frees its connection.
                         Some(d) if d.is_zero() => this.state.set(State::Calling),
                         Some(d) => this.state.set(State::Waiting { sleep: sleep(d) }),
-                        None => return Poll::Ready(finish(result, *this.reached)),
+                        None => {
+                            // No try needs the request any more: its header
+                            // map serves a later one.
+                            let kept = this.again.as_mut().and_then(|a| a.template.take());
+                            if let Some(Ok(req)) = kept.map(std::sync::Arc::try_unwrap) {
+                                recycle::recycle(req.into_parts().0.headers);
+                            }
+                            return Poll::Ready(finish(result, *this.reached));
+                        }
                     }
                 }
                 StateProj::Waiting { sleep } => {
@@ -210,9 +160,9 @@ where
                     }
                     let last = *this.tries + 1 >= this.shared.policy.max_attempts();
                     let req = if last {
-                        again.template.take().map(Template::into_request)
+                        again.template.take()
                     } else {
-                        again.template.as_ref().map(Template::request)
+                        again.template.clone()
                     };
                     let Some(req) = req else {
                         return Poll::Ready(Err(lost(*this.reached)));
@@ -314,55 +264,4 @@ fn lost(reached: u32) -> BoxError {
         attempts: reached,
         source: "retry state lost".into(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn original() -> Request<Bytes> {
-        let mut req = Request::new(Bytes::from_static(b"{\"diner\":{\"id\":1}}"));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = Uri::from_static("/api/order?x=1");
-        *req.version_mut() = Version::HTTP_2;
-        let h = req.headers_mut();
-        h.append("accept", HeaderValue::from_static("a"));
-        h.append("accept", HeaderValue::from_static("b"));
-        h.insert("authorization", HeaderValue::from_static("Bearer k"));
-        req
-    }
-
-    fn same_head(a: &Request<Bytes>, b: &Request<Bytes>) {
-        assert_eq!(a.method(), b.method());
-        assert_eq!(a.uri(), b.uri());
-        assert_eq!(a.version(), b.version());
-        assert_eq!(a.headers(), b.headers());
-        assert_eq!(a.body(), b.body());
-    }
-
-    #[test]
-    fn replays_keep_head_and_body() {
-        let req = original();
-        let t = Template::of(&req);
-        assert!(matches!(t, Template::Head { .. }));
-        same_head(&t.request(), &req);
-        same_head(&t.into_request(), &req);
-    }
-
-    #[test]
-    fn a_request_with_extensions_is_kept_whole() {
-        #[derive(Debug, Clone, PartialEq)]
-        struct Marker(u8);
-        let mut req = original();
-        req.extensions_mut().insert(Marker(7));
-        let t = Template::of(&req);
-        assert!(matches!(t, Template::Whole(_)));
-        let again = t.request();
-        same_head(&again, &req);
-        assert_eq!(again.extensions().get::<Marker>(), Some(&Marker(7)));
-        assert_eq!(
-            t.into_request().extensions().get::<Marker>(),
-            Some(&Marker(7))
-        );
-    }
 }

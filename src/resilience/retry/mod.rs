@@ -9,8 +9,9 @@
 //! `budget_percent` of recent traffic, so a dead factory is not hammered
 //! `max_attempts` times over).
 //!
-//! The request body is already buffered (`Bytes`), so each try replays a
-//! cheap clone of the request. Every answer that leaves the layer carries
+//! The request body is already buffered (`Bytes`), and the tries below
+//! share the request ([`Outgoing`]): a replay is another handle on it, not
+//! a copy. Every answer that leaves the layer carries
 //! `x-sidecar-attempts: N`, N being the tries that reached the breaker's far
 //! side (a try the breaker refused is not counted); when every try failed
 //! with a factory answer, the last one is returned as it is. An error
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 
 use crate::error::BoxError;
+use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 use crate::resilience::deadline::Deadline;
 use crate::telemetry::metrics::Metrics;
@@ -67,7 +69,7 @@ pub struct Retry<S> {
 
 impl<S> tower::Service<Request<Bytes>> for Retry<S>
 where
-    S: tower::Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError> + Clone,
+    S: tower::Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError> + Clone,
 {
     type Response = Response<ProxyBody>;
     type Error = BoxError;
@@ -79,11 +81,13 @@ where
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         self.shared.budget.deposit();
+        let req = Arc::new(req);
         if !self.shared.policy.may_retry(&req) {
             return ResponseFuture::once(self.inner.call(req), Arc::clone(&self.shared));
         }
         let deadline = Deadline::current();
-        let template = future::Template::of(&req);
+        // A handle, not a copy: no try changes the request.
+        let template = Arc::clone(&req);
         // `self.inner` is the ready one; the clone is polled ready before a retry.
         let service = self.inner.clone();
         let first = self.inner.call(req);
