@@ -7,18 +7,22 @@
 //! # Layout: a request's path, top to bottom
 //!
 //! ```text
-//! proxy::server      accept (HTTP/1.1 + h2c), connection limits, graceful drain
+//! proxy::server      accept, connection limits, graceful drain; x-forwarded-for
+//!  ├ proxy::conn      HTTP/1.1 fast path: plain requests read and answered here
+//!  └ hyper            everything else (h2c, chunked bodies, bad heads), handed over
 //!  └ telemetry        server span + http.server.request.duration + status counts
 //!   └ error::answer   typed errors become JSON answers (the one place)
 //!    └ proxy::collect body buffered up to max_body_bytes (413), CL+TE refused (400)
-//!     └ proxy::headers hop-by-hop out, Host, x-forwarded-*
-//!     └ deadline      request_timeout over all tries
-//!      └ retry        backoff with full jitter, retry budget, x-sidecar-attempts
+//!     └ proxy::headers hop-by-hop out, x-forwarded-proto
+//!     └ deadline      request_timeout over all tries (a task-local below)
+//!      └ retry        backoff with full jitter, retry budget, x-sidecar-attempts;
+//!                     below it the request is shared (proxy::Outgoing), not copied
 //!       └ breaker     fail fast while open (503), half-open probes
 //!        └ telemetry  client span + http.client.request.duration per try
 //!         └ deadline  attempt_timeout per try
 //!          └ chaos    inspect order answers: report link, JWT, episodes, resolve, mask
-//!           └ proxy::client  Forward over proxy::pool (keep-alive), rustls, h2 by ALPN
+//!           └ proxy::client  Forward over proxy::pool (keep-alive): HTTP/1.1 by
+//!                            proxy::h1, h2 by ALPN through hyper; rustls
 //! ```
 //!
 //! Beside the stack: `admin` (health, readiness, metrics, status, overrides),

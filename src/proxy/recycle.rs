@@ -9,7 +9,7 @@
 //! answer is done is cleared (its values dropped, its tables kept) and put
 //! on a short per-thread list; the next head is parsed into it.
 //!
-//! Bounded: at most [`KEEP`] maps per thread, and only maps of the usual
+//! Bounded: at most 256 maps per thread, and only maps of the usual
 //! size (a map grown by a request with many headers is freed as usual).
 
 use std::cell::RefCell;
