@@ -18,13 +18,16 @@
 #   bash benches/instructions.sh --bin path/to/factory-sidecar   (compare builds)
 #   bash benches/instructions.sh --keep DIR   keeps the callgrind files for
 #       callgrind_annotate --inclusive=yes DIR/cg.sidecar.5000*  (where it goes)
+#   bash benches/instructions.sh --cache --conns 256 --targets "sidecar nginx haproxy"
+#       cachegrind instead: instructions plus simulated cache misses per
+#       request (32 KiB L1i and L1d, 512 KiB last level)
 #
 # Needs valgrind and ab (apt-get install valgrind apache2-utils); installs them
 # when missing. Loopback only; about a minute per target.
 set -euo pipefail
 
 TARGETS="sidecar sc-otlp sc-noretry sc-nochaos sc-bare nginx"
-CONNS=32 N1=1000 N2=5000 BIN="" INSTALL=1 KEEP=""
+CONNS=32 N1=1000 N2=5000 BIN="" INSTALL=1 KEEP="" CACHE=0
 while (($#)); do
     case "$1" in
     --targets) TARGETS=${2:?}; shift ;;
@@ -34,7 +37,8 @@ while (($#)); do
     --bin) BIN=${2:?}; shift ;;
     --no-install) INSTALL=0 ;;
     --keep) KEEP=${2:?}; shift ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --cache) CACHE=1 ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "instructions.sh: unknown option '$1'" >&2; exit 1 ;;
     esac
     shift
@@ -46,11 +50,21 @@ need=()
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v ab >/dev/null || need+=(apache2-utils)
 [[ $TARGETS != *nginx* ]] || command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+[[ $TARGETS != *haproxy* ]] || command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 if ((${#need[@]})); then
     ((INSTALL)) || { echo "missing: ${need[*]}" >&2; exit 1; }
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+# callgrind counts instructions; cachegrind adds simulated cache misses.
+if ((CACHE)); then
+    TOOL=(valgrind --tool=cachegrind --cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=524288,8,64)
+    OUTFLAG=--cachegrind-out-file
+else
+    TOOL=(valgrind --tool=callgrind)
+    OUTFLAG=--callgrind-out-file
+fi
 if [[ -z $BIN ]]; then
     (cd "$ROOT" && cargo build --release --quiet)
     BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/factory-sidecar
@@ -95,8 +109,13 @@ run_once() { # target n
         mkdir -p "$TMP/nginx-tmp"
         sed -e "s|@TMP@|$TMP|g" -e "s|@UPSTREAM@|$UP|g" -e "s|@POOL@|256|g" -e "s|@LISTEN@|$listen|g" \
             "$ROOT/benches/configs/nginx.conf.in" | sed 's/^daemon off;/daemon off;\nmaster_process off;/' >"$TMP/nginx.conf"
-        valgrind --tool=callgrind --callgrind-out-file="$out" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" \
+        "${TOOL[@]}" "$OUTFLAG=$out" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" \
             -c "$TMP/nginx.conf" >"$TMP/v.log" 2>&1 &
+        ;;
+    haproxy)
+        sed -e "s|@TMP@|$TMP|g" -e "s|@UPSTREAM@|$UP|g" -e "s|@POOL@|256|g" -e "s|@LISTEN@|$listen|g" \
+            "$ROOT/benches/configs/haproxy.cfg.in" >"$TMP/haproxy.cfg"
+        "${TOOL[@]}" "$OUTFLAG=$out" "$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$TMP/v.log" 2>&1 &
         ;;
     *)
         local attempts=3 breaker=true chaos=true otlp=""
@@ -129,7 +148,7 @@ listen = "$admin"
 otlp_endpoint = "$otlp"
 export_interval = "1s"
 EOF
-        env TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
+        env TOKIO_WORKER_THREADS=1 "${TOOL[@]}" "$OUTFLAG=$out" \
             "$BIN" run --config "$TMP/$target.toml" >"$TMP/v.log" 2>&1 &
         ;;
     esac
@@ -145,7 +164,8 @@ EOF
     local failed non2xx
     failed=$(awk '/^Failed requests:/ {print $3}' "$TMP/ab.log")
     non2xx=$(awk '/^Non-2xx responses:/ {print $3}' "$TMP/ab.log")
-    kill -INT "$pid"
+    # haproxy ignores SIGINT when started in the background; the rest stop on it.
+    if [[ $target == haproxy ]]; then kill -TERM "$pid"; else kill -INT "$pid"; fi
     wait "$pid" 2>/dev/null || true
     if [[ ${failed:-0} != 0 || -n ${non2xx:-} ]]; then
         echo "$target: $failed failed, ${non2xx:-0} non-2xx answers" >&2
@@ -156,12 +176,25 @@ EOF
         exit 3
     fi
     [[ -z $KEEP ]] || { mkdir -p "$KEEP" && cp "$out"* "$KEEP"/; }
-    awk '/^summary:/ {s += $2} END {print s}' "$out"*
+    # Instructions (callgrind), or the nine cachegrind counts.
+    awk '/^summary:/ {for (i = 2; i <= NF; i++) s[i] += $i; n = NF}
+         END {for (i = 2; i <= n; i++) printf "%d ", s[i]; print ""}' "$out"*
 }
 
-printf '%-11s %6s %14s\n' target conns instr/request
+if ((CACHE)); then
+    printf '%-11s %6s %8s %7s %7s %7s %7s\n' target conns instr I1miss D1miss LLmiss '(per request)'
+else
+    printf '%-11s %6s %14s\n' target conns instr/request
+fi
 for t in $TARGETS; do
-    a=$(run_once "$t" "$N1")
-    b=$(run_once "$t" "$N2")
-    printf '%-11s %6s %14d\n' "$t" "$CONNS" $(((b - a) / (N2 - N1)))
+    read -r -a a < <(run_once "$t" "$N1")
+    read -r -a b < <(run_once "$t" "$N2")
+    per() { echo $(((b[$1] - a[$1]) / (N2 - N1))); }
+    if ((CACHE)); then
+        # Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw
+        printf '%-11s %6s %8d %7d %7d %7d\n' "$t" "$CONNS" "$(per 0)" "$(per 1)" \
+            $(($(per 4) + $(per 7))) $(($(per 2) + $(per 5) + $(per 8)))
+    else
+        printf '%-11s %6s %14d\n' "$t" "$CONNS" "$(per 0)"
+    fi
 done
