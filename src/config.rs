@@ -53,7 +53,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Request head size limit (request line plus headers); larger gets 431.
     pub max_header_bytes: usize,
-    /// A client must send a whole request head within this (slowloris guard).
+    /// A client must send a whole request head within this (slowloris
+    /// guard); also the keep-alive idle timeout and the longest pause
+    /// inside a request body.
     #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     /// Open client connections at most; further accepts wait until one closes.
