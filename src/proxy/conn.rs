@@ -51,7 +51,7 @@ use tower::Service;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::collect::RequestBody;
 use crate::proxy::h1::push_decimal;
-use crate::proxy::headers::ClientAddr;
+use crate::proxy::headers::{ClientAddr, ConnectionTokens, plain_length};
 use crate::proxy::recycle;
 
 /// Most headers in a request head (hyper's limit too; more goes to hyper).
@@ -339,33 +339,21 @@ fn scan(buf: &[u8], spans: &mut Vec<Span>, limits: &ConnLimits) -> Scan {
         let start = s.as_ptr() as usize - base;
         (start, start + s.len())
     };
-    let (mut length, mut close, mut keep_alive_token, mut forwarded) = (None, false, false, false);
+    let (mut length, mut connection, mut forwarded) = (None, ConnectionTokens::default(), false);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         match name.len() {
             14 if name.eq_ignore_ascii_case(b"content-length") => {
-                let value = h.value.trim_ascii();
-                if length.is_some() || value.is_empty() || value.len() > 19 {
-                    return Scan::Other;
+                match plain_length(h.value.trim_ascii()) {
+                    Some(n) if length.is_none() => length = Some(n),
+                    _ => return Scan::Other,
                 }
-                let Some(n) = value.iter().try_fold(0u64, |n, &d| {
-                    d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-                }) else {
-                    return Scan::Other;
-                };
-                length = Some(n);
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Scan::Other,
             7 if name.eq_ignore_ascii_case(b"upgrade") => return Scan::Other,
             6 if name.eq_ignore_ascii_case(b"expect") => return Scan::Other,
             15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => forwarded = true,
-            10 if name.eq_ignore_ascii_case(b"connection") => {
-                for token in h.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
-            }
+            10 if name.eq_ignore_ascii_case(b"connection") => connection.add(h.value),
             _ => {}
         }
         let (ns, ne) = at(name);
@@ -379,8 +367,8 @@ fn scan(buf: &[u8], spans: &mut Vec<Span>, limits: &ConnLimits) -> Scan {
         Some(_) => return Scan::Other,
     };
     let (version, keep_alive) = match minor {
-        1 => (Version::HTTP_11, !close),
-        _ => (Version::HTTP_10, keep_alive_token && !close),
+        1 => (Version::HTTP_11, !connection.close),
+        _ => (Version::HTTP_10, connection.keep_alive && !connection.close),
     };
     Scan::Plain(Plain {
         len,

@@ -25,6 +25,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::proxy::headers::last_coding_is_chunked;
+
 /// hyper's default limit on the number of request headers.
 const MAX_HEADERS: usize = 100;
 
@@ -297,13 +299,6 @@ fn parse_length(value: &[u8]) -> Option<u64> {
         found = Some(n);
     }
     found
-}
-
-fn last_coding_is_chunked(value: &[u8]) -> bool {
-    value
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for FramingGuard<T> {

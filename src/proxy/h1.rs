@@ -32,7 +32,9 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Versi
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::proxy::headers::{is_hop_by_hop, strip_hop_by_hop};
+use crate::proxy::headers::{
+    ConnectionTokens, is_hop_by_hop, last_coding_is_chunked, plain_length, strip_hop_by_hop,
+};
 use crate::proxy::recycle;
 
 /// Largest answer head (and trailer section) accepted.
@@ -467,7 +469,7 @@ fn parse_head(
     // Room for x-sidecar-attempts, so the map does not grow.
     let mut headers = recycle::header_map(spans.len() + 1);
     let (mut length, mut length_seen, mut te, mut chunked) = (None::<u64>, false, false, false);
-    let (mut close, mut keep_alive, mut names_others) = (false, false, false);
+    let mut connection = ConnectionTokens::default();
     for &(ns, ne, vs, ve) in spans.iter() {
         let name =
             HeaderName::from_bytes(&head[ns..ne]).map_err(|_| H1Error::Malformed("header name"))?;
@@ -480,7 +482,7 @@ fn parse_head(
             length_seen = true;
             for part in value.as_bytes().split(|&b| b == b',') {
                 let n =
-                    parse_length(part.trim_ascii()).ok_or(H1Error::Malformed("Content-Length"))?;
+                    plain_length(part.trim_ascii()).ok_or(H1Error::Malformed("Content-Length"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(H1Error::Malformed("differing Content-Length values"));
                 }
@@ -488,26 +490,15 @@ fn parse_head(
             }
         } else if name == TRANSFER_ENCODING {
             te = true;
-            chunked = value
-                .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = last_coding_is_chunked(value.as_bytes());
         } else if name == CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                let is_close = token.eq_ignore_ascii_case(b"close");
-                let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
-                close |= is_close;
-                keep_alive |= is_keep_alive;
-                names_others |= !token.is_empty() && !is_close && !is_keep_alive;
-            }
+            connection.add(value.as_bytes());
         }
-        if !hop || names_others {
+        if !hop || connection.names_others {
             headers.append(name, value);
         }
     }
-    if names_others {
+    if connection.names_others {
         // The Connection header names more headers to drop (rare).
         strip_hop_by_hop(&mut headers);
     }
@@ -533,8 +524,8 @@ fn parse_head(
             }
         };
     let reusable = match version {
-        Version::HTTP_11 => !close,
-        _ => keep_alive && !close,
+        Version::HTTP_11 => !connection.close,
+        _ => connection.keep_alive && !connection.close,
     } && !(te && length_seen)
         && !matches!(framing, Framing::Eof);
     let mut res = Response::new(());
@@ -542,16 +533,6 @@ fn parse_head(
     *res.version_mut() = version;
     *res.headers_mut() = headers;
     Ok(Some(Head::Final(res, framing, reusable)))
-}
-
-/// Plain decimal digits, no sign, no overflow.
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-    })
 }
 
 /// How the rest of the answer body is delimited.
