@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use factory_sidecar::boxed::BoxError;
 use factory_sidecar::chaos::jwt::{JwksCache, KeySet};
 use factory_sidecar::chaos::side::{SideChannel, SideService};
 use factory_sidecar::chaos::testkit::{TestKey, jwks, pizza_claims};
 use factory_sidecar::chaos::{inspect, mask_link, redact};
-use factory_sidecar::error::BoxError;
 use factory_sidecar::proxy::body::ProxyBody;
 use http::Response;
 

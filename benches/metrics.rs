@@ -10,8 +10,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use factory_sidecar::boxed::BoxError;
 use factory_sidecar::chaos::ChaosType;
-use factory_sidecar::error::{BoxError, RequestOutcome};
+use factory_sidecar::error::RequestOutcome;
 use factory_sidecar::proxy::body::ProxyBody;
 use factory_sidecar::resilience::breaker::CircuitState;
 use factory_sidecar::resilience::classify::FailureKind;

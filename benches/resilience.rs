@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use factory_sidecar::boxed::BoxError;
 use factory_sidecar::config::{BreakerConfig, RetryConfig};
-use factory_sidecar::error::BoxError;
 use factory_sidecar::proxy::body::ProxyBody;
 use factory_sidecar::resilience::breaker::{Breaker, BreakerLayer};
 use factory_sidecar::resilience::deadline::{AttemptTimeoutLayer, DeadlineLayer};

@@ -15,12 +15,10 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::boxed::BoxError;
 use crate::proxy::body::{BodyError, ProxyBody};
 use crate::resilience::breaker::CircuitOpen;
 use crate::resilience::classify::{FailureKind, Outcome, classify_error};
-
-/// The error type that travels through the tower stack.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Header naming why the sidecar answered itself.
 pub const X_SIDECAR_ERROR: &str = "x-sidecar-error";

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::admin::AdminPart;
+use crate::boxed::BoxError;
 use crate::config::ProbeConfig;
-use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::resilience::classify::{Outcome, classify};
 use crate::telemetry::Metrics;

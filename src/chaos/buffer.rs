@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 use crate::proxy::body::ProxyBody;
 
 /// The outcome of reading a body up to a limit.

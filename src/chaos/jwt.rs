@@ -448,9 +448,9 @@ mod tests {
 
     use http::{Response, StatusCode};
 
+    use crate::boxed::BoxError;
     use crate::chaos::side::SideService;
     use crate::chaos::testkit::{TestKey, jwks, pizza_claims};
-    use crate::error::BoxError;
     use crate::proxy::body::ProxyBody;
 
     fn keys() -> &'static (TestKey, TestKey) {

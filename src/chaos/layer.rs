@@ -27,11 +27,11 @@ use http::{Method, Request, Response};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use crate::boxed::BoxError;
 use crate::chaos::ChaosType;
 use crate::chaos::handle::Chaos;
 use crate::chaos::order::{Answer, Judged, on_answer};
 use crate::chaos::side::SideService;
-use crate::error::BoxError;
 use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 

@@ -13,10 +13,10 @@ use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use tower::{Layer, ServiceExt};
 
+use crate::boxed::BoxError;
 use crate::chaos::testkit::{TestKey, jwks, pizza_claims};
 use crate::chaos::{Chaos, ChaosType, How, ResolveResult};
 use crate::config::ChaosConfig;
-use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::UpstreamError;
 use crate::resilience::classify::BadJwt;

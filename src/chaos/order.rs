@@ -32,6 +32,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use tokio::time::Instant;
 
+use crate::boxed::BoxError;
 use crate::chaos::ChaosType;
 use crate::chaos::buffer::{Buffered, read_limited};
 use crate::chaos::detect::{Finding, JwtCheck, classify, classify_uninspected, is_oven_full};
@@ -41,7 +42,6 @@ use crate::chaos::inspect::{Inspection, healthy_shape, inspect};
 use crate::chaos::jwt::Verdict;
 use crate::chaos::link::ReportLink;
 use crate::chaos::mask::redact_with;
-use crate::error::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::UpstreamError;
 use crate::resilience::classify::{BadJwt, ChaosResolved, Outcome, classify_error};

@@ -100,8 +100,8 @@ mod tests {
     use http::Response;
     use parking_lot::Mutex;
 
+    use crate::boxed::BoxError;
     use crate::chaos::side::SideService;
-    use crate::error::BoxError;
     use crate::proxy::body::ProxyBody;
 
     #[test]

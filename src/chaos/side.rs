@@ -16,9 +16,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
+use crate::boxed::BoxError;
 use crate::chaos::buffer::{Buffered, read_limited};
 use crate::chaos::mask::mask_link;
-use crate::error::BoxError;
 use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 

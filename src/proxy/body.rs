@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 use crate::proxy::pool::UpstreamBody;
 
 /// A request body could not be taken in.

@@ -20,8 +20,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use crate::boxed::BoxError;
 use crate::config::{UpstreamConfig, UpstreamUrl};
-use crate::error::BoxError;
 use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::connect::Dialer;

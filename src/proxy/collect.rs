@@ -18,7 +18,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use tower::{Layer, Service};
 
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 use crate::proxy::body::BodyError;
 use crate::proxy::framing::ConflictingFraming;
 

@@ -523,7 +523,7 @@ fn gather(
     cx: &mut Context<'_>,
     frames: &mut Vec<Bytes>,
     gathered: &mut usize,
-) -> Result<bool, crate::error::BoxError> {
+) -> Result<bool, crate::boxed::BoxError> {
     while *gathered < GATHER {
         if body.is_end_stream() {
             return Ok(true);

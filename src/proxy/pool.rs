@@ -44,7 +44,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 use crate::proxy::Outgoing;
 use crate::proxy::connect::{Dialed, Dialer};
 use crate::proxy::h1::{Exchange, H1Body, H1Conn, Target};

@@ -8,9 +8,10 @@ use http::{Request, Response};
 use tower::{Service, ServiceBuilder};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
+use crate::boxed::BoxError;
 use crate::chaos::Chaos;
 use crate::config::Config;
-use crate::error::{BoxError, RescueLayer};
+use crate::error::RescueLayer;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::Forward;
 use crate::proxy::collect::{CollectBodyLayer, RequestBody};

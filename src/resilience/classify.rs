@@ -6,7 +6,7 @@
 
 use http::Response;
 
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 use crate::proxy::client::UpstreamError;
 use crate::resilience::breaker::CircuitOpen;
 use crate::resilience::deadline::{AttemptTimedOut, DeadlineExceeded};

@@ -27,7 +27,7 @@ use std::time::Duration;
 use http::Request;
 use tokio::time::{Instant, Sleep, sleep_until};
 
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 
 /// The whole request (all tries and backoff) ran past `request_timeout`.
 #[derive(Debug, Clone, Copy, thiserror::Error)]

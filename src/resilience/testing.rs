@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt, service_fn};
 
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::UpstreamError;

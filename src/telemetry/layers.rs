@@ -27,7 +27,8 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::admin::AdminPart;
-use crate::error::{BoxError, RequestOutcome};
+use crate::boxed::BoxError;
+use crate::error::RequestOutcome;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::headers::X_FORWARDED_FOR;
 use crate::resilience::classify::{Outcome, classify_error, classify_response};

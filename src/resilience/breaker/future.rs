@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 
 use super::{CircuitOpen, Permit};
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::resilience::classify::classify;
 

@@ -41,7 +41,7 @@ use std::time::Duration;
 use http::Response;
 use serde::Serialize;
 
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 

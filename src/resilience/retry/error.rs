@@ -1,6 +1,6 @@
 //! [`Attempted`]: an error that left the retry layer, with its try count.
 
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 
 /// Wraps the last try's error with how many tries reached the factory, so
 /// the sidecar's own answer can carry `x-sidecar-attempts` too. It adds no

@@ -21,7 +21,7 @@ use super::backoff::Backoff;
 use super::error::Attempted;
 use super::policy::retry_after;
 use super::{Shared, X_SIDECAR_ATTEMPTS};
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::{Outgoing, recycle};
 use crate::resilience::classify::{Outcome, classify};

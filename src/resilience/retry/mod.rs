@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 
-use crate::error::BoxError;
+use crate::boxed::BoxError;
 use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 use crate::resilience::deadline::Deadline;
