@@ -1,0 +1,420 @@
+//! The sections and keys of the config file, with their defaults.
+//!
+//! One struct per `[section]`; every field is a key. Value types that check
+//! themselves live in [`super::values`]; checks across keys in
+//! [`super::load`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{
+    Percent, Secret, UpstreamUrl, attempts, duration, log_level, optional_path, paths,
+};
+
+/// Where the config is read from when `--config` is not given.
+pub const DEFAULT_PATH: &str = "config/sidecar.toml";
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub circuit_breaker: BreakerConfig,
+    #[serde(default)]
+    pub chaos: ChaosConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub grafana: GrafanaConfig,
+    #[serde(default)]
+    pub probe: ProbeConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[server]`: the listener the pizza service talks to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Larger request bodies get 413 and nothing is forwarded.
+    pub max_body_bytes: usize,
+    /// Request head size limit (request line plus headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// A client must send a whole request head within this (slowloris
+    /// guard); also the keep-alive idle timeout and the longest pause
+    /// inside a request body.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Open client connections at most; further accepts wait until one closes.
+    pub max_connections: usize,
+    /// On SIGTERM/SIGINT: stop accepting, let in-flight requests finish this long.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[upstream]`: the pizza factory.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Required (in the file or `SIDECAR_UPSTREAM_URL`); `None` only before validation.
+    #[serde(default)]
+    pub(super) url: Option<UpstreamUrl>,
+    #[serde(with = "duration", default = "UpstreamConfig::default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// One try.
+    #[serde(with = "duration", default = "UpstreamConfig::default_attempt_timeout")]
+    pub attempt_timeout: Duration,
+    /// All tries together, backoff included.
+    #[serde(with = "duration", default = "UpstreamConfig::default_request_timeout")]
+    pub request_timeout: Duration,
+    /// Longest pause between two reads of a factory answer's body.
+    #[serde(
+        with = "duration",
+        default = "UpstreamConfig::default_body_read_timeout"
+    )]
+    pub body_read_timeout: Duration,
+    /// Extra PEM roots, added to the webpki roots.
+    #[serde(default, with = "optional_path")]
+    pub ca_file: Option<PathBuf>,
+    /// Idle pooled connections kept per upstream host.
+    #[serde(default = "UpstreamConfig::default_pool_max_idle")]
+    pub pool_max_idle_per_host: usize,
+    /// Idle pooled connections are closed after this.
+    #[serde(
+        with = "duration",
+        default = "UpstreamConfig::default_pool_idle_timeout"
+    )]
+    pub pool_idle_timeout: Duration,
+}
+
+impl UpstreamConfig {
+    fn default_connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_attempt_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    fn default_request_timeout() -> Duration {
+        Duration::from_secs(20)
+    }
+    fn default_body_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_pool_max_idle() -> usize {
+        64
+    }
+    fn default_pool_idle_timeout() -> Duration {
+        Duration::from_secs(90)
+    }
+
+    /// A config for `url` with every other key at its default.
+    pub fn new(url: UpstreamUrl) -> Self {
+        Self {
+            url: Some(url),
+            connect_timeout: Self::default_connect_timeout(),
+            attempt_timeout: Self::default_attempt_timeout(),
+            request_timeout: Self::default_request_timeout(),
+            body_read_timeout: Self::default_body_read_timeout(),
+            ca_file: None,
+            pool_max_idle_per_host: Self::default_pool_max_idle(),
+            pool_idle_timeout: Self::default_pool_idle_timeout(),
+        }
+    }
+
+    /// The factory's base URL. Validation guarantees it is set.
+    pub fn url(&self) -> &UpstreamUrl {
+        self.url.as_ref().unwrap_or(&PLACEHOLDER_URL)
+    }
+}
+
+/// Only reachable if a `Config` was built without `validate`; never contacted
+/// (port 9 is discard and 0.0.0.0 is not routable as a destination here).
+static PLACEHOLDER_URL: std::sync::LazyLock<UpstreamUrl> = std::sync::LazyLock::new(|| {
+    UpstreamUrl::parse("http://127.0.0.1:9")
+        .unwrap_or_else(|_| unreachable!("literal URL is valid"))
+});
+
+/// What a try can fail with that makes it worth another try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum RetryOn {
+    #[serde(rename = "connect")]
+    Connect,
+    #[serde(rename = "timeout")]
+    Timeout,
+    #[serde(rename = "5xx")]
+    Status5xx,
+    #[serde(rename = "badjwt")]
+    BadJwt,
+}
+
+/// `[retry]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Tries in all; 1 = no retry.
+    #[serde(deserialize_with = "attempts")]
+    pub max_attempts: u32,
+    #[serde(with = "duration")]
+    pub initial_backoff: Duration,
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+    /// Retries may add at most this share of recent traffic.
+    pub budget_percent: Percent,
+    /// Retries always allowed per second, whatever the traffic (so a quiet
+    /// service still gets its blip retried).
+    pub budget_min_per_second: u32,
+    /// How far back "recent traffic" reaches for the budget.
+    #[serde(with = "duration")]
+    pub budget_window: Duration,
+    /// POST (and other non-idempotent) paths that are safe to retry.
+    #[serde(deserialize_with = "paths")]
+    pub retry_non_idempotent: Vec<String>,
+    pub on: Vec<RetryOn>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            budget_percent: Percent(20),
+            budget_min_per_second: 1,
+            budget_window: Duration::from_secs(10),
+            retry_non_idempotent: vec!["/api/order".to_owned()],
+            on: vec![
+                RetryOn::Connect,
+                RetryOn::Timeout,
+                RetryOn::Status5xx,
+                RetryOn::BadJwt,
+            ],
+        }
+    }
+}
+
+/// `[circuit_breaker]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Off: every try goes to the factory whatever its state (for comparison runs).
+    pub enabled: bool,
+    /// Open when the failure rate in the window reaches this.
+    pub failure_rate_percent: Percent,
+    /// ... over at least this many calls.
+    pub minimum_calls: u32,
+    /// Whole seconds (the rate is kept per second).
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Or after this many failures in a row.
+    pub consecutive_failures: u32,
+    #[serde(with = "duration")]
+    pub open_for: Duration,
+    /// Calls let through at once while half-open.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_rate_percent: Percent(50),
+            minimum_calls: 10,
+            window: Duration::from_secs(10),
+            consecutive_failures: 5,
+            open_for: Duration::from_secs(5),
+            half_open_probes: 1,
+        }
+    }
+}
+
+/// `[chaos]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChaosConfig {
+    /// Find report links in factory answers.
+    pub detect: bool,
+    /// Follow the link (path only, to the upstream host only).
+    pub auto_resolve: bool,
+    /// At most one follow per episode per cooldown.
+    #[serde(with = "duration")]
+    pub resolve_cooldown: Duration,
+    /// Mask apiKey and fix code in links passed back to the service.
+    pub redact_in_responses: bool,
+    /// Check order JWTs against the factory's JWKS.
+    pub verify_jwt: bool,
+    /// A successful order slower than this, with a link, is throttle chaos.
+    #[serde(with = "duration")]
+    pub slow_threshold: Duration,
+    /// Factory JSON answers larger than this are passed on uninspected.
+    pub inspect_max_bytes: usize,
+    /// An order try cut by `attempt_timeout` may finish in the background this
+    /// long, only to learn its report link.
+    #[serde(with = "duration")]
+    pub background_timeout: Duration,
+}
+
+impl Default for ChaosConfig {
+    fn default() -> Self {
+        Self {
+            detect: true,
+            auto_resolve: true,
+            resolve_cooldown: Duration::from_secs(10),
+            redact_in_responses: true,
+            verify_jwt: true,
+            slow_threshold: Duration::from_secs(5),
+            inspect_max_bytes: 64 * 1024,
+            background_timeout: Duration::from_secs(40),
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token for `/status` and writes; empty = those are refused.
+    pub token: Secret,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token: Secret::default(),
+        }
+    }
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Empty = no OTLP export (metrics stay on `/metrics`).
+    pub otlp_endpoint: String,
+    pub otlp_protocol: OtlpProtocol,
+    #[serde(with = "duration")]
+    pub export_interval: Duration,
+    pub service_name: String,
+    /// Export a server span per request and a client span per try. Off by
+    /// default: at full load the spans cost about a fifth of the throughput
+    /// (benches/README.md); turn on while investigating.
+    pub traces: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            otlp_protocol: OtlpProtocol::HttpProtobuf,
+            export_interval: Duration::from_secs(10),
+            service_name: "factory-sidecar".to_owned(),
+            traces: false,
+        }
+    }
+}
+
+/// `[grafana]`: chaos episodes become annotations when `url` is set.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrafanaConfig {
+    pub url: String,
+    pub token: Secret,
+}
+
+/// `[probe]`: a synthetic order through the same stack. Creates real orders.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    pub enabled: bool,
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// The vendor apiKey the probe orders with (env `SIDECAR_PROBE_API_KEY`).
+    pub api_key: Secret,
+    pub diner_id: u64,
+    pub diner_name: String,
+    pub diner_email: String,
+    pub franchise_id: u64,
+    pub store_id: u64,
+    pub menu_id: u64,
+    pub description: String,
+    pub price: f64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: Duration::from_secs(60),
+            api_key: Secret::default(),
+            diner_id: 0,
+            diner_name: "factory-sidecar probe".to_owned(),
+            diner_email: "probe@factory-sidecar.invalid".to_owned(),
+            franchise_id: 0,
+            store_id: 0,
+            menu_id: 0,
+            description: "probe".to_owned(),
+            price: 0.0001,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A level (`info`) or `tracing` filter directives (`info,factory_sidecar=debug`).
+    #[serde(deserialize_with = "log_level")]
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
