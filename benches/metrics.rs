@@ -12,13 +12,13 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use factory_sidecar::boxed::BoxError;
 use factory_sidecar::chaos::ChaosType;
-use factory_sidecar::error::RequestOutcome;
 use factory_sidecar::proxy::body::ProxyBody;
 use factory_sidecar::resilience::breaker::CircuitState;
 use factory_sidecar::resilience::classify::FailureKind;
 use factory_sidecar::telemetry::layers::{
     ClientTelemetryLayer, RequestCounts, ServerTelemetryLayer,
 };
+use factory_sidecar::telemetry::outcome::RequestOutcome;
 use factory_sidecar::telemetry::{ClientResult, Metrics, Route};
 use http::{Method, Request, Response, StatusCode};
 use tower::{Layer as _, Service as _};

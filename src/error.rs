@@ -19,6 +19,7 @@ use crate::boxed::BoxError;
 use crate::proxy::body::{BodyError, ProxyBody};
 use crate::resilience::breaker::CircuitOpen;
 use crate::resilience::classify::{FailureKind, Outcome, classify_error};
+use crate::telemetry::outcome::RequestOutcome;
 
 /// Header naming why the sidecar answered itself.
 pub const X_SIDECAR_ERROR: &str = "x-sidecar-error";
@@ -69,38 +70,7 @@ impl ErrorKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SidecarAnswer(pub ErrorKind);
 
-/// The `sidecar.outcome` metric attribute of a whole request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RequestOutcome {
-    Ok,
-    FactoryError,
-    CircuitOpen,
-    Timeout,
-    Unreachable,
-    Rejected,
-}
-
 impl RequestOutcome {
-    pub const ALL: [RequestOutcome; 6] = [
-        RequestOutcome::Ok,
-        RequestOutcome::FactoryError,
-        RequestOutcome::CircuitOpen,
-        RequestOutcome::Timeout,
-        RequestOutcome::Unreachable,
-        RequestOutcome::Rejected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestOutcome::Ok => "ok",
-            RequestOutcome::FactoryError => "factory_error",
-            RequestOutcome::CircuitOpen => "circuit_open",
-            RequestOutcome::Timeout => "timeout",
-            RequestOutcome::Unreachable => "unreachable",
-            RequestOutcome::Rejected => "rejected",
-        }
-    }
-
     /// The outcome of a finished request, from the answer that goes back.
     pub fn of<B>(res: &Response<B>) -> RequestOutcome {
         match res.extensions().get::<SidecarAnswer>() {

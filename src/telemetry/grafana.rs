@@ -298,10 +298,10 @@ mod tests {
     /// Every instrument recorded once, rendered as `/metrics` renders it.
     fn rendered_names() -> BTreeSet<String> {
         use crate::chaos::{ChaosType, ResolveResult};
-        use crate::error::RequestOutcome;
         use crate::resilience::breaker::CircuitState;
         use crate::resilience::classify::FailureKind;
         use crate::telemetry::metrics::{ClientResult, Metrics, Route};
+        use crate::telemetry::outcome::RequestOutcome;
         use http::{Method, StatusCode};
         use std::time::Duration;
         let m = Metrics::new("factory.test");

@@ -28,11 +28,11 @@ use tower::{Layer, Service};
 
 use crate::admin::AdminPart;
 use crate::boxed::BoxError;
-use crate::error::RequestOutcome;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::headers::X_FORWARDED_FOR;
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
 use crate::telemetry::metrics::{ClientResult, Metrics, Route};
+use crate::telemetry::outcome::RequestOutcome;
 use crate::telemetry::trace::Tracing;
 
 /// Requests answered, by status class, since start.

@@ -35,9 +35,9 @@ use opentelemetry_sdk::metrics::{
 use parking_lot::RwLock;
 
 use crate::chaos::{ChaosType, ResolveResult};
-use crate::error::RequestOutcome;
 use crate::resilience::breaker::CircuitState;
 use crate::resilience::classify::FailureKind;
+use crate::telemetry::outcome::RequestOutcome;
 
 /// `http.route`, normalised so the attribute set stays small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -16,6 +16,7 @@ pub mod layers;
 pub mod logging;
 pub mod metrics;
 pub mod otlp;
+pub mod outcome;
 pub mod prometheus;
 pub mod trace;
 

@@ -201,10 +201,10 @@ fn escape_help(v: &str) -> String {
 mod tests {
     use super::*;
     use crate::chaos::ChaosType;
-    use crate::error::RequestOutcome;
     use crate::resilience::breaker::CircuitState;
     use crate::resilience::classify::FailureKind;
     use crate::telemetry::metrics::{ClientResult, Metrics, Route};
+    use crate::telemetry::outcome::RequestOutcome;
     use http::{Method, StatusCode};
     use std::time::Duration;
 
