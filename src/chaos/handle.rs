@@ -15,7 +15,6 @@ use tokio::sync::broadcast;
 use crate::chaos::ChaosType;
 use crate::chaos::episodes::{EpisodeEvent, EpisodesSnapshot, FollowPlan, FollowTicket, Registry};
 use crate::chaos::jwt::{DEFAULT_MIN_REFRESH, JwksCache, JwksSnapshot, Verdict};
-use crate::chaos::layer::ChaosLayer;
 use crate::chaos::resolve::{FactoryAnswer, Resolver};
 use crate::chaos::side::{DEFAULT_TIMEOUT, SideChannel, SideService};
 use crate::config::ChaosConfig;
@@ -85,11 +84,6 @@ impl Chaos {
             jwks: JwksCache::new(Arc::clone(&side), DEFAULT_MIN_REFRESH),
             side,
         })
-    }
-
-    /// The layer to put directly over the innermost (`Forward`) service.
-    pub fn layer(self: &Arc<Self>) -> ChaosLayer {
-        ChaosLayer::new(Arc::clone(self))
     }
 
     pub fn config(&self) -> &ChaosConfig {

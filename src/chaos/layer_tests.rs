@@ -15,7 +15,7 @@ use tower::{Layer, ServiceExt};
 
 use crate::boxed::BoxError;
 use crate::chaos::testkit::{TestKey, jwks, pizza_claims};
-use crate::chaos::{Chaos, ChaosType, How, ResolveResult};
+use crate::chaos::{Chaos, ChaosLayer, ChaosType, How, ResolveResult};
 use crate::config::ChaosConfig;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::UpstreamError;
@@ -242,7 +242,7 @@ fn stack(factory: &Arc<Factory>, cfg: ChaosConfig) -> (Arc<Chaos>, Svc) {
     let chaos = Chaos::new(&cfg, Arc::new(Metrics::default()));
     let f = Arc::clone(factory);
     let inner = Inner::new(tower::service_fn(move |req| Arc::clone(&f).answer(req)));
-    let svc = chaos.layer().layer(inner);
+    let svc = ChaosLayer::new(Arc::clone(&chaos)).layer(inner);
     (chaos, svc)
 }
 

@@ -95,13 +95,29 @@ fn valid_segment(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Keys at least this long keep their last four characters.
+const SHOW_TAIL_FROM: usize = 16;
+
+/// A secret segment shown as `****` plus, for long plain keys, its last four
+/// characters.
+pub(crate) struct MaskedKey<'a>(pub &'a str);
+
+impl fmt::Display for MaskedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = self.0.as_bytes();
+        let plain = k.iter().all(|b| b.is_ascii_alphanumeric());
+        if plain && k.len() >= SHOW_TAIL_FROM {
+            // ASCII only, so any byte index is a char boundary.
+            write!(f, "****{}", &self.0[self.0.len() - 4..])
+        } else {
+            f.write_str("****")
+        }
+    }
+}
+
 impl fmt::Display for ReportLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{MARKER}{}{REPORT}****",
-            crate::chaos::mask::MaskedKey(self.key())
-        )
+        write!(f, "{MARKER}{}{REPORT}****", MaskedKey(self.key()))
     }
 }
 

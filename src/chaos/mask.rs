@@ -20,31 +20,11 @@ use bytes::Bytes;
 use memchr::memmem;
 
 use crate::chaos::inspect::{Inspection, inspect};
-use crate::chaos::link::{MARKER, find_marker};
-
-/// Keys at least this long keep their last four characters.
-const SHOW_TAIL_FROM: usize = 16;
+use crate::chaos::link::{MARKER, MaskedKey, find_marker};
 
 /// Keys at least this long are also masked where the text repeats them
 /// before the link.
 const MIN_QUOTED_KEY: usize = 8;
-
-/// A secret segment shown as `****` plus, for long plain keys, its last four
-/// characters.
-pub(crate) struct MaskedKey<'a>(pub &'a str);
-
-impl fmt::Display for MaskedKey<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let k = self.0.as_bytes();
-        let plain = k.iter().all(|b| b.is_ascii_alphanumeric());
-        if plain && k.len() >= SHOW_TAIL_FROM {
-            // ASCII only, so any byte index is a char boundary.
-            write!(f, "****{}", &self.0[self.0.len() - 4..])
-        } else {
-            f.write_str("****")
-        }
-    }
-}
 
 /// Shows a text with any report link in it masked, without allocating:
 /// `tracing::warn!(link = %Masked(url), ...)`.

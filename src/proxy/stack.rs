@@ -9,7 +9,7 @@ use tower::{Service, ServiceBuilder};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::boxed::BoxError;
-use crate::chaos::Chaos;
+use crate::chaos::{Chaos, ChaosLayer};
 use crate::config::Config;
 use crate::error::RescueLayer;
 use crate::proxy::body::ProxyBody;
@@ -118,7 +118,7 @@ pub fn build_buffered(
                 .with_tracing(parts.tracing.clone()),
         )
         .layer(AttemptTimeoutLayer::new(config.upstream.attempt_timeout))
-        .layer(parts.chaos.layer())
+        .layer(ChaosLayer::new(Arc::clone(&parts.chaos)))
         .service(parts.forward.clone())
 }
 
