@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Side-by-side load benchmark (issue 3 item 11, issue 7 item 1): in ONE run,
-# with the same load generator (wrk) and settings for every target, measures
-# the factory simulator directly, nginx and haproxy as equivalent keep-alive
-# reverse proxies, factory-sidecar with every feature on, and sidecar variants
-# with features off. Prints throughput/latency tables, RSS, start-up times and
-# the targets of issues 3 and 7, and writes them into benches/README.md.
+# Side-by-side load benchmark: in ONE run, with the same load generator (wrk)
+# and settings for every target, measures the factory simulator directly,
+# nginx and haproxy as equivalent keep-alive reverse proxies, factory-sidecar
+# with every feature on, and sidecar variants with features off. Prints
+# throughput/latency tables, RSS, start-up times and the performance targets,
+# and writes them into benches/README.md.
 #
 # Not a test and not run in CI; loopback only. See benches/README.md.
 #
@@ -694,17 +694,17 @@ EXIT=0
             echo "| $label | $c | $(printf '%.0f' "$a") | $(printf '%.0f' "$b") | $(pct "$a" "$b") | $(pct "$(get "$on" "$c" 10)" "$(get "$off" "$c" 10)") | $(fmt_us "$pa") | $(fmt_us "$pb") | $(pct "$pa" "$pb") | $lim% | $verdict |"
         done
     }
-    compare "retry+breaker (issue 4): sidecar vs sc-noretry" sidecar sc-noretry 5
-    compare "chaos (issue 5): sidecar vs sc-nochaos" sidecar sc-nochaos 5
+    compare "retry+breaker: sidecar vs sc-noretry" sidecar sc-noretry 5
+    compare "chaos: sidecar vs sc-nochaos" sidecar sc-nochaos 5
     if [[ -z $OTLP_SKIP ]]; then
-        compare "OTLP export (issue 6): sidecar vs sc-nootlp" sidecar sc-nootlp 3
+        compare "OTLP export: sidecar vs sc-nootlp" sidecar sc-nootlp 3
     else
-        echo "| OTLP export (issue 6) | | | | | | | | | 3% | skipped: no collector |"
+        echo "| OTLP export | | | | | | | | | 3% | skipped: no collector |"
     fi
-    compare "all features (issue 7): sidecar vs sc-bare" sidecar sc-bare 5
+    compare "all features: sidecar vs sc-bare" sidecar sc-bare 5
     ((PGO)) && compare "profile-guided build: sidecar vs sc-nopgo" sidecar sc-nopgo 0
     echo
-    echo "Targets (issues 3 and 7), for the sidecar with every feature on:"
+    echo "Targets, for the sidecar with every feature on:"
     echo
     check() { # label pass(0/1) detail
         local mark="met"

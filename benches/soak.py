@@ -167,7 +167,7 @@ def main():
         if name in ("fail", "badjwt") and s["failed"]:
             missed.append(f"{s['failed']} failed orders under {name}")
     if stats["none"]["failed"]:
-        # Not a target (issue 7 asks zero for fail and badjwt): these are the
+        # Not a target (zero is asked for fail and badjwt only): these are the
         # first orders after a `down` phase, answered with the open
         # breaker's fast 503 until its half-open probe closes it again.
         print(f"note: {stats['none']['failed']} orders under none failed, in the none phases "
