@@ -1,4 +1,4 @@
-//! The synthetic probe (`[probe]`, seed 004): a test order through the same
+//! The synthetic probe (`[probe]`): a test order through the same
 //! stack every `interval`, so chaos is detected and resolved even while no
 //! diner is ordering, and operators see the factory's health at night.
 //!

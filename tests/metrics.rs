@@ -1,4 +1,4 @@
-//! The admin `/metrics` after real traffic through the stack: the SPEC's
+//! The admin `/metrics` after real traffic through the stack: the documented
 //! metric names with OTel attributes, in Prometheus text; and `/status`
 //! request counts by status class.
 

@@ -1,6 +1,6 @@
 //! OTLP end to end: the real sidecar in front of the simulator exports to a
 //! real collector (rotel), over http/protobuf and over grpc, and the
-//! collector receives the SPEC's metrics with the attributes and values the
+//! collector receives the documented metrics with the attributes and values the
 //! traffic implies.
 
 mod support;

@@ -90,7 +90,7 @@ async fn status(http: &Http, sc: &Running) -> Value {
     reply.json()
 }
 
-/// The fail-fast answer, exactly as SPEC.md describes it.
+/// The fail-fast answer, exactly as docs/operations.md describes it.
 fn assert_circuit_open(reply: &Reply) {
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert_eq!(reply.header("x-sidecar-error"), Some("circuit-open"));

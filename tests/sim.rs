@@ -1,5 +1,5 @@
 //! End-to-end tests of the factory simulator over loopback HTTP: every row
-//! of FACTORY.md, every chaos type, the `/sim/*` control endpoints and the
+//! of docs/factory.md, every chaos type, the `/sim/*` control endpoints and the
 //! `factory-sidecar sim` command.
 
 mod support;

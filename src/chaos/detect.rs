@@ -17,7 +17,7 @@
 //! checked (JWKS unavailable) still counts as healthy when it has no link,
 //! because under badjwt chaos the factory always writes one. A fast 2xx
 //! whose jwt verifies is healthy even with a link: the simulator (after the
-//! factory's source) writes none then, but FACTORY.md's table shows one on
+//! factory's source) writes none then, but the factory's documented answers (docs/factory.md) show one on
 //! every successful order, and an answer that is fast and verified is a
 //! good pizza either way.
 //!

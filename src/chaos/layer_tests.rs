@@ -52,13 +52,13 @@ enum Mode {
     Truncated,
     /// A valid jwt signed by a key the JWKS does not hold, with a link.
     ForeignJwt,
-    /// A fast valid pizza with a link (FACTORY.md's healthy answer).
+    /// A fast valid pizza with a link (the factory's healthy answer, docs/factory.md).
     LinkedPizza,
     /// 503 "The oven is full." (an order with no items).
     OvenFull,
 }
 
-/// A factory as FACTORY.md describes it; records every request.
+/// A factory as docs/factory.md describes it; records every request.
 struct Factory {
     mode: Mutex<Mode>,
     delay: Duration,
@@ -602,7 +602,7 @@ async fn a_fast_verified_pizza_with_a_link_is_healthy_and_masked() {
     let (chaos, svc) = stack(&factory, config());
     assert_eq!(send(&svc, order()).await.status(), 502);
     assert_eq!(chaos.snapshot().episodes.active.len(), 1);
-    // FACTORY.md's healthy answer carries the link too: still a good pizza.
+    // The factory's healthy answer carries the link too: still a good pizza.
     *factory.mode.lock() = Mode::LinkedPizza;
     let res = send(&svc, order()).await;
     assert_eq!(res.status(), 200);

@@ -1,5 +1,5 @@
 //! The factory API, answer for answer as the real JWT Pizza Factory gives it
-//! (`devops329/jwt-pizza-factory`, an Express app; FACTORY.md lists the rows).
+//! (`devops329/jwt-pizza-factory`, an Express app; docs/factory.md lists the rows).
 //!
 //! | route | answer |
 //! |---|---|

@@ -1,5 +1,5 @@
 //! A pizza factory simulator faithful to the real JWT Pizza Factory
-//! (FACTORY.md), for the sidecar's tests, its demo and its load runs:
+//! (docs/factory.md), for the sidecar's tests, its demo and its load runs:
 //! `factory-sidecar sim`, or in process with [`spawn`].
 //!
 //! # Layout

@@ -1,5 +1,5 @@
 //! Chaos episodes as Grafana annotations, so the dashboard shows when the
-//! factory misbehaved and when it was fixed (seed 003 asks for this).
+//! factory misbehaved and when it was fixed.
 //!
 //! With `[grafana] url` and a token, [`Annotator::episode_started`] and
 //! [`Annotator::episode_resolved`] queue an annotation (`POST

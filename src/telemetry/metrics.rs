@@ -1,4 +1,4 @@
-//! The sidecar's instruments: the SPEC's metrics table, and nothing else
+//! The sidecar's instruments: the documented metrics (docs/operations.md), and nothing else
 //! records metrics.
 //!
 //! One source of truth feeds both exports: OpenTelemetry SDK instruments on
@@ -169,7 +169,7 @@ impl BoundCache {
     }
 }
 
-/// Every instrument of the SPEC's metrics table.
+/// Every instrument of the documented metrics table.
 pub struct Metrics {
     provider: SdkMeterProvider,
     pull: Arc<ManualReader>,

@@ -1,7 +1,7 @@
 //! Telemetry: metrics (OTLP and Prometheus from one set of instruments),
 //! traces and logs.
 //!
-//! - [`metrics`]: the SPEC's instruments; the only place metrics are recorded.
+//! - [`metrics`]: the instruments of the operator contract (docs/operations.md); the only place metrics are recorded.
 //! - [`layers`]: where the stack is measured (per request, per try).
 //! - [`otlp`]: periodic OTLP export of the same instruments, and traces.
 //! - [`prometheus`]: the admin `/metrics` text, rendered from the same data.

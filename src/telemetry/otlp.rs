@@ -1,7 +1,7 @@
 //! OTLP export of the metrics (and, with `telemetry.traces`, the spans).
 //!
 //! The periodic reader runs on tokio (the SDK's default reader thread has no
-//! reactor for the hyper client: see DEPENDENCIES.md), beside the pull reader
+//! reactor for the hyper client and would panic), beside the pull reader
 //! of `/metrics`, on the same instruments. http/protobuf goes through the
 //! sidecar's own hyper + rustls client (one TLS stack); grpc through tonic.
 //! Export failures are logged at most once a minute and never touch a
