@@ -21,7 +21,16 @@ use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RsaPubli
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
-use crate::chaos::jwt::Verdict;
+/// What checking a pizza JWT found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Signed by a key of the factory's JWKS.
+    Valid,
+    /// Not a valid pizza (badjwt).
+    Invalid(&'static str),
+    /// Could not be decided: the JWKS cannot be had (reason).
+    Unknown(String),
+}
 
 /// Largest decoded JOSE header read (the factory's is about 150 bytes).
 const MAX_HEADER: usize = 1024;

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::chaos::jws::well_formed;
 use crate::chaos::side::SideChannel;
 
-pub use crate::chaos::jws::KeySet;
+pub use crate::chaos::jws::{KeySet, Verdict};
 
 /// Where the factory publishes its keys.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -45,17 +45,6 @@ pub const RECENT_VALID: usize = 16;
 /// Longer tokens are checked every time, not remembered (the memory stays
 /// within `RECENT_VALID` times this).
 const REMEMBER_MAX_BYTES: usize = 4096;
-
-/// What checking a pizza JWT found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Signed by a key of the factory's JWKS.
-    Valid,
-    /// Not a valid pizza (badjwt).
-    Invalid(&'static str),
-    /// Could not be decided: the JWKS cannot be had (reason).
-    Unknown(String),
-}
 
 /// The last valid tokens, verbatim, in slots reused round-robin.
 #[derive(Debug, Default)]
