@@ -12,8 +12,14 @@
 # `sidecar`, an upper bound of the export's cost, since a run under valgrind
 # lasts longer and so holds more exports than at full speed), and nginx in
 # the same configuration as benches/load.sh (one process, master_process off).
+# A target named NAME-fresh (sidecar-fresh, nginx-fresh, ...) is NAME in front
+# of a second simulator started with `--token-pool 256`: every order carries
+# another pizza JWT, as with the real factory, so the sidecar pays one RSA
+# verification per order; the others see one token again and again, which
+# its memory of recent tokens checks for free.
 #
 #   bash benches/instructions.sh                     all targets, c=32
+#   bash benches/instructions.sh --targets "sidecar sidecar-fresh"   one token vs fresh tokens
 #   bash benches/instructions.sh --targets "sidecar nginx" --conns 256
 #   bash benches/instructions.sh --bin path/to/factory-sidecar   (compare builds)
 #   bash benches/instructions.sh --keep DIR   keeps the callgrind files for
@@ -26,7 +32,7 @@
 # when missing. Loopback only; about a minute per target.
 set -euo pipefail
 
-TARGETS="sidecar sc-otlp sc-noretry sc-nochaos sc-bare nginx"
+TARGETS="sidecar sidecar-fresh sc-otlp sc-noretry sc-nochaos sc-bare nginx"
 CONNS=32 N1=1000 N2=5000 BIN="" INSTALL=1 KEEP="" CACHE=0
 while (($#)); do
     case "$1" in
@@ -38,7 +44,7 @@ while (($#)); do
     --no-install) INSTALL=0 ;;
     --keep) KEEP=${2:?}; shift ;;
     --cache) CACHE=1 ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "instructions.sh: unknown option '$1'" >&2; exit 1 ;;
     esac
     shift
@@ -80,6 +86,12 @@ printf '%s' "$BENCH_BODY" >"$TMP/body.json"
 
 start_sim "$TMP/sim.out" "$BIN" || exit 1
 PIDS+=("$SIM_PID")
+UP_ONE=$UP UP_FRESH=""
+if [[ " $TARGETS " == *-fresh\ * ]]; then
+    start_sim "$TMP/sim-fresh.out" "$BIN" --token-pool 256 || exit 1
+    PIDS+=("$SIM_PID")
+    UP_FRESH=$UP
+fi
 
 OTLP=""
 if [[ $TARGETS == *sc-otlp* ]]; then
@@ -102,8 +114,9 @@ fi
 
 # One measured run of N requests; prints the instruction total.
 run_once() { # target n
-    local target=$1 n=$2 listen admin pid out=$TMP/cg.$1.$2
+    local target=$1 n=$2 listen admin pid out=$TMP/cg.$1.$2 UP=$UP_ONE
     listen=127.0.0.1:$(free_port)
+    if [[ $target == *-fresh ]]; then target=${target%-fresh} UP=$UP_FRESH; fi
     case $target in
     nginx)
         mkdir -p "$TMP/nginx-tmp"
@@ -182,9 +195,9 @@ EOF
 }
 
 if ((CACHE)); then
-    printf '%-11s %6s %8s %7s %7s %7s %7s\n' target conns instr I1miss D1miss LLmiss '(per request)'
+    printf '%-14s %6s %8s %7s %7s %7s %7s\n' target conns instr I1miss D1miss LLmiss '(per request)'
 else
-    printf '%-11s %6s %14s\n' target conns instr/request
+    printf '%-14s %6s %14s\n' target conns instr/request
 fi
 for t in $TARGETS; do
     read -r -a a < <(run_once "$t" "$N1")
@@ -192,9 +205,9 @@ for t in $TARGETS; do
     per() { echo $(((b[$1] - a[$1]) / (N2 - N1))); }
     if ((CACHE)); then
         # Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw
-        printf '%-11s %6s %8d %7d %7d %7d\n' "$t" "$CONNS" "$(per 0)" "$(per 1)" \
+        printf '%-14s %6s %8d %7d %7d %7d\n' "$t" "$CONNS" "$(per 0)" "$(per 1)" \
             $(($(per 4) + $(per 7))) $(($(per 2) + $(per 5) + $(per 8)))
     else
-        printf '%-11s %6s %14d\n' "$t" "$CONNS" "$(per 0)"
+        printf '%-14s %6s %14d\n' "$t" "$CONNS" "$(per 0)"
     fi
 done

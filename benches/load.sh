@@ -6,6 +6,14 @@
 # throughput/latency tables, RSS, start-up times and the performance targets,
 # and writes them into benches/README.md.
 #
+# Two scenarios in the same run: one token (the simulator's cheap path answers
+# every order with the same JWT, which the sidecar's memory of recent tokens
+# checks for free) and fresh tokens (nginx-fresh and sidecar-fresh in front of
+# a second simulator started with --token-pool 256: every order carries another
+# JWT, as with the real factory, so the sidecar pays one RSA check per order).
+# The RSA floor, `openssl speed rsa2048` verify on the proxies' CPU, is measured
+# in the same run and set against the sidecar's extra CPU per fresh-token order.
+#
 # Not a test and not run in CI; loopback only. See benches/README.md.
 #
 #   bash benches/load.sh            full run  (about 8 minutes)
@@ -34,6 +42,8 @@ usage: benches/load.sh [options]
   --pgo             every sidecar variant runs the profile-guided build
                     (benches/pgo.sh); one more target, sc-nopgo, runs the
                     plain release build with every feature on
+  --no-fresh        skip the fresh-token scenario (nginx-fresh, sidecar-fresh,
+                    the RSA floor)
   --no-write        print results only; leave benches/README.md alone
   --keep            keep the temporary directory (configs, logs, raw results)
   -h, --help        this text
@@ -45,7 +55,7 @@ EOF
 }
 
 # ---------------------------------------------------------------- options
-QUICK=0 PIN=1 INSTALL=1 BUILD=1 WRITE=1 KEEP=0 PGO=0
+QUICK=0 PIN=1 INSTALL=1 BUILD=1 WRITE=1 KEEP=0 PGO=0 FRESH=1
 DURATION="" WARMUP="" ROUNDS="" STARTUPS="" CONNS="1 32 256" POOL=256 NICE=""
 while (($#)); do
     case "$1" in
@@ -61,6 +71,7 @@ while (($#)); do
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
     --pgo) PGO=1 ;;
+    --no-fresh) FRESH=0 ;;
     --no-write) WRITE=0 ;;
     --keep) KEEP=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -152,6 +163,7 @@ command -v wrk >/dev/null || NEED_APT+=(wrk)
 command -v curl >/dev/null || NEED_APT+=(curl)
 command -v pgrep >/dev/null || NEED_APT+=(procps)
 if ((PIN)); then command -v taskset >/dev/null || NEED_APT+=(util-linux); fi
+if ((FRESH)); then command -v openssl >/dev/null || NEED_APT+=(openssl); fi
 if ((${#NEED_APT[@]})); then
     ((INSTALL)) || die "missing: ${NEED_APT[*]} (run without --no-install, or: apt-get install -y ${NEED_APT[*]})"
     command -v apt-get >/dev/null || die "missing ${NEED_APT[*]} and no apt-get to install them"
@@ -327,16 +339,31 @@ if awk -v l="${LOADAVG_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
 fi
 log "temp dir $TMP; pinning: $( ((PIN)) && echo "proxies CPU $PROXY_CPU, load+upstream CPU $LOAD_CPU" || echo off)"
 
-spawn sim "$LOAD_CPU" env TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$BIN" sim --listen 127.0.0.1:0
-SIM_PID=$SPAWNED
-SIM_ADDR=""
-for ((i = 0; i < 500; i++)); do
-    SIM_ADDR=$(sed -n 's|^sim listening on http://\(.*\)$|\1|p' "$TMP/sim.out" | head -1)
-    [[ -n $SIM_ADDR ]] && break
-    kill -0 "$SIM_PID" 2>/dev/null || { cat "$TMP/sim.err" >&2; die "the simulator exited at start"; }
-    sleep 0.02
-done
-[[ -n $SIM_ADDR ]] || die "the simulator did not print 'sim listening on ...' within 10 s"
+# Starts a simulator on the load CPU; sets SIM_PID and SIM_ADDR.
+start_sim() { # name [sim args...]
+    local name=$1 i
+    shift
+    spawn "$name" "$LOAD_CPU" env TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$BIN" sim --listen 127.0.0.1:0 "$@"
+    SIM_PID=$SPAWNED
+    SIM_ADDR=""
+    for ((i = 0; i < 500; i++)); do
+        SIM_ADDR=$(sed -n 's|^sim listening on http://\(.*\)$|\1|p' "$TMP/$name.out" | head -1)
+        [[ -n $SIM_ADDR ]] && break
+        kill -0 "$SIM_PID" 2>/dev/null || { cat "$TMP/$name.err" >&2; die "the simulator ($name) exited at start"; }
+        sleep 0.02
+    done
+    [[ -n $SIM_ADDR ]] || die "the simulator ($name) did not print 'sim listening on ...' within 10 s"
+}
+# The fresh-token simulator: 256 distinct tokens per order body, more than
+# the sidecar remembers (16), answered in turn.
+TOKEN_POOL=256
+SIM_FRESH_ADDR=""
+if ((FRESH)); then
+    start_sim sim-fresh --token-pool "$TOKEN_POOL"
+    SIM_FRESH_ADDR=$SIM_ADDR
+    log "fresh-token simulator (--token-pool $TOKEN_POOL) at $SIM_FRESH_ADDR"
+fi
+start_sim sim
 log "simulator at $SIM_ADDR"
 
 ROTEL_PID="" OTLP_URL=""
@@ -370,6 +397,8 @@ declare -A DESC=(
     [sc-nootlp]="sidecar, telemetry.otlp_endpoint = \"\""
     [sc-bare]="sidecar, all of the above off"
     [sc-nopgo]="sidecar, every feature on, the plain release build (not profile-guided)"
+    [nginx-fresh]="nginx as above, in front of the fresh-token simulator"
+    [sidecar-fresh]="sidecar, every feature on, in front of the fresh-token simulator (one RSA check per order)"
 )
 # Sidecar variants: max_attempts breaker chaos otlp
 declare -A VARIANT=(
@@ -379,6 +408,7 @@ declare -A VARIANT=(
     [sc-nootlp]="3 true true off"
     [sc-bare]="1 false false off"
     [sc-nopgo]="3 true true on"
+    [sidecar-fresh]="3 true true on"
 )
 SIDECARS=(sidecar sc-noretry sc-nochaos)
 [[ -z $OTLP_SKIP ]] && SIDECARS+=(sc-nootlp)
@@ -389,6 +419,12 @@ if ((PGO)); then
 fi
 [[ -z $OTLP_SKIP ]] || DESC[sidecar]+=" (OTLP export OFF: no collector)"
 TARGETS+=("${SIDECARS[@]:1}")
+if ((FRESH)); then
+    SIDECARS+=(sidecar-fresh)
+    TARGETS+=(nginx-fresh sidecar-fresh)
+fi
+# The upstream of a target: the fresh-token simulator for NAME-fresh.
+upstream_of() { if [[ $1 == *-fresh ]]; then echo "$SIM_FRESH_ADDR"; else echo "$SIM_ADDR"; fi; }
 
 declare -A ADDR PID ADMIN FLAG CFG
 # Admin token of every sidecar variant: random per run, never printed.
@@ -402,18 +438,24 @@ write_sidecar_config() { # name listen admin
     otlp=""
     [[ ${v[3]} == on && -n $OTLP_URL ]] && otlp=$OTLP_URL
     CFG[$name]=$TMP/$name.toml
-    fill "$CONF/sidecar.toml.in" "${CFG[$name]}" LISTEN="$2" ADMIN="$3" TOKEN="$ADMIN_TOKEN" UPSTREAM="$SIM_ADDR" POOL="$POOL" \
+    fill "$CONF/sidecar.toml.in" "${CFG[$name]}" LISTEN="$2" ADMIN="$3" TOKEN="$ADMIN_TOKEN" UPSTREAM="$(upstream_of "$name")" POOL="$POOL" \
         MAX_ATTEMPTS="${v[0]}" BREAKER="${v[1]}" CHAOS="${v[2]}" OTLP="$otlp"
     "$BIN" check --config "${CFG[$name]}" >"$TMP/$name.check" 2>&1 ||
         die "factory-sidecar check rejects the $name config: $(tail -5 "$TMP/$name.check")"
 }
 
-mkdir -p "$TMP/nginx-tmp"
-free_port port
-ADDR[nginx]=127.0.0.1:$port
-fill "$CONF/nginx.conf.in" "$TMP/nginx.conf" TMP="$TMP" UPSTREAM="$SIM_ADDR" POOL="$POOL" LISTEN="${ADDR[nginx]}"
-"$NGINX" -t -q -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" >"$TMP/nginx.check" 2>&1 ||
-    die "nginx -t rejects the config: $(cat "$TMP/nginx.check")"
+# Each nginx gets its own prefix directory (pid file, temp paths, logs).
+declare -A NGINX_DIR
+for n in nginx nginx-fresh; do
+    [[ " ${TARGETS[*]} " == *" $n "* ]] || continue
+    NGINX_DIR[$n]=$TMP/$n
+    mkdir -p "${NGINX_DIR[$n]}/nginx-tmp"
+    free_port port
+    ADDR[$n]=127.0.0.1:$port
+    fill "$CONF/nginx.conf.in" "$TMP/$n.conf" TMP="${NGINX_DIR[$n]}" UPSTREAM="$(upstream_of "$n")" POOL="$POOL" LISTEN="${ADDR[$n]}"
+    "$NGINX" -t -q -p "${NGINX_DIR[$n]}" -e "${NGINX_DIR[$n]}/nginx-error.log" -c "$TMP/$n.conf" >"$TMP/$n.check" 2>&1 ||
+        die "nginx -t rejects the $n config: $(cat "$TMP/$n.check")"
+done
 free_port port
 ADDR[haproxy]=127.0.0.1:$port
 fill "$CONF/haproxy.cfg.in" "$TMP/haproxy.cfg" TMP="$TMP" UPSTREAM="$SIM_ADDR" POOL="$POOL" LISTEN="${ADDR[haproxy]}"
@@ -433,7 +475,7 @@ done
 start_target() {
     local name=$1
     case $name in
-    nginx) spawn nginx "$PROXY_CPU" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" ;;
+    nginx | nginx-fresh) spawn "$name" "$PROXY_CPU" "$NGINX" -p "${NGINX_DIR[$name]}" -e "${NGINX_DIR[$name]}/nginx-error.log" -c "$TMP/$name.conf" ;;
     haproxy) spawn haproxy "$PROXY_CPU" "$HAPROXY" -db -f "$TMP/haproxy.cfg" ;;
     sc-nopgo) spawn "$name" "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "$BIN" run --config "${CFG[$name]}" ;;
     *) spawn "$name" "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "$SC_BIN" run --config "${CFG[$name]}" ;;
@@ -442,7 +484,7 @@ start_target() {
 wait_ready() {
     local name=$1 pid=$2
     case $name in
-    nginx | haproxy) wait_http "$pid" "${ADDR[$name]}" /ready-probe "" 20 ;;
+    nginx | nginx-fresh | haproxy) wait_http "$pid" "${ADDR[$name]}" /ready-probe "" 20 ;;
     *) wait_http "$pid" "${ADMIN[$name]}" /readyz 200 20 ;;
     esac
 }
@@ -528,6 +570,22 @@ if [[ -n $OTLP_URL ]] && grep -qs 'OTLP export on' "$TMP/sidecar.out" "$TMP/side
 fi
 log "sidecar features wired into this binary: $STATUS_PARTS"
 
+# ---------------------------------------------------------------- RSA floor
+# What one RSA-2048 verification costs on the proxies' CPU, pinned like the
+# proxies: `openssl speed` verify, in µs. Measured before and after the load;
+# the report uses their mean.
+rsa_floor_us() {
+    local cmd=("${NICE_CMD[@]}" openssl speed -mr -seconds 2 rsa2048)
+    if ((PIN)); then cmd=(taskset -c "$PROXY_CPU" "${cmd[@]}"); fi
+    # -mr: "+F2:<index>:<bits>:<signs/s>:<verifies/s>"
+    "${cmd[@]}" 2>/dev/null | awk -F: '$1 == "+F2" && $3 == 2048 && $5 > 0 { printf "%.2f\n", 1e6 / $5; exit }'
+}
+FLOOR_BEFORE="" FLOOR_AFTER=""
+if ((FRESH)); then
+    FLOOR_BEFORE=$(rsa_floor_us || true)
+    log "RSA floor (openssl speed rsa2048 verify, CPU $PROXY_CPU): ${FLOOR_BEFORE:-not measured} µs"
+fi
+
 # ---------------------------------------------------------------- load
 RAW=$TMP/results.tsv
 : >"$RAW"
@@ -576,6 +634,11 @@ for c in $CONNS; do
         done
     fi
 done
+if ((FRESH)); then
+    FLOOR_AFTER=$(rsa_floor_us || true)
+    log "RSA floor after the load: ${FLOOR_AFTER:-not measured} µs"
+fi
+FLOOR_US=$(awk -v a="$FLOOR_BEFORE" -v b="$FLOOR_AFTER" 'BEGIN { if (a != "" && b != "") printf "%.2f", (a + b) / 2; else if (a != "") print a; else if (b != "") print b }')
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
 read -r TICKS_END STEAL_END < <(machine_ticks)
 STEAL_PCT=$(awk -v t=$((TICKS_END - TICKS_START)) -v s=$((STEAL_END - STEAL_START)) 'BEGIN {printf "%.1f", (t > 0 ? 100 * s / t : 0)}')
@@ -653,7 +716,10 @@ EXIT=0
             if [[ $name != direct ]]; then
                 vs_d=$(ratio "$rps" "$(get direct "$c" 3)") vs_dp=$(ratio "$p99" "$(get direct "$c" 5)")
             fi
-            if [[ $name == sidecar || $name == sc-* ]]; then
+            if [[ $name == sidecar-fresh ]]; then
+                # Beside the nginx that meets the same fresh tokens.
+                vs_n=$(ratio "$rps" "$(get nginx-fresh "$c" 3)") vs_np=$(ratio "$p99" "$(get nginx-fresh "$c" 5)")
+            elif [[ $name == sidecar || $name == sc-* ]]; then
                 vs_n=$(ratio "$rps" "$(get nginx "$c" 3)") vs_np=$(ratio "$p99" "$(get nginx "$c" 5)")
                 vs_h=$(ratio "$rps" "$(get haproxy "$c" 3)") vs_hp=$(ratio "$p99" "$(get haproxy "$c" 5)")
             fi
@@ -663,6 +729,10 @@ EXIT=0
         done
     done
     echo
+    if ((FRESH)); then
+        echo "For sidecar-fresh, the nginx ratios are against nginx-fresh (the same fresh tokens)."
+        echo
+    fi
     echo "Errors = HTTP statuses >= 400 plus socket errors (connect, read, write, timeout > 5 s), summed over rounds. CPU µs/req = user + system CPU time of the target's processes (/proc/PID/stat; for direct, the simulator) over the requests served: the proxy's own cost, much less sensitive to other work on the machine than req/s. Ratios: req/s above 1 and p99 below 1 favour the proxy in the row."
     if ((ROUNDS > 1)); then
         echo "Round-to-round req/s spread (max - min over median), the noise floor for the comparisons below: $(awk -F'\t' '{ if ($9 > m) m = $9; s += $9; n++ } END { if (n) printf "mean %.1f%%, worst %.1f%%", s / n, m }' "$AGG")."
@@ -679,6 +749,24 @@ EXIT=0
     echo
     echo "RSS: VmRSS / VmHWM from /proc/PID/status, summed over the master and its worker for nginx (shared pages counted twice); haproxy and the sidecar are one process each."
     echo
+    if ((FRESH)); then
+        echo "Fresh tokens (every order carries another JWT, as the real factory sends them; the sidecar checks each with one RSA-2048 verification). RSA floor: \`openssl speed -seconds 2 rsa2048\` verify on CPU $PROXY_CPU, pinned like the proxies: ${FLOOR_BEFORE:-?} µs before the load, ${FLOOR_AFTER:-?} µs after, mean ${FLOOR_US:-?} µs. Extra CPU = the sidecar's CPU µs per order with fresh tokens minus with one token."
+        echo
+        echo "| conns | nginx req/s one / fresh | sidecar req/s one / fresh | sidecar ÷ nginx one / fresh | p50 sidecar-fresh / nginx-fresh | p99 sidecar-fresh / nginx-fresh | CPU µs/order sidecar one / fresh | extra CPU µs | RSA floor µs | extra ÷ floor |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        for c in $CONNS; do
+            n1=$(get nginx "$c" 3) nf=$(get nginx-fresh "$c" 3) s1=$(get sidecar "$c" 3) sf=$(get sidecar-fresh "$c" 3)
+            c1=$(get sidecar "$c" 10) cf=$(get sidecar-fresh "$c" 10)
+            extra=$(awk -v a="$cf" -v b="$c1" 'BEGIN { if (a == "" || b == "") print ""; else printf "%.2f", a - b }')
+            printf '| %s | %s / %s | %s / %s | %s / %s | %s / %s | %s / %s | %s / %s | %s | %s | %s |\n' "$c" \
+                "$(printf '%.0f' "${n1:-0}")" "$(printf '%.0f' "${nf:-0}")" "$(printf '%.0f' "${s1:-0}")" "$(printf '%.0f' "${sf:-0}")" \
+                "$(ratio "$s1" "$n1")" "$(ratio "$sf" "$nf")" \
+                "$(fmt_us "$(get sidecar-fresh "$c" 4)")" "$(fmt_us "$(get nginx-fresh "$c" 4)")" \
+                "$(fmt_us "$(get sidecar-fresh "$c" 5)")" "$(fmt_us "$(get nginx-fresh "$c" 5)")" \
+                "${c1:--}" "${cf:--}" "${extra:--}" "${FLOOR_US:--}" "$(ratio "$extra" "$FLOOR_US")"
+        done
+        echo
+    fi
     echo "Feature overhead (on vs off; target: throughput of 'on' no more than the limit below 'off'):"
     echo
     echo "| comparison | conns | req/s on | req/s off | req/s change | CPU/req change | p99 on | p99 off | p99 change | limit | verdict |"
@@ -719,9 +807,28 @@ EXIT=0
         check "throughput >= haproxy at $c conns" "$(awk -v a="$s" -v b="$h" 'BEGIN { print (a >= b) }')" "$(printf '%.0f vs %.0f req/s, %s' "$s" "$h" "$(pct "$s" "$h")")"
         check "p99 <= nginx at $c conns" "$(awk -v a="$sp" -v b="$np" 'BEGIN { print (a <= b) }')" "$(fmt_us "$sp") vs $(fmt_us "$np")"
     done
+    if ((FRESH)); then
+        for c in $CONNS; do
+            sf=$(get sidecar-fresh "$c" 3) nf=$(get nginx-fresh "$c" 3)
+            [[ -n $sf && -n $nf ]] || { echo "- fresh tokens, $c connections: not measured"; continue; }
+            check "fresh tokens: throughput >= 0.6 x nginx at $c conns" "$(awk -v a="$sf" -v b="$nf" 'BEGIN { print (a >= 0.6 * b) }')" \
+                "$(printf '%.0f vs %.0f req/s, %s x' "$sf" "$nf" "$(ratio "$sf" "$nf")")"
+            extra=$(awk -v a="$(get sidecar-fresh "$c" 10)" -v b="$(get sidecar "$c" 10)" 'BEGIN { printf "%.2f", a - b }')
+            if [[ -n $FLOOR_US ]]; then
+                check "fresh tokens: extra CPU per order <= 1.25 x the RSA floor at $c conns" "$(awk -v e="$extra" -v f="$FLOOR_US" 'BEGIN { print (e <= 1.25 * f) }')" \
+                    "$extra µs vs floor $FLOOR_US µs, $(ratio "$extra" "$FLOOR_US") x"
+            else
+                echo "- fresh tokens: extra CPU per order at $c conns: $extra µs (RSA floor not measured: openssl speed failed)"
+            fi
+        done
+    fi
     ri=${RSS_IDLE[sidecar]:-0} rp=${RSS_PEAK[sidecar]:-0}
     check "idle RSS <= 10 MiB" "$(( ri > 0 && ri <= 10240 ))" "$(mib "$ri")"
     check "RSS at $MAXCONN connections <= 30 MiB" "$(( rp > 0 && rp <= 30720 ))" "$(mib "$rp")"
+    if ((FRESH)); then
+        rp=${RSS_PEAK[sidecar-fresh]:-0}
+        check "fresh tokens: RSS at $MAXCONN connections <= 30 MiB" "$(( rp > 0 && rp <= 30720 ))" "$(mib "$rp")"
+    fi
     flagged=0
     for name in "${TARGETS[@]}"; do
         if [[ -n ${FLAG[$name]:-} ]]; then

@@ -8,6 +8,12 @@ pizza passed through counts as a failed order. Samples the sidecar's RSS and
 open file descriptors from /proc. Prints a report and exits 1 when a target is
 missed: failed orders under fail/badjwt, or RSS/fd growth >= 5% after warm-up
 (the first whole chaos cycle), compared at the same point of later cycles.
+
+With --fresh-tokens (the simulator started with --token-pool, as soak.sh
+--fresh-tokens does) every order carries another pizza JWT, as with the real
+factory, so the sidecar verifies each one instead of remembering it; the run
+then also checks that the tokens were in fact fresh (more distinct ones than
+the sidecar remembers).
 """
 
 import argparse
@@ -83,11 +89,14 @@ def main():
     p.add_argument("--phase", type=float, default=20, help="seconds per chaos phase")
     p.add_argument("--rate", type=float, default=40, help="orders per second")
     p.add_argument("--warmup", type=float, default=60)
+    p.add_argument("--fresh-tokens", action="store_true",
+                   help="the simulator answers fresh tokens (--token-pool): check that they were")
     args = p.parse_args()
 
     sidecar, sim = Endpoint(args.sidecar), Endpoint(args.sim)
     headers = {"content-type": "application/json", "authorization": f"Bearer {args.api_key}"}
     stats = {name: {"orders": 0, "failed": 0, "lat": []} for name, _ in PHASES}
+    tokens = set()  # distinct pizza JWTs seen (bounded by the pool and the run)
     lock = threading.Lock()
     current = {"phase": "none"}
     work = queue.Queue(maxsize=1000)
@@ -109,6 +118,9 @@ def main():
                                              json.dumps({"jwt": jwt}),
                                              {"content-type": "application/json"})
                     ok = vstatus == 200
+                    if ok and len(tokens) < 100_000:
+                        with lock:
+                            tokens.add(jwt)
             except (OSError, ValueError, http.client.HTTPException):
                 ok = False
             with lock:
@@ -166,6 +178,9 @@ def main():
         print(f"| {name} | {s['orders']} | {s['failed']} | {p50*1000:.1f} ms | {p99*1000:.1f} ms |")
         if name in ("fail", "badjwt") and s["failed"]:
             missed.append(f"{s['failed']} failed orders under {name}")
+    print(f"distinct pizza JWTs seen: {len(tokens)}")
+    if args.fresh_tokens and len(tokens) <= 16:
+        missed.append(f"tokens were not fresh: only {len(tokens)} distinct (is the simulator's --token-pool on?)")
     if stats["none"]["failed"]:
         # Not a target (zero is asked for fail and badjwt only): these are the
         # first orders after a `down` phase, answered with the open

@@ -7,16 +7,20 @@
 #
 #   bash benches/soak.sh [--duration SECONDS] [--rate ORDERS_PER_S] [--phase SECONDS]
 #                        [--bin PATH]   (default: builds target/release/factory-sidecar)
+#                        [--fresh-tokens]  every order carries another pizza JWT, as
+#                                          with the real factory (sim --token-pool 256),
+#                                          so the sidecar verifies each one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=300 rate=40 phase=20 bin=""
+duration=300 rate=40 phase=20 bin="" fresh=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --phase) phase=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
+    --fresh-tokens) fresh=(--fresh-tokens); shift ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -36,7 +40,9 @@ wait_for() { # what, command...
   echo "timed out waiting for $what" >&2; exit 2
 }
 
-"$bin" sim --listen 127.0.0.1:0 >"$tmp/sim.out" 2>"$tmp/sim.err" &
+sim_args=()
+((${#fresh[@]} == 0)) || sim_args=(--token-pool 256)
+"$bin" sim --listen 127.0.0.1:0 "${sim_args[@]}" >"$tmp/sim.out" 2>"$tmp/sim.err" &
 pids+=($!)
 wait_for "the simulator" grep -q "sim listening on" "$tmp/sim.out"
 sim_url=$(grep -o 'http://[0-9.:]*' "$tmp/sim.out" | head -1)
@@ -52,6 +58,6 @@ sidecar_pid=$!
 pids+=($sidecar_pid)
 wait_for "the sidecar" curl -fsS "http://127.0.0.1:$admin_port/readyz"
 
-echo "soak: ${duration}s, $rate orders/s, ${phase}s per chaos phase; sidecar pid $sidecar_pid ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "soak: ${duration}s, $rate orders/s, ${phase}s per chaos phase, $( ((${#fresh[@]})) && echo "fresh tokens (sim --token-pool 256)" || echo "one token per second (the simulator's cache)"); sidecar pid $sidecar_pid ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 python3 benches/soak.py --sidecar "http://127.0.0.1:$proxy_port" --sim "$sim_url" --pid "$sidecar_pid" \
-  --api-key feedfacecafebeef0123456789abcdef --duration "$duration" --rate "$rate" --phase "$phase"
+  --api-key feedfacecafebeef0123456789abcdef --duration "$duration" --rate "$rate" --phase "$phase" "${fresh[@]}"

@@ -207,6 +207,39 @@ async fn badjwt_is_caught_by_the_jwks_and_resolved() {
     );
 }
 
+/// As with the real factory, every order carries another JWT (the
+/// simulator's token pool, larger than the sidecar's memory of recent
+/// tokens): each is checked, passes at the first try, and counts as no
+/// chaos; `badjwt` among fresh tokens is still caught and resolved.
+#[tokio::test]
+async fn fresh_tokens_all_pass_at_the_first_try_and_badjwt_is_still_caught() {
+    const POOL: usize = 40;
+    let sim = sim::start_with(sim::fast_options().token_pool(POOL)).await;
+    let sc = start(&sim, |_| {}).await;
+    let http = Http::new();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..POOL {
+        let reply = order(&http, &sc, &sim).await;
+        assert_pizza(&sim, &reply);
+        assert_eq!(reply.header("x-sidecar-attempts"), Some("1"));
+        seen.insert(reply.json()["jwt"].as_str().expect("jwt").to_owned());
+    }
+    assert_eq!(seen.len(), POOL, "every order carried another token");
+    let s = status(&http, &sc).await;
+    assert_eq!(
+        s["chaos"]["recent"].as_array().map(Vec::len),
+        Some(0),
+        "{s}"
+    );
+    assert_eq!(sim.stats().jwks_requests, 1, "the keys were fetched once");
+
+    sim.set_chaos(ChaosSpec::badjwt());
+    let caught = order(&http, &sc, &sim).await;
+    assert_pizza(&sim, &caught);
+    assert_eq!(caught.header("x-sidecar-attempts"), Some("2"));
+    assert_eq!(resolved_episode(&http, &sc, "badjwt").await["how"], "auto");
+}
+
 #[tokio::test]
 async fn throttle_is_resolved_after_the_first_slow_answer() {
     let sim = sim::start_with(sim::fast_options().throttle_delay(Duration::from_secs(2))).await;

@@ -169,6 +169,36 @@ async fn each_distinct_order_gets_its_own_pizza_and_repeats_stay_valid() {
     assert_eq!(stats(&http, &sim).await.orders_ok, 6);
 }
 
+#[tokio::test]
+async fn a_token_pool_answers_each_order_with_the_next_of_n_valid_pizzas() {
+    const POOL: usize = 4;
+    let sim = start_with(fast_options().token_pool(POOL)).await;
+    let http = Http::new();
+    let mut jwts = Vec::new();
+    for _ in 0..2 * POOL {
+        let r = sample_order(&http, &sim).await.expect("answer");
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(keys(&r.json()), ["jwt"], "the real factory's shape");
+        jwts.push(r.json()["jwt"].as_str().expect("jwt").to_owned());
+    }
+    assert_eq!(jwts[..POOL], jwts[POOL..], "the pool, in turn");
+    let distinct: std::collections::HashSet<&String> = jwts.iter().collect();
+    assert_eq!(distinct.len(), POOL, "no two orders in a row share a token");
+    for jwt in &jwts[..POOL] {
+        assert!(sim.verify(jwt), "each pooled pizza verifies");
+    }
+    let other = sim::SAMPLE_ORDER.replace("\"id\":719", "\"id\":720");
+    let r = order(&http, &sim, &other).await.expect("answer");
+    let jwt = r.json()["jwt"].as_str().expect("jwt").to_owned();
+    assert!(sim.verify(&jwt) && !distinct.contains(&jwt), "its own pool");
+    assert!(
+        sim::spawn(fast_options().token_pool(100_000))
+            .await
+            .is_err(),
+        "a pool too large is refused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_orders_on_the_cheap_path_all_get_valid_pizzas() {
     const CLIENTS: usize = 16;
@@ -866,6 +896,7 @@ fn sim_help_lists_the_spec_flags() {
         "--api-key",
         "--public-url",
         "--oven-delay",
+        "--token-pool",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }

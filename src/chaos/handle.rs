@@ -148,18 +148,13 @@ impl Chaos {
         self.config.detect || self.config.redact_in_responses || self.config.verify_jwt
     }
 
-    pub(crate) async fn verify(&self, token: &str) -> Verdict {
+    pub(crate) async fn verify(&self, token: &[u8]) -> Verdict {
         self.jwks.verify(token).await
     }
 
     /// [`verify`](Self::verify) without waiting: `None` when it takes a fetch.
-    pub(crate) fn verify_now(&self, token: &str) -> Option<Verdict> {
+    pub(crate) fn verify_now(&self, token: &[u8]) -> Option<Verdict> {
         self.jwks.verify_now(token)
-    }
-
-    /// Whether `token` was verified valid lately (no fetch, no signature check).
-    pub(crate) fn is_known_valid(&self, token: &[u8]) -> bool {
-        self.jwks.is_known_valid(token)
     }
 
     /// Records a sighting (when detection is on) and says what to do about its link.

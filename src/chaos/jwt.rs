@@ -6,9 +6,9 @@
 //!   token names a key id it does not hold (the factory restarted with a new
 //!   key). Refreshes are single-flight (concurrent callers wait for one
 //!   fetch) and rate-limited (at most one per `min_refresh`).
-//! - RS256 with `jsonwebtoken` (aws-lc-rs backend). The factory writes
-//!   `iat`/`exp` in the JWT *header*, so no payload claim is required, or
-//!   every real pizza would be rejected.
+//! - RS256, checked by [`jws`](super::jws) with keys parsed once per fetch.
+//!   The factory writes `iat`/`exp` in the JWT *header*, so no payload claim
+//!   is required, or every real pizza would be rejected.
 //! - No guessing: a token that is not even a JWS (the factory's badjwt
 //!   token has a mangled header) is invalid whatever the keys; a token whose
 //!   signature needs checking while the JWKS cannot be had is
@@ -16,21 +16,23 @@
 //! - Cheap for a repeated token: the last [`RECENT_VALID`] tokens that
 //!   verified are kept verbatim and compared byte for byte (no hash, so
 //!   nothing to collide), so the same pizza is not checked twice; an
-//!   RSA-2048 verification costs tens of microseconds, a hit well under one.
-//!   A real factory signs every order anew, so there this only helps
-//!   repeats; the simulator's cheap path (load benchmarks) answers one token.
+//!   RSA-2048 verification costs about 20 microseconds, a hit well under
+//!   one. The slots are reused, so remembering a token allocates nothing
+//!   once they are filled. A real factory signs every order anew, so there
+//!   this only helps repeats; the simulator's cheap path answers one token
+//!   (`sim --token-pool` answers fresh ones).
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::chaos::jws::well_formed;
 use crate::chaos::side::SideChannel;
+
+pub use crate::chaos::jws::{KeySet, Verdict};
 
 /// Where the factory publishes its keys.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -38,157 +40,42 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 const JWKS_MAX_BYTES: usize = 64 * 1024;
 /// Default: at most one JWKS fetch per this long.
 pub const DEFAULT_MIN_REFRESH: Duration = Duration::from_secs(10);
-/// Valid tokens remembered verbatim (most recent first).
+/// Valid tokens remembered verbatim.
 pub const RECENT_VALID: usize = 16;
+/// Longer tokens are checked every time, not remembered (the memory stays
+/// within `RECENT_VALID` times this).
+const REMEMBER_MAX_BYTES: usize = 4096;
 
-/// What checking a pizza JWT found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Signed by a key of the factory's JWKS.
-    Valid,
-    /// Not a valid pizza (badjwt).
-    Invalid(&'static str),
-    /// Could not be decided: the JWKS cannot be had (reason).
-    Unknown(String),
+/// The last valid tokens, verbatim, in slots reused round-robin.
+#[derive(Debug, Default)]
+struct Recent {
+    slots: Vec<Vec<u8>>,
+    /// The slot the next token overwrites once all are filled.
+    next: usize,
 }
 
-/// The factory's verification keys, parsed once per fetch.
-pub struct KeySet {
-    validation: Validation,
-    by_kid: HashMap<String, DecodingKey>,
-    /// Keys published without a `kid`: tried for tokens without one.
-    anonymous: Vec<DecodingKey>,
-}
-
-impl std::fmt::Debug for KeySet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeySet").field("keys", &self.len()).finish()
+impl Recent {
+    fn contains(&self, token: &[u8]) -> bool {
+        self.slots.iter().any(|t| t == token)
     }
-}
 
-/// A key check that needs a fresh JWKS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    Done(Result<(), &'static str>),
-    UnknownKid,
-}
-
-impl KeySet {
-    /// Parses a JWKS document, keeping the RSA signing keys and skipping
-    /// any entry it cannot use.
-    pub fn from_jwks(body: &[u8]) -> Result<KeySet, String> {
-        #[derive(serde::Deserialize)]
-        struct Doc {
-            keys: Vec<serde_json::Value>,
+    fn insert(&mut self, token: &[u8]) {
+        if token.len() > REMEMBER_MAX_BYTES || self.contains(token) {
+            return;
         }
-        let doc: Doc =
-            serde_json::from_slice(body).map_err(|e| format!("JWKS is not a key set: {e}"))?;
-        let mut set = KeySet {
-            validation: validation(),
-            by_kid: HashMap::new(),
-            anonymous: Vec::new(),
-        };
-        for entry in doc.keys {
-            let Ok(jwk) = serde_json::from_value::<Jwk>(entry) else {
-                continue;
-            };
-            if !matches!(jwk.algorithm, AlgorithmParameters::RSA(_))
-                || matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption))
-            {
-                continue;
-            }
-            let Ok(key) = DecodingKey::from_jwk(&jwk) else {
-                continue;
-            };
-            match jwk.common.key_id {
-                Some(kid) => {
-                    set.by_kid.insert(kid, key);
-                }
-                None => set.anonymous.push(key),
-            }
+        if self.slots.len() < RECENT_VALID {
+            self.slots.push(token.to_vec());
+            return;
         }
-        if set.is_empty() {
-            return Err("JWKS holds no usable RSA key".to_owned());
-        }
-        Ok(set)
+        let slot = &mut self.slots[self.next % RECENT_VALID];
+        slot.clear();
+        slot.extend_from_slice(token);
+        self.next = (self.next + 1) % RECENT_VALID;
     }
 
-    pub fn len(&self) -> usize {
-        self.by_kid.len() + self.anonymous.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Verifies `token` with these keys only (no fetching): `None` when its
-    /// key id is not among them.
-    pub fn verify(&self, token: &str) -> Option<Verdict> {
-        let header = match parse_header(token) {
-            Ok(h) => h,
-            Err(v) => return Some(v),
-        };
-        match self.check(token, &header) {
-            Check::Done(Ok(())) => Some(Verdict::Valid),
-            Check::Done(Err(why)) => Some(Verdict::Invalid(why)),
-            Check::UnknownKid => None,
-        }
-    }
-
-    fn check(&self, token: &str, header: &Header) -> Check {
-        let verify = |key: &DecodingKey| {
-            jsonwebtoken::decode::<serde::de::IgnoredAny>(token, key, &self.validation)
-                .map(|_| ())
-                .map_err(|e| reason(&e))
-        };
-        match header.kid.as_deref() {
-            Some(kid) => match self.by_kid.get(kid) {
-                Some(key) => Check::Done(verify(key)),
-                None => Check::UnknownKid,
-            },
-            None => {
-                let mut last = Err("no key without a key id");
-                for key in self.anonymous.iter().chain(self.by_kid.values()) {
-                    last = verify(key);
-                    if last.is_ok() {
-                        break;
-                    }
-                }
-                Check::Done(last)
-            }
-        }
-    }
-}
-
-/// The structural checks that need no key.
-fn parse_header(token: &str) -> Result<Header, Verdict> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| Verdict::Invalid("not a JWS"))?;
-    if header.alg != Algorithm::RS256 {
-        return Err(Verdict::Invalid("not RS256"));
-    }
-    Ok(header)
-}
-
-fn validation() -> Validation {
-    let mut v = Validation::new(Algorithm::RS256);
-    // iat/exp sit in the factory's header; the payload has no claim to require.
-    v.required_spec_claims.clear();
-    v.validate_aud = false;
-    v
-}
-
-fn reason(e: &jsonwebtoken::errors::Error) -> &'static str {
-    use jsonwebtoken::errors::ErrorKind;
-    match e.kind() {
-        ErrorKind::InvalidSignature => "bad signature",
-        ErrorKind::ExpiredSignature => "expired",
-        ErrorKind::ImmatureSignature => "not yet valid",
-        ErrorKind::InvalidAlgorithm => "wrong algorithm",
-        ErrorKind::Base64(_)
-        | ErrorKind::Json(_)
-        | ErrorKind::Utf8(_)
-        | ErrorKind::InvalidToken => "malformed",
-        _ => "invalid",
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.len()
     }
 }
 
@@ -271,7 +158,7 @@ pub struct JwksCache {
     /// Single flight: one fetch at a time. An async gate that guards no data
     /// (the state sits behind the sync lock, never held across an await).
     gate: tokio::sync::Mutex<()>,
-    valid: Mutex<VecDeque<Box<str>>>,
+    valid: Mutex<Recent>,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -289,57 +176,43 @@ impl JwksCache {
             min_refresh,
             state: Arc::new(Mutex::new(State::default())),
             gate: tokio::sync::Mutex::new(()),
-            valid: Mutex::new(VecDeque::with_capacity(RECENT_VALID)),
+            valid: Mutex::new(Recent::default()),
         }
     }
 
     /// Checks a pizza JWT with what is at hand (a remembered token, the keys
     /// held): `None` when that takes a JWKS fetch ([`verify`](Self::verify)).
-    pub fn verify_now(&self, token: &str) -> Option<Verdict> {
-        if self.is_known_valid(token.as_bytes()) {
+    pub fn verify_now(&self, token: &[u8]) -> Option<Verdict> {
+        if self.is_known_valid(token) {
             return Some(Verdict::Valid);
         }
-        let header = match parse_header(token) {
-            Ok(h) => h,
-            Err(v) => return Some(v),
+        let Some(keys) = self.state.lock().keys.clone() else {
+            // No keys yet: only a token that is not even a JWS is judged.
+            return well_formed(token).err().map(Verdict::Invalid);
         };
-        let keys = self.state.lock().keys.clone()?;
-        match keys.check(token, &header) {
-            Check::Done(r) => Some(self.remember(token, r)),
-            Check::UnknownKid => None,
-        }
+        let verdict = keys.verify(token)?;
+        Some(self.remember(token, verdict))
     }
 
     /// Whether `token` is, byte for byte, one of the last valid tokens.
     pub fn is_known_valid(&self, token: &[u8]) -> bool {
-        self.valid.lock().iter().any(|t| t.as_bytes() == token)
+        self.valid.lock().contains(token)
     }
 
-    /// A verdict, remembering the token when it is valid.
-    fn remember(&self, token: &str, verdict: Result<(), &'static str>) -> Verdict {
-        match verdict {
-            Ok(()) => {
-                let mut valid = self.valid.lock();
-                if valid.len() >= RECENT_VALID {
-                    valid.pop_back();
-                }
-                valid.push_front(token.into());
-                Verdict::Valid
-            }
-            Err(why) => Verdict::Invalid(why),
+    /// Remembers `token` when `verdict` says it is valid.
+    fn remember(&self, token: &[u8], verdict: Verdict) -> Verdict {
+        if verdict == Verdict::Valid {
+            self.valid.lock().insert(token);
         }
+        verdict
     }
 
     /// Checks a pizza JWT; fetches the JWKS when it has none yet or the
     /// token's key id is unknown.
-    pub async fn verify(&self, token: &str) -> Verdict {
+    pub async fn verify(&self, token: &[u8]) -> Verdict {
         if let Some(verdict) = self.verify_now(token) {
             return verdict;
         }
-        let header = match parse_header(token) {
-            Ok(h) => h,
-            Err(v) => return v,
-        };
         let (keys, generation) = {
             let st = self.state.lock();
             (st.keys.clone(), st.generation)
@@ -351,15 +224,14 @@ impl JwksCache {
                 Err(e) => return Verdict::Unknown(e),
             },
         };
-        let verdict = match keys.check(token, &header) {
-            Check::Done(r) => r,
-            Check::UnknownKid => {
+        let verdict = match keys.verify(token) {
+            Some(verdict) => verdict,
+            None => {
                 let generation = self.state.lock().generation;
                 match self.refresh(generation).await {
-                    Ok((fresh, true)) => match fresh.check(token, &header) {
-                        Check::Done(r) => r,
-                        Check::UnknownKid => Err("unknown key id"),
-                    },
+                    Ok((fresh, true)) => fresh
+                        .verify(token)
+                        .unwrap_or(Verdict::Invalid("unknown key id")),
                     // No fetch allowed yet: the key may be new, so no verdict.
                     Ok((_, false)) => {
                         return Verdict::Unknown(
@@ -491,8 +363,8 @@ mod tests {
         let (a, _) = keys();
         let (cache, fetches) = cache_with(move || (StatusCode::OK, jwks(&[a])));
         let token = a.sign(&pizza_claims()).expect("sign");
-        assert_eq!(cache.verify(&token).await, Verdict::Valid);
-        assert_eq!(cache.verify(&token).await, Verdict::Valid);
+        assert_eq!(cache.verify(token.as_bytes()).await, Verdict::Valid);
+        assert_eq!(cache.verify(token.as_bytes()).await, Verdict::Valid);
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         let s = cache.snapshot();
         assert_eq!((s.state, s.keys), ("available", 1));
@@ -500,7 +372,7 @@ mod tests {
         // A remembered token is a hit even once its key is gone: proof the
         // second check above never reached the signature.
         cache.state.lock().keys = None;
-        assert_eq!(cache.verify(&token).await, Verdict::Valid);
+        assert_eq!(cache.verify(token.as_bytes()).await, Verdict::Valid);
     }
 
     #[tokio::test]
@@ -515,18 +387,50 @@ mod tests {
             })
             .collect();
         for t in &tokens {
-            assert_eq!(cache.verify(t).await, Verdict::Valid);
+            assert_eq!(cache.verify(t.as_bytes()).await, Verdict::Valid);
         }
-        let valid = cache.valid.lock();
-        assert_eq!(valid.len(), RECENT_VALID);
-        assert_eq!(
-            valid.front().map(|t| &**t),
-            tokens.last().map(String::as_str)
-        );
-        assert!(
-            !valid.iter().any(|t| **t == *tokens[0]),
-            "the oldest is forgotten"
-        );
+        assert_eq!(cache.valid.lock().len(), RECENT_VALID);
+        assert!(cache.is_known_valid(tokens[tokens.len() - 1].as_bytes()));
+        assert!(cache.is_known_valid(tokens[4].as_bytes()));
+        for old in &tokens[..4] {
+            assert!(
+                !cache.is_known_valid(old.as_bytes()),
+                "the oldest are forgotten"
+            );
+        }
+        // The check without waiting remembers too; an invalid token is not.
+        let fresh = a.sign(&serde_json::json!({"fresh": 1})).expect("sign");
+        assert_eq!(cache.verify_now(fresh.as_bytes()), Some(Verdict::Valid));
+        assert!(cache.is_known_valid(fresh.as_bytes()));
+        let bad = format!("{}x", &fresh[..fresh.len() - 1]);
+        assert!(matches!(
+            cache.verify_now(bad.as_bytes()),
+            Some(Verdict::Invalid(_))
+        ));
+        assert!(!cache.is_known_valid(bad.as_bytes()));
+    }
+
+    #[test]
+    fn the_memory_of_valid_tokens_stays_bounded() {
+        let mut recent = Recent::default();
+        for i in 0..RECENT_VALID * 50 {
+            recent.insert(format!("token-{i:06}").as_bytes());
+            assert!(recent.len() <= RECENT_VALID);
+        }
+        assert_eq!(recent.len(), RECENT_VALID);
+        let last = RECENT_VALID * 50 - 1;
+        for i in last + 1 - RECENT_VALID..=last {
+            assert!(recent.contains(format!("token-{i:06}").as_bytes()), "{i}");
+        }
+        assert!(!recent.contains(format!("token-{:06}", last - RECENT_VALID).as_bytes()));
+        // A repeat takes no second slot; an oversized token none at all.
+        recent.insert(format!("token-{last:06}").as_bytes());
+        recent.insert(&vec![b'a'; REMEMBER_MAX_BYTES + 1]);
+        assert!(!recent.contains(&vec![b'a'; REMEMBER_MAX_BYTES + 1]));
+        assert!(recent.contains(format!("token-{:06}", last + 1 - RECENT_VALID).as_bytes()));
+        // Slots are reused, so the memory is at most the cap times the largest token.
+        let held: usize = recent.slots.iter().map(Vec::capacity).sum();
+        assert!(held <= RECENT_VALID * REMEMBER_MAX_BYTES, "{held}");
     }
 
     #[tokio::test]
@@ -536,28 +440,31 @@ mod tests {
         // Signed by another key under a's key id.
         let forged = b.sign_as(Some("key-a"), &pizza_claims()).expect("sign");
         assert_eq!(
-            cache.verify(&forged).await,
+            cache.verify(forged.as_bytes()).await,
             Verdict::Invalid("bad signature")
         );
         // The factory's badjwt: a real-looking token with its header overwritten.
         let good = a.sign(&pizza_claims()).expect("sign");
         let mangled = format!("deadx{}", &good[5..]);
-        assert!(matches!(cache.verify(&mangled).await, Verdict::Invalid(_)));
         assert!(matches!(
-            cache.verify("not a jwt").await,
+            cache.verify(mangled.as_bytes()).await,
             Verdict::Invalid(_)
         ));
-        assert!(matches!(cache.verify("").await, Verdict::Invalid(_)));
+        assert!(matches!(
+            cache.verify(b"not a jwt").await,
+            Verdict::Invalid(_)
+        ));
+        assert!(matches!(cache.verify(b"").await, Verdict::Invalid(_)));
         // A payload changed under a valid signature.
         let mut parts: Vec<&str> = good.split('.').collect();
         parts[1] = "eyJ4IjoxfQ";
         assert!(matches!(
-            cache.verify(&parts.join(".")).await,
+            cache.verify(parts.join(".").as_bytes()).await,
             Verdict::Invalid(_)
         ));
         // Without a kid, every key is tried.
         let anonymous = a.sign_as(None, &pizza_claims()).expect("sign");
-        assert_eq!(cache.verify(&anonymous).await, Verdict::Valid);
+        assert_eq!(cache.verify(anonymous.as_bytes()).await, Verdict::Valid);
     }
 
     #[tokio::test(start_paused = true)]
@@ -575,7 +482,7 @@ mod tests {
         });
         let cache = Arc::new(cache);
         let ta = a.sign(&pizza_claims()).expect("sign");
-        assert_eq!(cache.verify(&ta).await, Verdict::Valid);
+        assert_eq!(cache.verify(ta.as_bytes()).await, Verdict::Valid);
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
 
         // The factory restarts with a new key, later than the refresh interval.
@@ -586,7 +493,7 @@ mod tests {
             .map(|_| {
                 let cache = Arc::clone(&cache);
                 let tb = tb.clone();
-                tokio::spawn(async move { cache.verify(&tb).await })
+                tokio::spawn(async move { cache.verify(tb.as_bytes()).await })
             })
             .collect();
         for c in checks {
@@ -596,11 +503,17 @@ mod tests {
 
         // Another unknown kid right after: rate-limited, no fetch, no verdict.
         let tc = a.sign_as(Some("key-c"), &pizza_claims()).expect("sign");
-        assert!(matches!(cache.verify(&tc).await, Verdict::Unknown(_)));
+        assert!(matches!(
+            cache.verify(tc.as_bytes()).await,
+            Verdict::Unknown(_)
+        ));
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
         // Once a fetch is allowed and the key is still missing: invalid.
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(cache.verify(&tc).await, Verdict::Invalid("unknown key id"));
+        assert_eq!(
+            cache.verify(tc.as_bytes()).await,
+            Verdict::Invalid("unknown key id")
+        );
         assert_eq!(fetches.load(Ordering::SeqCst), 3);
     }
 
@@ -620,7 +533,7 @@ mod tests {
             }
         });
         let token = a.sign(&pizza_claims()).expect("sign");
-        match cache.verify(&token).await {
+        match cache.verify(token.as_bytes()).await {
             Verdict::Unknown(why) => assert!(why.contains("jwks unavailable"), "{why}"),
             v => panic!("must not guess: {v:?}"),
         }
@@ -631,17 +544,20 @@ mod tests {
             "{s:?}"
         );
         // Within the refresh interval: no new fetch, still unknown.
-        assert!(matches!(cache.verify(&token).await, Verdict::Unknown(_)));
+        assert!(matches!(
+            cache.verify(token.as_bytes()).await,
+            Verdict::Unknown(_)
+        ));
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         // A token that is not a JWS needs no key: invalid even now.
         assert!(matches!(
-            cache.verify("deadx.y.z").await,
+            cache.verify(b"deadx.y.z").await,
             Verdict::Invalid(_)
         ));
 
         up.store(true, Ordering::SeqCst);
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(cache.verify(&token).await, Verdict::Valid);
+        assert_eq!(cache.verify(token.as_bytes()).await, Verdict::Valid);
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
         assert_eq!(cache.snapshot().state, "available");
     }
@@ -657,7 +573,7 @@ mod tests {
             let (cache, _) = cache_with(move || (StatusCode::OK, body.to_owned()));
             let token = a.sign(&pizza_claims()).expect("sign");
             assert!(
-                matches!(cache.verify(&token).await, Verdict::Unknown(_)),
+                matches!(cache.verify(token.as_bytes()).await, Verdict::Unknown(_)),
                 "{body}"
             );
         }
@@ -666,7 +582,7 @@ mod tests {
         let set = KeySet::from_jwks(mixed.as_bytes()).expect("one usable key");
         assert_eq!(set.len(), 1);
         let token = a.sign(&pizza_claims()).expect("sign");
-        assert_eq!(set.verify(&token), Some(Verdict::Valid));
+        assert_eq!(set.verify(token.as_bytes()), Some(Verdict::Valid));
     }
 
     #[tokio::test]
@@ -674,6 +590,9 @@ mod tests {
         let cache = JwksCache::new(Arc::new(SideChannel::default()), Duration::from_secs(1));
         let (a, _) = keys();
         let token = a.sign(&pizza_claims()).expect("sign");
-        assert!(matches!(cache.verify(&token).await, Verdict::Unknown(_)));
+        assert!(matches!(
+            cache.verify(token.as_bytes()).await,
+            Verdict::Unknown(_)
+        ));
     }
 }

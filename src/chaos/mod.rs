@@ -13,7 +13,8 @@
 //! inspect.rs   the link(s) and the jwt in a JSON answer, zero-copy
 //! link.rs      the support-link shape: lenient to find, strict to follow
 //! mask.rs      mask_link, Masked (Display), redact (bodies)
-//! jwt.rs       JWKS cache (single flight, rate-limited refresh), RS256 verify
+//! jwt.rs       JWKS cache (single flight, rate-limited refresh), memory of recent valid tokens
+//! jws.rs       RS256 check of one token: keys parsed once per fetch, header read in place
 //! episodes.rs  the episode registry: cooldown, single flight, metrics, events, status
 //! resolve.rs   the report-link GET (path only) and what the answer means
 //! side.rs      side requests through the inner service (path only)
@@ -28,6 +29,7 @@ pub mod detect;
 pub mod episodes;
 mod handle;
 pub mod inspect;
+mod jws;
 pub mod jwt;
 pub mod layer;
 pub mod link;
@@ -35,8 +37,8 @@ pub mod mask;
 mod order;
 pub mod resolve;
 pub mod side;
-#[doc(hidden)]
-pub mod testkit;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use episodes::{EpisodeEvent, EventKind, How};
 pub use handle::{Chaos, ChaosSnapshot, ManualResolve, ResolveNowError};

@@ -180,12 +180,14 @@ fn judge_now(
     elapsed: Duration,
 ) -> Judged {
     let status = parts.status;
-    // The factory's usual answer, `{"jwt":"<token>"}`, with a token verified
-    // lately: healthy, no link, nothing to mask (a verified token is
-    // base64url and dots), so neither inspected nor checked again.
+    // The factory's usual answer, `{"jwt":"<token>"}`, with a token that
+    // verifies (remembered, or checked now with the keys at hand): healthy,
+    // no link, nothing to mask (a verified token is base64url and dots), so
+    // not inspected. Anything else takes the full path below, from the start.
     if status.is_success()
         && chaos.config.verify_jwt
-        && healthy_shape(&bytes).is_some_and(|token| chaos.is_known_valid(token))
+        && healthy_shape(&bytes)
+            .is_some_and(|token| chaos.verify_now(token) == Some(Verdict::Valid))
     {
         chaos.healthy();
         return Judged::Done(Ok(finish(parts, bytes, None)));
@@ -198,7 +200,7 @@ fn judge_now(
         // `None`: the check needs a key fetch.
         let verdict = match found.jwt() {
             Some(token) if status.is_success() && chaos.config.verify_jwt => {
-                chaos.verify_now(token).map(Some)
+                chaos.verify_now(token.as_bytes()).map(Some)
             }
             _ => Some(None),
         };
@@ -248,7 +250,7 @@ async fn judge_body(
         let verdict = match (known, found.jwt()) {
             (Some(known), _) => known,
             (None, Some(token)) if status.is_success() && chaos.config.verify_jwt => {
-                Some(verify_within(&chaos, token, VERIFY_WAIT).await)
+                Some(verify_within(&chaos, token.as_bytes(), VERIFY_WAIT).await)
             }
             (None, _) => None,
         };
@@ -337,7 +339,7 @@ fn finish(
 
 /// Checks `token`, waiting at most `wait` for the JWKS. A check that needs
 /// no fetch (keys held, or a remembered token) makes no timer at all.
-async fn verify_within(chaos: &Chaos, token: &str, wait: Duration) -> Verdict {
+async fn verify_within(chaos: &Chaos, token: &[u8], wait: Duration) -> Verdict {
     if let Some(verdict) = chaos.verify_now(token) {
         return verdict;
     }

@@ -1,6 +1,7 @@
 //! Test and benchmark helpers: an RSA signing key, its JWKS entry, and
-//! RS256 tokens signed with `jsonwebtoken::encode`. Not for production use
-//! (hidden from the docs); kept in the library so benches can use it too.
+//! RS256 tokens signed with `jsonwebtoken::encode` (a dev-dependency: the
+//! sidecar itself only verifies). Compiled into the unit tests only; the
+//! criterion benches include this file by path (`benches/inspect.rs`).
 
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
@@ -39,10 +40,6 @@ impl TestKey {
             n: B64.encode(public.modulus().big_endian_without_leading_zero()),
             e: B64.encode(public.exponent().big_endian_without_leading_zero()),
         })
-    }
-
-    pub fn kid(&self) -> &str {
-        &self.kid
     }
 
     /// The key's JWKS entry.

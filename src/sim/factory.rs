@@ -18,6 +18,7 @@
 //! then signing. Only under throttle does a successful order carry a
 //! `reportUrl`; without chaos the real factory sends `{"jwt"}` alone.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -29,7 +30,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::chaos::{ChaosKind, ChaosSpec, OrderChaos, ResolveOutcome, constant_time_eq};
-use super::jwt::payload_b64;
+use super::jwt::{CachedOrder, KeyError, Signed, payload_b64};
 use super::state::{Shared, VENDOR, bump};
 
 /// The answer type of every simulator route.
@@ -178,7 +179,7 @@ async fn order(shared: &Shared, parts: &Parts, body: Incoming) -> Result<Answer,
         },
     };
 
-    match entry.signed(&shared.signer, unix_now()) {
+    match pizza(shared, &entry).await {
         Ok(signed) => {
             bump(&shared.counters.orders_ok);
             Ok(match report_url {
@@ -197,6 +198,24 @@ async fn order(shared: &Shared, parts: &Parts, body: Incoming) -> Result<Answer,
             ))
         }
     }
+}
+
+/// The pizza for a valid order: the next pooled one with `--token-pool`
+/// (the pool signed on a blocking thread the first time), else the one
+/// signed for this second.
+async fn pizza(shared: &Shared, entry: &Arc<CachedOrder>) -> Result<Signed, KeyError> {
+    let size = shared.settings.token_pool;
+    if size == 0 {
+        return entry.signed(&shared.signer, unix_now());
+    }
+    if let Some(signed) = entry.pooled() {
+        return Ok(signed);
+    }
+    let (entry_, signer) = (Arc::clone(entry), Arc::clone(&shared.signer));
+    tokio::task::spawn_blocking(move || entry_.fill_pool(&signer, size, unix_now()))
+        .await
+        .map_err(|_| KeyError::SIGNING)??;
+    entry.pooled().ok_or(KeyError::SIGNING)
 }
 
 enum OrderCheck<'a> {

@@ -20,10 +20,21 @@
 //! compared on a hit), the payload and the JWT signed for the current second:
 //! each distinct body costs one signature per second at most, and answers
 //! stay exactly what the real factory would have sent.
+//!
+//! # Fresh tokens (`--token-pool N`)
+//! That cache makes a load run answer every order with the same token,
+//! which a verifier that remembers recent tokens checks for free; the real
+//! factory signs every pizza anew, so there every order costs the verifier
+//! one RSA check. With a pool, each distinct body gets `N` distinct tokens
+//! (`iat` one second apart, going back from the first order), signed once
+//! when the body is first seen, and its orders are answered with them in
+//! turn: a load run then pays the verification the real factory causes,
+//! while the simulator still signs nothing per order.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
@@ -41,6 +52,8 @@ pub const ISSUER: &str = "cs329.click";
 pub const LIFETIME_SECS: u64 = 24 * 60 * 60;
 /// Distinct order bodies remembered; when full the cache starts over.
 const CACHE_CAPACITY: usize = 256;
+/// Largest `--token-pool`: tokens kept per distinct body.
+pub const MAX_TOKEN_POOL: usize = 4096;
 
 /// The key could not be generated or used.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +62,7 @@ pub struct KeyError(&'static str);
 
 impl KeyError {
     pub(crate) const GENERATION: KeyError = KeyError("generation failed");
+    pub(crate) const SIGNING: KeyError = KeyError("signing failed");
 }
 
 /// The factory's signing key and what is derived from it once.
@@ -138,7 +152,7 @@ impl Signer {
                 jwt.as_bytes(),
                 &mut sig,
             )
-            .map_err(|_| KeyError("signing failed"))?;
+            .map_err(|_| KeyError::SIGNING)?;
         jwt.push('.');
         B64.encode_string(&sig, &mut jwt);
         Ok(jwt)
@@ -207,6 +221,10 @@ pub(crate) struct CachedOrder {
     body: Bytes,
     payload_b64: String,
     signed: RwLock<Option<Signed>>,
+    /// `--token-pool`: the distinct pizzas for this body, signed once.
+    pool: OnceLock<Box<[Signed]>>,
+    /// Which pooled pizza answers next.
+    turn: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +266,8 @@ impl OrderCache {
             body,
             payload_b64,
             signed: RwLock::new(None),
+            pool: OnceLock::new(),
+            turn: AtomicUsize::new(0),
         });
         let mut map = self.map.write();
         if map.len() >= CACHE_CAPACITY {
@@ -282,6 +302,33 @@ impl CachedOrder {
             *slot = Some(fresh.clone());
         }
         Ok(fresh)
+    }
+
+    /// The next of this body's pooled pizzas, once [`fill_pool`](Self::fill_pool) ran.
+    pub(crate) fn pooled(&self) -> Option<Signed> {
+        let pool = self.pool.get()?;
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        pool.get(turn % pool.len()).cloned()
+    }
+
+    /// Signs `size` distinct pizzas for this body (`iat` = `now`, `now - 1`,
+    /// ...), unless a pool is already there: CPU work of about a
+    /// millisecond per token, for a blocking thread.
+    pub(crate) fn fill_pool(&self, signer: &Signer, size: usize, now: u64) -> Result<(), KeyError> {
+        if self.pool.get().is_some() {
+            return Ok(());
+        }
+        let pool = (0..size.max(1) as u64)
+            .map(|back| {
+                let iat = now.saturating_sub(back);
+                let jwt: Arc<str> = Arc::from(signer.sign(&self.payload_b64, iat)?);
+                let answer = Bytes::from(format!(r#"{{"jwt":"{jwt}"}}"#));
+                Ok(Signed { iat, jwt, answer })
+            })
+            .collect::<Result<Box<[Signed]>, KeyError>>()?;
+        // A concurrent first order may have filled it meanwhile: either pool will do.
+        let _ = self.pool.set(pool);
+        Ok(())
     }
 }
 
@@ -364,6 +411,29 @@ mod tests {
         assert!(cache.get(b"{\"diner\":2}").is_none());
         let answer: serde_json::Value = serde_json::from_slice(&c.answer).expect("json");
         assert_eq!(answer["jwt"].as_str(), Some(&*c.jwt));
+    }
+
+    #[test]
+    fn a_pool_answers_its_distinct_pizzas_in_turn() {
+        let s = signer();
+        let entry = OrderCache::default().insert(Bytes::from_static(b"{}"), payload());
+        assert!(
+            entry.pooled().is_none(),
+            "nothing before the pool is filled"
+        );
+        entry.fill_pool(&s, 3, 1_000).expect("sign");
+        let jwts: Vec<Arc<str>> = (0..6)
+            .map(|_| entry.pooled().expect("pooled").jwt)
+            .collect();
+        assert_eq!(&jwts[..3], &jwts[3..], "in turn");
+        let distinct: std::collections::HashSet<_> = jwts.iter().collect();
+        assert_eq!(distinct.len(), 3);
+        for jwt in &jwts[..3] {
+            assert!(s.verify(jwt).is_some(), "each one valid");
+        }
+        // Filling again keeps the pool (no new signatures).
+        entry.fill_pool(&s, 5, 2_000).expect("no-op");
+        assert_eq!(entry.pooled().expect("pooled").jwt, jwts[0]);
     }
 
     #[test]

@@ -29,6 +29,13 @@
 //! cache lookup: signatures are cached per distinct body for the current
 //! second (see [`jwt`](self::jwt) for why that is exact, not an
 //! approximation).
+//!
+//! # Fresh tokens
+//! So a load run answers every order of one body with one token, which a
+//! verifier that remembers recent tokens checks for free. `--token-pool N`
+//! ([`SimOptions::token_pool`]) answers them with N distinct tokens in turn,
+//! signed once per body: every order then costs a verifier one RSA check, as
+//! with the real factory, and the simulator still signs nothing per order.
 
 mod chaos;
 mod control;
@@ -95,6 +102,14 @@ pub struct SimArgs {
     /// On SIGINT/SIGTERM, how long in-flight requests may finish
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Answer the orders of each distinct body with N distinct pizza JWTs in
+    /// turn, signed once when the body is first seen (at most 4096), so every
+    /// order costs a verifier one RSA check, as the real factory's fresh
+    /// tokens do; 0: one token per body and second (load runs then send one
+    /// token again and again)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub token_pool: usize,
 }
 
 impl SimArgs {
@@ -110,6 +125,7 @@ impl SimArgs {
             oven_delay: self.oven_delay,
             public_url: self.public_url.clone(),
             shutdown_grace: self.shutdown_grace,
+            token_pool: self.token_pool,
         }
     }
 }

@@ -22,7 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::chaos::{ChaosKind, ChaosSpec, ChaosStatus, DownAction, mask};
 use super::factory::{self, Answer, Route};
-use super::jwt::{KeyError, Signer};
+use super::jwt::{KeyError, MAX_TOKEN_POOL, Signer};
 use super::state::{Settings, Shared, SimStats, bump};
 use super::{DEFAULT_API_KEY, control};
 
@@ -42,6 +42,11 @@ pub struct SimOptions {
     pub public_url: Option<String>,
     /// On shutdown, how long in-flight requests may take before being cut.
     pub shutdown_grace: Duration,
+    /// Distinct pizzas per order body, signed once and answered in turn, so
+    /// a load run pays a verifier's RSA check per order as the real factory
+    /// makes it do (see [`jwt`](super::jwt)); 0: one token per body and
+    /// second, as the real factory's deterministic signatures give.
+    pub token_pool: usize,
 }
 
 impl Default for SimOptions {
@@ -54,6 +59,7 @@ impl Default for SimOptions {
             oven_delay: super::DEFAULT_DELAY,
             public_url: None,
             shutdown_grace: Duration::from_secs(5),
+            token_pool: 0,
         }
     }
 }
@@ -94,6 +100,11 @@ impl SimOptions {
         self.shutdown_grace = grace;
         self
     }
+    #[must_use]
+    pub fn token_pool(mut self, size: usize) -> Self {
+        self.token_pool = size;
+        self
+    }
 
     fn validate(&self) -> Result<Settings, SimError> {
         let key_ok = !self.api_key.is_empty()
@@ -107,6 +118,11 @@ impl SimOptions {
                     .into(),
             ));
         }
+        if self.token_pool > MAX_TOKEN_POOL {
+            return Err(SimError::InvalidOption(format!(
+                "token pool: at most {MAX_TOKEN_POOL} tokens per order body"
+            )));
+        }
         let public_url = match &self.public_url {
             None => None,
             Some(url) => Some(validate_public_url(url)?),
@@ -116,6 +132,7 @@ impl SimOptions {
             throttle_delay: self.throttle_delay,
             oven_delay: self.oven_delay,
             public_url,
+            token_pool: self.token_pool,
         })
     }
 }

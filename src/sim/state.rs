@@ -77,6 +77,9 @@ pub(crate) struct Settings {
     pub oven_delay: Duration,
     /// Base of report links instead of `https://<Host>`, no trailing `/`.
     pub public_url: Option<String>,
+    /// Distinct pizzas per order body, answered in turn (`--token-pool`);
+    /// 0: the real factory's one token per body and second.
+    pub token_pool: usize,
 }
 
 /// The one vendor of the simulator (the real factory has one per student).
