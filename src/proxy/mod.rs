@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::Request;
 
 /// `AsyncWrite` for a wrapper that only changes how a connection is read
-/// (`server::Prefixed`, `framing::FramingGuard`): every write goes straight
+/// (`server::Prefixed`, `http1::guard::FramingGuard`): every write goes straight
 /// to its `inner` stream.
 macro_rules! write_through {
     ($wrapper:ident) => {
@@ -52,11 +52,9 @@ pub(crate) use write_through;
 pub mod body;
 pub mod client;
 pub mod collect;
-pub mod conn;
 pub mod connect;
-pub mod framing;
-pub mod h1;
 pub mod headers;
+pub mod http1;
 pub mod pool;
 pub mod recycle;
 pub mod server;

@@ -3,7 +3,7 @@
 //! Each accepted connection takes a permit from a semaphore of
 //! `server.max_connections`, so a flood of idle connections waits in the
 //! kernel's accept queue instead of exhausting file descriptors. A
-//! connection starts on the HTTP/1.1 fast path ([`crate::proxy::conn`]);
+//! connection starts on the HTTP/1.1 fast path ([`crate::proxy::http1::server`]);
 //! whatever that path does not take (h2c, chunked or oversized bodies,
 //! conflicting framing, bad heads) is handed, with the bytes already read,
 //! to hyper-util's server, which serves the rest of the connection: h1 with
@@ -37,9 +37,9 @@ use tokio::sync::{Notify, Semaphore};
 use crate::config::ServerConfig;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::collect::RequestBody;
-use crate::proxy::conn::{self, ConnLimits, Drain, Served};
-use crate::proxy::framing::{ConflictingFraming, ConnFraming, FramingGuard};
 use crate::proxy::headers::ClientAddr;
+use crate::proxy::http1::guard::{ConflictingFraming, ConnFraming, FramingGuard};
+use crate::proxy::http1::server::{self as fast_path, ConnLimits, Drain, Served};
 
 /// Connection-level settings taken from `[server]`.
 #[derive(Debug, Clone)]
@@ -159,7 +159,7 @@ pub async fn serve<S>(
             first_deadline: opts.header_read_timeout,
         };
         tokio::spawn(async move {
-            match conn::serve(stream, &mut svc, &peer, &limits, &drain).await {
+            match fast_path::serve(stream, &mut svc, &peer, &limits, &drain).await {
                 Served::Done => {}
                 Served::Handover(stream, prefix) => hyper.serve(stream, prefix, svc, peer).await,
             }

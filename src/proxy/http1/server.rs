@@ -50,8 +50,8 @@ use tower::Service;
 
 use crate::proxy::body::ProxyBody;
 use crate::proxy::collect::RequestBody;
-use crate::proxy::h1::push_decimal;
 use crate::proxy::headers::{ClientAddr, ConnectionTokens, plain_length};
+use crate::proxy::http1::client::push_decimal;
 use crate::proxy::recycle;
 
 /// Most headers in a request head (hyper's limit too; more goes to hyper).

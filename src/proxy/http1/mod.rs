@@ -1,0 +1,11 @@
+//! HTTP/1.1 as the sidecar speaks it itself, both ways.
+//!
+//! - [`server`]: the fast path for client connections: plain requests read
+//!   and answered here, anything else handed to hyper.
+//! - [`guard`]: follows the requests hyper reads on a handed-over
+//!   connection, to refuse conflicting framing.
+//! - [`client`]: HTTP/1.1 to the factory, spoken by the order's own future.
+
+pub mod client;
+pub mod guard;
+pub mod server;
