@@ -38,6 +38,7 @@ use crate::config::ServerConfig;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::collect::RequestBody;
 use crate::proxy::headers::ClientAddr;
+use crate::proxy::http1::common::request_head_limit;
 use crate::proxy::http1::guard::{ConflictingFraming, ConnFraming, FramingGuard};
 use crate::proxy::http1::server::{self as fast_path, ConnLimits, Drain, Served};
 
@@ -64,10 +65,9 @@ impl From<&ServerConfig> for ServeOptions {
 }
 
 impl ServeOptions {
-    /// The longest request head either path reads (hyper's buffer is at
-    /// least 8 KiB).
+    /// The longest request head either path reads.
     fn head_limit(&self) -> usize {
-        self.max_header_bytes.max(8192)
+        request_head_limit(self.max_header_bytes)
     }
 }
 
