@@ -50,6 +50,10 @@ pub struct ServeOptions {
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Plain HTTP/1.1 requests on the sidecar's own fast path (always, but
+    /// for tests): off, every connection goes to hyper from its first byte,
+    /// so a test can send the same request down both paths and compare.
+    pub fast_path: bool,
 }
 
 impl From<&ServerConfig> for ServeOptions {
@@ -60,6 +64,7 @@ impl From<&ServerConfig> for ServeOptions {
             max_header_bytes: c.max_header_bytes,
             max_body_bytes: c.max_body_bytes,
             shutdown_grace: c.shutdown_grace,
+            fast_path: true,
         }
     }
 }
@@ -158,10 +163,15 @@ pub async fn serve<S>(
             head_limit: opts.head_limit(),
             first_deadline: opts.header_read_timeout,
         };
+        let fast = opts.fast_path;
         tokio::spawn(async move {
-            match fast_path::serve(stream, &mut svc, &peer, &limits, &drain).await {
-                Served::Done => {}
-                Served::Handover(stream, prefix) => hyper.serve(stream, prefix, svc, peer).await,
+            let served = if fast {
+                fast_path::serve(stream, &mut svc, &peer, &limits, &drain).await
+            } else {
+                Served::Handover(stream, Bytes::new())
+            };
+            if let Served::Handover(stream, prefix) = served {
+                hyper.serve(stream, prefix, svc, peer).await;
             }
             drop(permit);
         });

@@ -1,7 +1,7 @@
 //! The one raw HTTP/1 client of the tests: bytes written exactly as a test
 //! gives them (pipelined, malformed, smuggling-shaped), answers read back
 //! with their own framing, and whether the connection stayed open. Raw
-//! upstreams read request heads with it too.
+//! upstreams read requests with it too.
 //!
 //! It is an independent reader on purpose: it does not use the sidecar's
 //! HTTP/1 code, so a framing mistake there shows up here as a wrong answer
@@ -36,6 +36,32 @@ pub struct Answer {
     pub framing: Framing,
 }
 
+/// One request as it came off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    pub version: String,
+    /// In wire order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first value of `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        first(&self.headers, name)
+    }
+}
+
+/// The first value of `name` among `headers`.
+fn first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// How an answer's body was delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -50,10 +76,7 @@ pub enum Framing {
 impl Answer {
     /// The first value of `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        first(&self.headers, name)
     }
 
     /// Every value of `name`, in wire order.
@@ -166,6 +189,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             .unwrap_or_default()
     }
 
+    /// Reads one request as a proxy writes it (a Content-Length body or
+    /// none: the sidecar never sends chunked requests); `None` when the
+    /// connection ends before a request head.
+    pub async fn request(&mut self) -> Option<Request> {
+        // A kept-alive connection may idle as long as its peer likes.
+        if self.buf.is_empty() {
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk).await {
+                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+        let head = self.head_bytes().await?;
+        let text = String::from_utf8_lossy(&head);
+        let mut lines = text.split("\r\n");
+        let line = lines.next().unwrap_or_default();
+        let mut parts = line.splitn(3, ' ');
+        let (method, target, version) = (
+            parts.next().unwrap_or_default().to_owned(),
+            parts.next().unwrap_or_default().to_owned(),
+            parts.next().unwrap_or_default().to_owned(),
+        );
+        let headers = header_lines(lines);
+        let mut request = Request {
+            method,
+            target,
+            version,
+            headers,
+            body: Vec::new(),
+        };
+        let n: usize = request
+            .header("content-length")
+            .map(|v| v.parse().expect("a Content-Length of digits"))
+            .unwrap_or(0);
+        while self.buf.len() < n {
+            assert!(self.fill().await, "the request body was cut");
+        }
+        request.body = self.buf.drain(..n).collect();
+        Some(request)
+    }
+
     /// Reads one answer; `head_request`: it answers a HEAD, so no body
     /// follows. `None` when the connection ends before an answer head.
     pub async fn answer(&mut self, head_request: bool) -> Option<Answer> {
@@ -200,13 +264,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             .next()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("not a status line: {status_line:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (name, value) = l.split_once(':').unwrap_or((l, ""));
-                (name.to_ascii_lowercase(), value.trim().to_owned())
-            })
-            .collect();
+        let headers = header_lines(lines);
         let mut answer = Answer {
             version,
             status,
@@ -259,6 +317,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             assert!(self.fill().await, "a line was cut");
         }
     }
+}
+
+/// Header lines as (lower-case name, trimmed value), in wire order.
+fn header_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.split_once(':').unwrap_or((l, ""));
+            (name.to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect()
 }
 
 /// Where the first blank line ends.

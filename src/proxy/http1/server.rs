@@ -737,5 +737,15 @@ mod tests {
             head.contains("content-length: 7\r\n"),
             "a HEAD answer keeps its length: {head}"
         );
+
+        let mut res = Response::new(ProxyBody::empty());
+        *res.status_mut() = http::StatusCode::NO_CONTENT;
+        res.headers_mut()
+            .insert("content-length", HeaderValue::from_static("0"));
+        let head = head_of(res, Framing::None, false, true);
+        assert!(
+            !head.contains("content-length"),
+            "a 204 carries no length: {head}"
+        );
     }
 }
