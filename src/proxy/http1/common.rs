@@ -5,12 +5,12 @@
 //!
 //! Why one module: each rule here used to live in two or three copies, and
 //! a rule fixed in one copy stayed wrong in the others. What is here: the
-//! limits, how a head is parsed and where its headers sit ([`Span`]), the readers of the
-//! framing headers ([`FramingHeaders`]: Content-Length, Transfer-Encoding,
-//! Connection, Upgrade, Expect), the keep-alive and bodiless rules, the one
-//! [`Framing`] of a body, and how a read buffer grows. Which headers a
-//! proxy forwards is policy, not wire, and stays in
-//! [`crate::proxy::headers`].
+//! limits, how a head is parsed and where its headers sit ([`Span`]), the
+//! readers of the framing headers ([`FramingHeaders`]: Content-Length,
+//! Transfer-Encoding, Connection, Upgrade, Expect), the keep-alive and
+//! bodiless rules, the one [`Framing`] of a body, how a read buffer grows,
+//! and the few writers of head lines. Which headers a proxy forwards is
+//! policy, not wire, and stays in [`crate::proxy::headers`].
 
 use std::io;
 use std::mem::MaybeUninit;

@@ -18,7 +18,9 @@
 //! chunked or oversized bodies, conflicting framing, heads that are too
 //! large or malformed) is handed to hyper with the bytes read so far
 //! ([`Served::Handover`]), and hyper serves the rest of the connection as it
-//! always did, with its own 400/413/431 answers.
+//! always did, with its own 400/413/431 answers. The wire rules it applies
+//! are [`super::common`]'s; `tests/differential.rs` sends one table of
+//! requests to it and to hyper and compares what each did.
 //!
 //! Limits: a request head must be complete within
 //! `server.header_read_timeout` of the moment the server started waiting
