@@ -80,6 +80,7 @@ pub struct Span {
 
 impl Span {
     /// The span of `header`, parsed out of `head`.
+    #[inline]
     pub fn of(head: &[u8], header: &httparse::Header<'_>) -> Span {
         Span {
             name: range(head, header.name.as_bytes()),
@@ -89,6 +90,8 @@ impl Span {
 
     /// The header as `http` types, the value a slice of `head`; `None`
     /// when the types refuse what httparse took.
+    // Once per header of every head, both ways: inlined into each loop.
+    #[inline(always)]
     pub fn header(&self, head: &Bytes) -> Option<(HeaderName, HeaderValue)> {
         let name = HeaderName::from_bytes(head.get(self.name.0..self.name.1)?).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(self.value.0..self.value.1)).ok()?;
@@ -97,12 +100,14 @@ impl Span {
 }
 
 /// Start and end of `part`, a slice of `head`, within it.
+#[inline]
 pub fn range(head: &[u8], part: &[u8]) -> (usize, usize) {
     let start = (part.as_ptr() as usize).saturating_sub(head.as_ptr() as usize);
     (start, start + part.len())
 }
 
 /// The HTTP version of a parsed head: 1.1, or 1.0 for anything older.
+#[inline]
 pub fn version(minor: u8) -> Version {
     if minor == 1 {
         Version::HTTP_11
@@ -113,6 +118,7 @@ pub fn version(minor: u8) -> Version {
 
 /// A Content-Length value of plain decimal digits (no sign, no list, at
 /// most 19 digits, so no overflow); `None` for anything else.
+#[inline]
 pub fn plain_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
@@ -227,6 +233,8 @@ pub struct FramingHeaders {
 impl FramingHeaders {
     /// Reads one header (`name` in any case); `false` when it is none of
     /// the headers read here.
+    // Once per header of every head: inlined into each loop.
+    #[inline(always)]
     pub fn read(&mut self, name: &[u8], value: &[u8]) -> bool {
         match name.len() {
             14 if name.eq_ignore_ascii_case(b"content-length") => {
@@ -253,6 +261,7 @@ impl FramingHeaders {
     /// Whether the connection may carry another message after this one
     /// (RFC 9112 section 9.3): HTTP/1.1 unless `close`, HTTP/1.0 only with
     /// `keep-alive`, never after conflicting framing.
+    #[inline]
     pub fn keeps_alive(&self, version: Version) -> bool {
         let by_version = if version == Version::HTTP_11 {
             true
@@ -301,6 +310,7 @@ impl FramingHeaders {
 
 /// Whether an answer has no body whatever its headers say (RFC 9112
 /// section 6.3): one to a HEAD request, 1xx, 204 and 304.
+#[inline]
 pub fn bodiless(head_request: bool, status: StatusCode) -> bool {
     head_request
         || status.is_informational()
@@ -311,6 +321,7 @@ pub fn bodiless(head_request: bool, status: StatusCode) -> bool {
 /// Whether a bodiless answer may still carry its Content-Length: a HEAD
 /// answer's and a 304's describe the body a GET would get (RFC 9110
 /// section 8.6); a 1xx or 204 must not carry one.
+#[inline]
 pub fn keeps_length_without_body(status: StatusCode) -> bool {
     !status.is_informational() && status != StatusCode::NO_CONTENT
 }
@@ -355,11 +366,13 @@ impl Growth {
 }
 
 /// Appends `n` in decimal.
+#[inline]
 pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
     push_digits(out, n, 10);
 }
 
 /// Appends `n` in lower-case hex (a chunk size).
+#[inline]
 pub fn push_hex(out: &mut Vec<u8>, n: u64) {
     push_digits(out, n, 16);
 }
@@ -380,6 +393,8 @@ fn push_digits(out: &mut Vec<u8>, mut n: u64, radix: u64) {
 }
 
 /// Appends one header line.
+// Once per header written: inlined into each loop.
+#[inline(always)]
 pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
