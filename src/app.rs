@@ -58,6 +58,16 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 impl Sidecar {
     /// Builds everything and starts serving (addresses with port 0 get a free port).
     pub async fn start(config: Config) -> Result<Sidecar, StartError> {
+        Self::start_with(config, |_| {}).await
+    }
+
+    /// [`Sidecar::start`] with the listener's options, taken from
+    /// `[server]`, adjusted by `tweak` (tests turn the HTTP/1.1 fast path
+    /// off this way, to compare it with hyper's).
+    pub async fn start_with(
+        config: Config,
+        tweak: impl FnOnce(&mut ServeOptions),
+    ) -> Result<Sidecar, StartError> {
         let config = Arc::new(config);
         let forward = Forward::new(&config.upstream)?;
         let telemetry = Telemetry::start(&config.telemetry, config.upstream.url().host())?;
@@ -118,7 +128,8 @@ impl Sidecar {
         });
 
         let (shutdown, watch_rx) = watch::channel(false);
-        let opts = ServeOptions::from(&config.server);
+        let mut opts = ServeOptions::from(&config.server);
+        tweak(&mut opts);
         let ready = readiness.clone();
         let task = tokio::spawn(async move {
             let stop_proxy = wait_for(watch_rx.clone());

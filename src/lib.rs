@@ -8,8 +8,9 @@
 //!
 //! ```text
 //! proxy::server      accept, connection limits, graceful drain; x-forwarded-for
-//!  ├ proxy::conn      HTTP/1.1 fast path: plain requests read and answered here
-//!  └ hyper            everything else (h2c, chunked bodies, bad heads), handed over
+//!  ├ proxy::http1::server  HTTP/1.1 fast path: plain requests read and answered here
+//!  └ hyper            everything else (h2c, chunked bodies, bad heads), handed over,
+//!                     watched by proxy::http1::guard (CL+TE marked for a 400)
 //!  └ telemetry        server span + http.server.request.duration + status counts
 //!   └ error::answer   typed errors become JSON answers (the one place)
 //!    └ proxy::collect body buffered up to max_body_bytes (413), CL+TE refused (400)
@@ -22,11 +23,17 @@
 //!         └ deadline  attempt_timeout per try
 //!          └ chaos    inspect order answers: report link, JWT, episodes, resolve, mask
 //!           └ proxy::client  Forward over proxy::pool (keep-alive): HTTP/1.1 by
-//!                            proxy::h1, h2 by ALPN through hyper; rustls
+//!                            proxy::http1::client, h2 by ALPN through hyper;
+//!                            proxy::connect dials TCP and TLS ([`tls`])
 //! ```
 //!
+//! Every HTTP/1.1 wire rule (limits, framing headers, keep-alive, bodiless
+//! answers, chunked coding) is written once, in `proxy::http1::common` and
+//! `proxy::http1::chunked`, for the fast path, the guard and the client.
+//!
 //! Beside the stack: `admin` (health, readiness, metrics, status, overrides),
-//! [`sim`] (a faithful factory simulator), [`demo`], [`config`].
+//! [`sim`] (a faithful factory simulator), [`demo`], [`config`]; [`tls`] is
+//! shared with the telemetry exporters.
 
 #![forbid(unsafe_code)]
 
@@ -42,3 +49,4 @@ pub mod proxy;
 pub mod resilience;
 pub mod sim;
 pub mod telemetry;
+pub mod tls;

@@ -1,6 +1,6 @@
-//! The HTTP/1.1 fast path on the wire, with a raw client: keep-alive and
-//! pipelining, HTTP/1.0, `Connection: close`, HEAD, a hand-over to hyper in
-//! the middle of a connection, a request body that stops, a drain that
+//! The HTTP/1.1 fast path on the wire, with the raw client of
+//! `support::wire`: keep-alive and pipelining, HTTP/1.0, `Connection:
+//! close`, HEAD, a hand-over to hyper in the middle of a connection, a request body that stops, a drain that
 //! closes idle connections, and answers streamed in chunks.
 
 mod support;
@@ -10,123 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::sidecar;
 use support::upstream::{FakeUpstream, answer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use support::wire::{Wire, read_head};
+use tokio::io::AsyncWriteExt;
 
-/// One answer read off a connection: status, headers (lower-case names),
-/// body.
-#[derive(Debug)]
-struct Wire {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Wire {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads answers from a connection, a head and a Content-Length or chunked
-/// body at a time (`head_only`: no body follows).
-struct Reader {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Reader {
-    /// Reads more; `false` at the end of the stream. Ten seconds without
-    /// a byte fails the test (a hang, not a result).
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-            Ok(_) => false,
-            Err(_) => panic!("nothing from the sidecar for 10 s"),
-        }
-    }
-
-    async fn answer(&mut self, head_only: bool) -> Option<Wire> {
-        let (len, status, headers) = loop {
-            let mut hs = [httparse::EMPTY_HEADER; 64];
-            let mut res = httparse::Response::new(&mut hs);
-            if let Ok(httparse::Status::Complete(len)) = res.parse(&self.buf) {
-                let headers: Vec<(String, String)> = res
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_ascii_lowercase(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                break (len, res.code.expect("status"), headers);
-            }
-            if !self.fill().await {
-                return None;
-            }
-        };
-        self.buf.drain(..len);
-        let mut wire = Wire {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if head_only {
-            return Some(wire);
-        }
-        if let Some(n) = wire.header("content-length") {
-            let n: usize = n.parse().expect("length");
-            while self.buf.len() < n {
-                assert!(self.fill().await, "the body was cut");
-            }
-            wire.body = self.buf.drain(..n).collect();
-        } else if wire.header("transfer-encoding") == Some("chunked") {
-            loop {
-                let line_end = loop {
-                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                        break i;
-                    }
-                    assert!(self.fill().await, "a chunk size was cut");
-                };
-                let size = usize::from_str_radix(
-                    std::str::from_utf8(&self.buf[..line_end]).expect("hex"),
-                    16,
-                )
-                .expect("chunk size");
-                self.buf.drain(..line_end + 2);
-                while self.buf.len() < size + 2 {
-                    assert!(self.fill().await, "a chunk was cut");
-                }
-                wire.body.extend(self.buf.drain(..size));
-                self.buf.drain(..2);
-                if size == 0 {
-                    break;
-                }
-            }
-        }
-        Some(wire)
-    }
-
-    /// Whether the server closed the connection (nothing more to read).
-    async fn closed(&mut self) -> bool {
-        self.buf.is_empty() && !self.fill().await
-    }
-}
-
-async fn connect(addr: std::net::SocketAddr) -> Reader {
-    Reader {
-        stream: TcpStream::connect(addr).await.expect("connect"),
-        buf: Vec::new(),
-    }
+async fn connect(addr: std::net::SocketAddr) -> Wire {
+    Wire::connect(addr).await
 }
 
 fn plain(c: &mut factory_sidecar::config::Config) {
@@ -306,7 +194,7 @@ async fn streamed_answers_of_unknown_length_go_out_chunked() {
     // A raw factory answering in chunks, with pauses between them.
     let up = support::raw::RawUpstream::start(|mut s, _| async move {
         // Every request on the connection gets the same chunked answer.
-        while !support::raw::read_head(&mut s).await.is_empty() {
+        while !read_head(&mut s).await.is_empty() {
             let _ = s
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n")
                 .await;

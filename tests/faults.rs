@@ -15,8 +15,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use support::client::TestClient;
-use support::raw::{RawUpstream, read_head};
+use support::raw::RawUpstream;
 use support::upstream::{FakeUpstream, echo_answer};
+use support::wire::{Wire, read_head};
 use support::{eventually, sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -219,14 +220,6 @@ async fn slowloris_heads_are_cut_by_the_header_read_timeout() {
     );
 }
 
-async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(request).await.expect("write");
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 /// A request framed by both Content-Length and Transfer-Encoding is refused
 /// with a 400 JSON answer, nothing of it is forwarded, the connection is
 /// closed after the answer (so nothing behind it is read as a request), and
@@ -239,7 +232,7 @@ async fn conflicting_content_length_and_transfer_encoding_get_400_and_nothing_is
         &b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"[..],
         &b"POST /api/order HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"[..],
     ] {
-        let text = raw_exchange(sc.sidecar.proxy_addr(), conflicting).await;
+        let text = Wire::exchange(sc.sidecar.proxy_addr(), conflicting).await;
         assert!(text.starts_with("HTTP/1.1 400"), "{text}");
         assert!(text.contains("x-sidecar-error: malformed-request"), "{text}");
         assert!(text.contains("\"message\""), "a JSON answer: {text}");
@@ -250,7 +243,7 @@ async fn conflicting_content_length_and_transfer_encoding_get_400_and_nothing_is
 
     // The same conflict behind a good request on a kept-alive connection:
     // the first is forwarded, the second refused.
-    let text = raw_exchange(
+    let text = Wire::exchange(
         sc.sidecar.proxy_addr(),
         b"POST /api/order HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nPOST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     )
@@ -278,7 +271,7 @@ async fn oversized_headers_get_431() {
     .await;
     let big = "a".repeat(64 * 1024);
     let req = format!("GET /api/docs HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
-    let text = raw_exchange(sc.sidecar.proxy_addr(), req.as_bytes()).await;
+    let text = Wire::exchange(sc.sidecar.proxy_addr(), req.as_bytes()).await;
     assert!(
         text.starts_with("HTTP/1.1 431"),
         "{}",

@@ -11,8 +11,8 @@ use http::{Method, StatusCode};
 use http_body_util::Full;
 use support::client::{TestClient, send_chunked};
 use support::upstream::{FakeUpstream, answer, echo_answer};
+use support::wire::Wire;
 use support::{eventually, sidecar};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// No breaker trips and no retries: these tests are about fidelity.
 fn plain(c: &mut factory_sidecar::config::Config) {
@@ -245,15 +245,11 @@ async fn oversized_bodies_get_413_and_nothing_is_forwarded() {
 async fn a_malformed_body_gets_400_json() {
     let up = FakeUpstream::echo().await;
     let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
-    let mut s = tokio::net::TcpStream::connect(sc.sidecar.proxy_addr())
-        .await
-        .expect("connect");
-    s.write_all(b"POST /api/order HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz-not-hex\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf);
+    let text = Wire::exchange(
+        sc.sidecar.proxy_addr(),
+        b"POST /api/order HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz-not-hex\r\n\r\n",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(
         text.contains("x-sidecar-error: malformed-request"),

@@ -1,9 +1,9 @@
 //! The pooled client to the factory, and `Forward`, the innermost service.
 //!
 //! One keep-alive [`Pool`] (bounded idle connections: an unbounded pool
-//! would keep every connection of a burst forever), rustls over aws-lc-rs
-//! with the webpki roots plus `upstream.ca_file`, and ALPN offering h2 and
-//! http/1.1 so the factory picks. `Forward` takes an origin-form
+//! would keep every connection of a burst forever) over the
+//! [`Dialer`] (TCP, then TLS from [`crate::tls`] with ALPN offering h2 and
+//! http/1.1 so the factory picks). `Forward` takes an origin-form
 //! request (`/api/order?x=1`) and sends it to `upstream.url`: every other
 //! layer, and side requests such as a report-link GET, address the factory by
 //! path only and can never be steered to another host.
@@ -15,10 +15,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{HeaderValue, Response, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 use crate::boxed::BoxError;
 use crate::config::{UpstreamConfig, UpstreamUrl};
@@ -26,6 +22,7 @@ use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::connect::Dialer;
 use crate::proxy::pool::{Pool, PoolOptions, SendFuture};
+use crate::tls::TlsError;
 
 /// A try got no answer from the factory: refused, reset, closed, TLS failure.
 #[derive(Debug, thiserror::Error)]
@@ -48,22 +45,8 @@ impl UpstreamError {
 /// The client could not be built from the config.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot read upstream.ca_file {path}: {source}")]
-    CaFile {
-        path: String,
-        #[source]
-        source: rustls_pki_types::pem::Error,
-    },
-    #[error("upstream.ca_file {path} holds no certificate")]
-    EmptyCaFile { path: String },
-    #[error("invalid certificate in upstream.ca_file {path}: {source}")]
-    BadCertificate {
-        path: String,
-        #[source]
-        source: rustls::Error,
-    },
-    #[error("TLS set-up failed: {0}")]
-    Tls(#[source] rustls::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("upstream.url cannot be used: {0}")]
     Upstream(String),
 }
@@ -113,63 +96,6 @@ impl Forward {
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
-}
-
-/// The one TLS stack: an http-or-https connector with rustls (aws-lc-rs),
-/// the webpki roots plus the PEM roots in `ca_file`, ALPN h2 and http/1.1.
-/// Shared by `Forward` and the telemetry clients (OTLP, Grafana).
-pub fn https_connector(
-    ca_file: Option<&std::path::Path>,
-    connect_timeout: Duration,
-) -> Result<HttpsConnector<HttpConnector>, ClientError> {
-    let tls = tls_config(ca_file)?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http))
-}
-
-pub(crate) fn tls_config(
-    ca_file: Option<&std::path::Path>,
-) -> Result<rustls::ClientConfig, ClientError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let shown = path.display().to_string();
-        let mut added = 0usize;
-        for cert in CertificateDer::pem_file_iter(path).map_err(|source| ClientError::CaFile {
-            path: shown.clone(),
-            source,
-        })? {
-            let cert = cert.map_err(|source| ClientError::CaFile {
-                path: shown.clone(),
-                source,
-            })?;
-            roots
-                .add(cert)
-                .map_err(|source| ClientError::BadCertificate {
-                    path: shown.clone(),
-                    source,
-                })?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(ClientError::EmptyCaFile { path: shown });
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(ClientError::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 impl tower::Service<Outgoing> for Forward {

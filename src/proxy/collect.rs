@@ -4,7 +4,7 @@
 //! factory's order bodies are small. A body declared or found larger than the
 //! limit is refused with 413 before anything is forwarded; a body that cannot
 //! be read (broken chunking, reset) is a 400, and so is a request the
-//! connection's [`FramingGuard`](crate::proxy::framing) saw with both
+//! connection's [`FramingGuard`](crate::proxy::http1::guard) saw with both
 //! Content-Length and Transfer-Encoding: its body is not read and nothing
 //! is forwarded (hyper closes that connection after the answer).
 
@@ -20,10 +20,10 @@ use tower::{Layer, Service};
 
 use crate::boxed::BoxError;
 use crate::proxy::body::BodyError;
-use crate::proxy::framing::ConflictingFraming;
+use crate::proxy::http1::guard::ConflictingFraming;
 
 /// A request body as the server hands it over: already read whole by the
-/// HTTP/1.1 fast path ([`crate::proxy::conn`]), or still arriving through
+/// HTTP/1.1 fast path ([`crate::proxy::http1::server`]), or still arriving through
 /// hyper (h2c, chunked bodies, and the other requests the fast path leaves
 /// to hyper).
 #[derive(Debug)]

@@ -4,22 +4,82 @@
 //! `upstream.connect_timeout`; `TCP_NODELAY` (an order is one small write)
 //! and keep-alive probes after 60 s idle, so a pooled connection to a
 //! factory that vanished is noticed. TLS: rustls over aws-lc-rs with the
-//! webpki roots plus `upstream.ca_file` (the client's TLS config), ALPN offering h2
+//! webpki roots plus `upstream.ca_file` ([`crate::tls`]), ALPN offering h2
 //! and http/1.1 so the factory picks; its handshake is bounded by the
-//! caller's attempt timeout.
+//! caller's attempt timeout. The result is an [`Io`], the byte stream
+//! either protocol is spoken over.
 
 use std::io;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamUrl;
-use crate::proxy::client::{ClientError, tls_config};
-use crate::proxy::h1::Io;
+use crate::tls::{TlsError, client_config};
+
+/// The byte stream to the factory: plain TCP, or TLS over it.
+#[derive(Debug)]
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// What a dial produced.
 #[derive(Debug)]
@@ -55,17 +115,17 @@ impl Dialer {
         url: &UpstreamUrl,
         ca_file: Option<&Path>,
         connect_timeout: Duration,
-    ) -> Result<Dialer, ClientError> {
+    ) -> Result<Dialer, TlsError> {
         let host = url
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
         let tls = if url.is_https() {
-            let mut tls = tls_config(ca_file)?;
+            let mut tls = client_config(ca_file)?;
             tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             let name = ServerName::try_from(host.clone())
-                .map_err(|e| ClientError::Upstream(format!("not a TLS server name: {e}")))?;
+                .map_err(|e| TlsError::ServerName(e.to_string()))?;
             Some((TlsConnector::from(Arc::new(tls)), name))
         } else {
             None

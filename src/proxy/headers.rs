@@ -15,6 +15,8 @@ use http::Request;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
+use crate::proxy::http1::common::{list, plain_length};
+
 /// The peer address of a client connection, with its IP already written as
 /// a header value: made once per connection, not formatted again for every
 /// request's `x-forwarded-for`.
@@ -86,12 +88,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // below, `close` names no header.
     let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            if token.is_empty()
-                || token.eq_ignore_ascii_case(b"keep-alive")
-                || token.eq_ignore_ascii_case(b"close")
-            {
+        for token in list(value.as_bytes()) {
+            if token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close") {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token) {
@@ -133,56 +131,7 @@ fn content_length_is(headers: &HeaderMap, len: usize) -> bool {
     let (Some(v), None) = (values.next(), values.next()) else {
         return false;
     };
-    let digits = v.as_bytes();
-    !digits.is_empty()
-        && digits.iter().all(u8::is_ascii_digit)
-        && std::str::from_utf8(digits)
-            .ok()
-            .and_then(|d| d.parse::<usize>().ok())
-            == Some(len)
-}
-
-/// A Content-Length value of plain decimal digits (no sign, no list, at
-/// most 19 digits, so no overflow); `None` for anything else.
-pub fn plain_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-    })
-}
-
-/// Whether the last transfer coding listed is `chunked`: the one that
-/// frames the body (RFC 9112 section 6.3).
-pub fn last_coding_is_chunked(value: &[u8]) -> bool {
-    value
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-/// What the `Connection` header values of a message say, read one value at
-/// a time ([`ConnectionTokens::add`]).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ConnectionTokens {
-    pub close: bool,
-    pub keep_alive: bool,
-    /// A token other than `close` and `keep-alive`: a header to drop.
-    pub names_others: bool,
-}
-
-impl ConnectionTokens {
-    pub fn add(&mut self, value: &[u8]) {
-        for token in value.split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            let is_close = token.eq_ignore_ascii_case(b"close");
-            let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
-            self.close |= is_close;
-            self.keep_alive |= is_keep_alive;
-            self.names_others |= !token.is_empty() && !is_close && !is_keep_alive;
-        }
-    }
+    plain_length(v.as_bytes()) == Some(len as u64)
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: HeaderValue) {
@@ -239,32 +188,6 @@ impl<S: Service<Request<Bytes>>> Service<Request<Bytes>> for ForwardedHeaders<S>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn framing_headers_are_read_strictly() {
-        assert_eq!(plain_length(b"0"), Some(0));
-        assert_eq!(
-            plain_length(b"1234567890123456789"),
-            Some(1_234_567_890_123_456_789)
-        );
-        for bad in [
-            &b""[..],
-            b"+4",
-            b"-3",
-            b"4 ",
-            b"1,1",
-            b"12345678901234567890",
-        ] {
-            assert_eq!(plain_length(bad), None, "{bad:?}");
-        }
-        assert!(last_coding_is_chunked(b"gzip, Chunked"));
-        assert!(!last_coding_is_chunked(b"chunked, gzip"));
-        let mut c = ConnectionTokens::default();
-        c.add(b"Keep-Alive");
-        assert!(c.keep_alive && !c.close && !c.names_others);
-        c.add(b" close , x-trace");
-        assert!(c.close && c.names_others);
-    }
 
     fn request(headers: &[(&str, &str)]) -> Request<Bytes> {
         let mut b = Request::builder().uri("/api/order");

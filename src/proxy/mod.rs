@@ -1,4 +1,11 @@
 //! The proxy: listener, request preparation, the tower stack, the pooled client.
+//!
+//! - `server` (listener, hand-over to hyper) and `http1` (HTTP/1.1 spoken
+//!   by the sidecar itself: the fast path, the guard, the factory client,
+//!   and the wire rules they share);
+//! - `collect`, `headers`, `stack`: the request on its way down;
+//! - `client` (`Forward`), `pool`, `connect`: the way to the factory;
+//!   `body` the answer bodies, `recycle` header maps kept for reuse.
 
 use std::sync::Arc;
 
@@ -6,8 +13,8 @@ use bytes::Bytes;
 use http::Request;
 
 /// `AsyncWrite` for a wrapper that only changes how a connection is read
-/// (`server::Prefixed`, `framing::FramingGuard`): every write goes straight
-/// to its `inner` stream.
+/// (`server::Prefixed`, `http1::guard::FramingGuard`): every write goes
+/// straight to its `inner` stream.
 macro_rules! write_through {
     ($wrapper:ident) => {
         impl<T: ::tokio::io::AsyncWrite + Unpin> ::tokio::io::AsyncWrite for $wrapper<T> {
@@ -52,11 +59,9 @@ pub(crate) use write_through;
 pub mod body;
 pub mod client;
 pub mod collect;
-pub mod conn;
 pub mod connect;
-pub mod framing;
-pub mod h1;
 pub mod headers;
+pub mod http1;
 pub mod pool;
 pub mod recycle;
 pub mod server;

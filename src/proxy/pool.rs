@@ -5,7 +5,7 @@
 //! the pool mutex several times, and drives each connection from a task
 //! of its own. This pool knows its single upstream: a LIFO stack of idle
 //! HTTP/1.1 connections ([`H1Conn`], spoken inline by the request that
-//! holds one, see [`crate::proxy::h1`]) behind one uncontended lock, plus at
+//! holds one, see [`crate::proxy::http1::client`]) behind one uncontended lock, plus at
 //! most one shared h2 connection (hyper's) when the factory picks h2 by ALPN.
 //!
 //! - **Checkout**: the most recently used idle connection (warm in cache,
@@ -47,8 +47,8 @@ use tokio::time::Instant;
 use crate::boxed::BoxError;
 use crate::proxy::Outgoing;
 use crate::proxy::connect::{Dialed, Dialer};
-use crate::proxy::h1::{Exchange, H1Body, H1Conn, Target};
 use crate::proxy::headers::strip_hop_by_hop;
+use crate::proxy::http1::client::{Exchange, H1Body, H1Conn, Target};
 use crate::proxy::recycle;
 
 type H2 = http2::SendRequest<Full<Bytes>>;

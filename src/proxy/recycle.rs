@@ -1,11 +1,11 @@
 //! Header maps kept for the next request instead of freed.
 //!
 //! Why: every order builds two `HeaderMap`s on the HTTP/1.1 paths (the
-//! request's, read by [`crate::proxy::conn`], and the factory's answer's,
-//! read by [`crate::proxy::h1`]). With the handful of headers an order
-//! carries, each map's entry table is about 1.2 KiB: above glibc's
-//! per-thread cache (1 KiB), so every one of them took malloc's slow path
-//! (bin search, consolidation) and its free did too. A map whose request or
+//! request's, read by [`crate::proxy::http1::server`], and the factory's
+//! answer's, read by [`crate::proxy::http1::client`]). With the handful of
+//! headers an order carries, each map's entry table is about 1.2 KiB:
+//! above glibc's per-thread cache (1 KiB), so every one of them took
+//! malloc's slow path (bin search, consolidation) and its free did too. A map whose request or
 //! answer is done is cleared (its values dropped, its tables kept) and put
 //! on a short per-thread list; the next head is parsed into it.
 //!

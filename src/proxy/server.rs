@@ -3,7 +3,7 @@
 //! Each accepted connection takes a permit from a semaphore of
 //! `server.max_connections`, so a flood of idle connections waits in the
 //! kernel's accept queue instead of exhausting file descriptors. A
-//! connection starts on the HTTP/1.1 fast path ([`crate::proxy::conn`]);
+//! connection starts on the HTTP/1.1 fast path ([`crate::proxy::http1::server`]);
 //! whatever that path does not take (h2c, chunked or oversized bodies,
 //! conflicting framing, bad heads) is handed, with the bytes already read,
 //! to hyper-util's server, which serves the rest of the connection: h1 with
@@ -37,9 +37,10 @@ use tokio::sync::{Notify, Semaphore};
 use crate::config::ServerConfig;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::collect::RequestBody;
-use crate::proxy::conn::{self, ConnLimits, Drain, Served};
-use crate::proxy::framing::{ConflictingFraming, ConnFraming, FramingGuard};
 use crate::proxy::headers::ClientAddr;
+use crate::proxy::http1::common::request_head_limit;
+use crate::proxy::http1::guard::{ConflictingFraming, ConnFraming, FramingGuard};
+use crate::proxy::http1::server::{self as fast_path, ConnLimits, Drain, Served};
 
 /// Connection-level settings taken from `[server]`.
 #[derive(Debug, Clone)]
@@ -49,6 +50,10 @@ pub struct ServeOptions {
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Plain HTTP/1.1 requests on the sidecar's own fast path (always, but
+    /// for tests): off, every connection goes to hyper from its first byte,
+    /// so a test can send the same request down both paths and compare.
+    pub fast_path: bool,
 }
 
 impl From<&ServerConfig> for ServeOptions {
@@ -59,15 +64,15 @@ impl From<&ServerConfig> for ServeOptions {
             max_header_bytes: c.max_header_bytes,
             max_body_bytes: c.max_body_bytes,
             shutdown_grace: c.shutdown_grace,
+            fast_path: true,
         }
     }
 }
 
 impl ServeOptions {
-    /// The longest request head either path reads (hyper's buffer is at
-    /// least 8 KiB).
+    /// The longest request head either path reads.
     fn head_limit(&self) -> usize {
-        self.max_header_bytes.max(8192)
+        request_head_limit(self.max_header_bytes)
     }
 }
 
@@ -158,10 +163,15 @@ pub async fn serve<S>(
             head_limit: opts.head_limit(),
             first_deadline: opts.header_read_timeout,
         };
+        let fast = opts.fast_path;
         tokio::spawn(async move {
-            match conn::serve(stream, &mut svc, &peer, &limits, &drain).await {
-                Served::Done => {}
-                Served::Handover(stream, prefix) => hyper.serve(stream, prefix, svc, peer).await,
+            let served = if fast {
+                fast_path::serve(stream, &mut svc, &peer, &limits, &drain).await
+            } else {
+                Served::Handover(stream, Bytes::new())
+            };
+            if let Served::Handover(stream, prefix) = served {
+                hyper.serve(stream, prefix, svc, peer).await;
             }
             drop(permit);
         });

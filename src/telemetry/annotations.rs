@@ -44,7 +44,7 @@ pub enum AnnotationError {
     #[error("the grafana token is not a valid header value")]
     BadToken,
     #[error("cannot build the TLS client for Grafana: {0}")]
-    Tls(#[source] crate::proxy::client::ClientError),
+    Tls(#[source] crate::tls::TlsError),
     #[error("annotations need a running tokio runtime")]
     NoRuntime,
 }
@@ -172,7 +172,7 @@ impl Annotator {
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(1)
             .build(
-                crate::proxy::client::https_connector(None, Duration::from_secs(5))
+                crate::tls::https_connector(None, Duration::from_secs(5))
                     .map_err(AnnotationError::Tls)?,
             );
         let (tx, rx) = mpsc::channel(options.queue.max(1));

@@ -30,8 +30,8 @@ use opentelemetry_sdk::runtime;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use crate::config::{OtlpProtocol, TelemetryConfig};
-use crate::proxy::client::https_connector;
 use crate::telemetry::metrics::Metrics;
+use crate::tls::https_connector;
 
 /// Telemetry could not be set up from the config.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ pub enum TelemetryError {
         source: opentelemetry_otlp::ExporterBuildError,
     },
     #[error("cannot build the OTLP HTTP client: {0}")]
-    Client(#[from] crate::proxy::client::ClientError),
+    Client(#[from] crate::tls::TlsError),
 }
 
 /// How long the final export on shutdown may take (one export's timeout
@@ -359,7 +359,7 @@ struct SidecarHttpClient {
 }
 
 impl SidecarHttpClient {
-    fn new() -> Result<Self, crate::proxy::client::ClientError> {
+    fn new() -> Result<Self, crate::tls::TlsError> {
         let connector = https_connector(None, Duration::from_secs(5))?;
         Ok(Self {
             client: Client::builder(TokioExecutor::new())

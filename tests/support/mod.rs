@@ -3,6 +3,8 @@
 //!
 //! - [`http`]: a bounded HTTP client (h1, h2c); [`client`]: its panicking
 //!   convenience wrapper for tests that expect every exchange to work.
+//! - [`wire`]: the one raw HTTP/1 client: bytes written as given, answers
+//!   read with their framing, whether the connection stayed open.
 //! - [`upstream`]: a scriptable fake upstream; [`raw`]: a raw-TCP one for faults.
 //! - [`sim`]: the factory simulator in-process; [`sidecar`]: the sidecar in-process.
 //! - [`rotel`]: a real OTLP receiver (`rotel-agent`) that prints what it gets.
@@ -15,6 +17,7 @@ pub mod rotel;
 pub mod sidecar;
 pub mod sim;
 pub mod upstream;
+pub mod wire;
 
 use std::future::Future;
 use std::time::Duration;

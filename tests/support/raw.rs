@@ -1,12 +1,12 @@
 //! A raw TCP upstream for fault injection: each connection is handed to a
-//! test-provided script that may answer garbage, stall, or reset.
+//! test-provided script that may answer garbage, stall, or reset (reading
+//! request heads with [`super::wire::read_head`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 pub struct RawUpstream {
@@ -43,17 +43,4 @@ impl RawUpstream {
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
-}
-
-/// Reads one request head (up to the blank line) and returns it as text.
-pub async fn read_head(stream: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut byte).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&byte[..n]),
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }

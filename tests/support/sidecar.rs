@@ -2,6 +2,7 @@
 
 use factory_sidecar::app::Sidecar;
 use factory_sidecar::config::{Config, Secret, UpstreamUrl};
+use factory_sidecar::proxy::server::ServeOptions;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -26,7 +27,15 @@ pub struct Running {
 }
 
 pub async fn start(config: Config) -> Running {
-    let sidecar = Sidecar::start(config).await.expect("sidecar starts");
+    start_with(config, |_| {}).await
+}
+
+/// [`start`] with the listener's options adjusted (e.g. the HTTP/1.1 fast
+/// path off).
+pub async fn start_with(config: Config, tweak: impl FnOnce(&mut ServeOptions)) -> Running {
+    let sidecar = Sidecar::start_with(config, tweak)
+        .await
+        .expect("sidecar starts");
     let url = format!("http://{}", sidecar.proxy_addr());
     let admin = format!("http://{}", sidecar.admin_addr());
     Running {

@@ -18,7 +18,9 @@
 //! chunked or oversized bodies, conflicting framing, heads that are too
 //! large or malformed) is handed to hyper with the bytes read so far
 //! ([`Served::Handover`]), and hyper serves the rest of the connection as it
-//! always did, with its own 400/413/431 answers.
+//! always did, with its own 400/413/431 answers. The wire rules it applies
+//! are [`super::common`]'s; `tests/differential.rs` sends one table of
+//! requests to it and to hyper and compares what each did.
 //!
 //! Limits: a request head must be complete within
 //! `server.header_read_timeout` of the moment the server started waiting
@@ -32,7 +34,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
@@ -40,7 +41,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -48,18 +49,21 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
+use super::chunked::Chunk;
+use super::common::{
+    self, Framing, FramingHeaders, Growth, Length, Span, push_decimal, push_header, push_hex,
+};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::collect::RequestBody;
-use crate::proxy::h1::push_decimal;
-use crate::proxy::headers::{ClientAddr, ConnectionTokens, plain_length};
+use crate::proxy::headers::ClientAddr;
 use crate::proxy::recycle;
 
-/// Most headers in a request head (hyper's limit too; more goes to hyper).
-const MAX_HEADERS: usize = 100;
-/// How much the read buffer grows by when it runs low.
-const READ_CHUNK: usize = 4 * 1024;
-/// Below this much free room the buffer grows before the next read.
-const MIN_SPARE: usize = 512;
+/// The read buffer: 4 KiB to start with (an order's head and body), grown
+/// by as much when less than 512 bytes are free.
+const GROWTH: Growth = Growth {
+    min_spare: 512,
+    chunk: 4 * 1024,
+};
 /// Answer body bytes gathered before the head is written: an answer that
 /// ends within this leaves in one write with its exact length.
 const GATHER: usize = 64 * 1024;
@@ -115,9 +119,6 @@ struct Scratch {
     spans: Vec<Span>,
 }
 
-/// A header's name start and end, value start and end, in the head.
-type Span = (usize, usize, usize, usize);
-
 /// Serves `stream` until it closes or must be handed to hyper.
 pub async fn serve<S>(
     mut stream: TcpStream,
@@ -158,14 +159,11 @@ where
             }
             let idle = scratch.buf.is_empty();
             let started = *since.get_or_insert_with(Instant::now);
-            match waiter
+            if !waiter
                 .read(&mut stream, &mut scratch.buf, started, idle, drain)
                 .await
             {
-                Ok(Read::Data) => {}
-                Ok(Read::Closed | Read::TimedOut | Read::Drained) | Err(_) => {
-                    return Served::Done;
-                }
+                return Served::Done;
             }
         };
         let head = scratch.buf.split_to(plain.len).freeze();
@@ -189,14 +187,11 @@ where
         let mut since = Instant::now();
         while scratch.buf.len() < plain.body_len {
             let before = scratch.buf.len();
-            match waiter
+            if !waiter
                 .read(&mut stream, &mut scratch.buf, since, false, drain)
                 .await
             {
-                Ok(Read::Data) => {}
-                Ok(Read::Closed | Read::TimedOut | Read::Drained) | Err(_) => {
-                    return Served::Done;
-                }
+                return Served::Done;
             }
             if scratch.buf.len() > before {
                 since = Instant::now();
@@ -222,15 +217,6 @@ where
     }
 }
 
-/// What one wait for bytes ended with.
-enum Read {
-    Data,
-    Closed,
-    TimedOut,
-    /// The server is draining and the connection had no request under way.
-    Drained,
-}
-
 /// Waits for bytes from the client, bounded by the connection's timer and
 /// cut short by draining when nothing is under way.
 struct Waiter<'a, 'b> {
@@ -244,7 +230,9 @@ struct Waiter<'a, 'b> {
 
 impl Waiter<'_, '_> {
     /// Reads into `buf`; the wait ends `timeout` after `since`. `idle`: no
-    /// request under way, so draining ends it.
+    /// request under way, so draining ends it. `true` when bytes came;
+    /// `false` when the connection is done with: closed by the client,
+    /// failed, timed out, or drained while idle.
     async fn read(
         &mut self,
         stream: &mut TcpStream,
@@ -252,27 +240,22 @@ impl Waiter<'_, '_> {
         since: Instant,
         idle: bool,
         drain: &Drain,
-    ) -> io::Result<Read> {
+    ) -> bool {
         if idle && drain.is_draining() {
-            return Ok(Read::Drained);
-        }
-        if buf.capacity() - buf.len() < MIN_SPARE {
-            // Reclaims the same allocation when no request holds a part of it.
-            buf.reserve(READ_CHUNK);
+            return false;
         }
         let deadline = crate::resilience::deadline::later(since, self.timeout);
         std::future::poll_fn(|cx| {
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Read::Closed)),
-                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Read::Data)),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            match GROWTH.poll_fill(Pin::new(&mut *stream), cx, buf) {
+                Poll::Ready(Ok(n)) => return Poll::Ready(n > 0),
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
                 Poll::Pending => {}
             }
             if !self.drain_seen && self.drained.as_mut().poll(cx).is_ready() {
                 self.drain_seen = true;
             }
             if idle && (self.drain_seen || drain.is_draining()) {
-                return Poll::Ready(Ok(Read::Drained));
+                return Poll::Ready(false);
             }
             let timer = self
                 .timer
@@ -282,7 +265,7 @@ impl Waiter<'_, '_> {
             }
             while timer.as_mut().poll(cx).is_ready() {
                 if Instant::now() >= deadline {
-                    return Poll::Ready(Ok(Read::TimedOut));
+                    return Poll::Ready(false);
                 }
                 timer.as_mut().reset(deadline);
             }
@@ -315,68 +298,63 @@ struct Plain {
 /// is complete, and whether it is one the fast path takes.
 fn scan(buf: &[u8], spans: &mut Vec<Span>, limits: &ConnLimits) -> Scan {
     spans.clear();
-    // Not initialised up front: the parser writes what it finds.
-    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut req,
-        buf,
-        &mut headers,
-    ) {
-        // hyper answers 431 for a head over the limit.
-        Ok(httparse::Status::Complete(len)) if len <= limits.max_header_bytes => len,
-        Ok(httparse::Status::Partial) => return Scan::Partial,
-        Ok(httparse::Status::Complete(_)) | Err(_) => return Scan::Other,
-    };
+    match common::parse_request(buf, |req, len| take(buf, req, len, spans, limits)) {
+        Ok(Some(scan)) => scan,
+        Ok(None) => Scan::Partial,
+        Err(_) => Scan::Other,
+    }
+}
+
+/// Whether the fast path takes `req`, a complete head of `len` bytes at the
+/// start of `buf`; its header positions go to `spans`.
+fn take(
+    buf: &[u8],
+    req: &httparse::Request<'_, '_>,
+    len: usize,
+    spans: &mut Vec<Span>,
+    limits: &ConnLimits,
+) -> Scan {
+    // hyper answers 431 for a head over the limit.
+    if len > limits.max_header_bytes {
+        return Scan::Other;
+    }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Scan::Other;
     };
     if method == "CONNECT" {
         return Scan::Other;
     }
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        (start, start + s.len())
-    };
-    let (mut length, mut connection, mut forwarded) = (None, ConnectionTokens::default(), false);
+    let mut framing = FramingHeaders::default();
+    let mut forwarded = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        match name.len() {
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
-                match plain_length(h.value.trim_ascii()) {
-                    Some(n) if length.is_none() => length = Some(n),
-                    _ => return Scan::Other,
-                }
-            }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Scan::Other,
-            7 if name.eq_ignore_ascii_case(b"upgrade") => return Scan::Other,
-            6 if name.eq_ignore_ascii_case(b"expect") => return Scan::Other,
-            15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => forwarded = true,
-            10 if name.eq_ignore_ascii_case(b"connection") => connection.add(h.value),
-            _ => {}
+        if !framing.read(name, h.value) {
+            forwarded |= name.len() == 15 && name.eq_ignore_ascii_case(b"x-forwarded-for");
         }
-        let (ns, ne) = at(name);
-        let (vs, ve) = at(h.value);
-        spans.push((ns, ne, vs, ve));
+        spans.push(Span::of(buf, h));
     }
-    let body_len = match length.map(usize::try_from) {
-        None => 0,
-        Some(Ok(n)) if n <= limits.max_body_bytes => n,
-        // hyper answers 413.
-        Some(_) => return Scan::Other,
+    // Bodies framed otherwise, interim answers and upgrades are hyper's.
+    if framing.transfer_encoding.is_some() || framing.expect || framing.upgrade {
+        return Scan::Other;
+    }
+    let body_len = match framing.length {
+        Length::Absent => 0,
+        Length::Plain(n) => match usize::try_from(n) {
+            Ok(n) if n <= limits.max_body_bytes => n,
+            // hyper answers 413.
+            _ => return Scan::Other,
+        },
+        // A repeated or bad length: hyper decides (it takes some, refuses others).
+        Length::Repeated(_) | Length::Invalid => return Scan::Other,
     };
-    let (version, keep_alive) = match minor {
-        1 => (Version::HTTP_11, !connection.close),
-        _ => (Version::HTTP_10, connection.keep_alive && !connection.close),
-    };
+    let version = common::version(minor);
     Scan::Plain(Plain {
         len,
-        method: at(method.as_bytes()),
-        target: at(target.as_bytes()),
+        method: common::range(buf, method.as_bytes()),
+        target: common::range(buf, target.as_bytes()),
         version,
         body_len,
-        keep_alive,
+        keep_alive: framing.keeps_alive(version),
         forwarded,
     })
 }
@@ -400,9 +378,8 @@ fn build(
     let uri = Uri::from_maybe_shared(head.slice(plain.target.0..plain.target.1)).ok()?;
     // Room for x-forwarded-for and x-forwarded-proto, so the map does not grow.
     let mut headers = recycle::header_map(spans.len() + 2);
-    for &(ns, ne, vs, ve) in spans {
-        let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;
+    for span in spans {
+        let (name, value) = span.header(head)?;
         headers.append(name, value);
     }
     if plain.forwarded {
@@ -423,17 +400,6 @@ fn build(
     Some((parts, meta))
 }
 
-/// How an answer body is delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// No body follows the head (HEAD, 1xx, 204, 304).
-    None,
-    Length(u64),
-    Chunked,
-    /// Until the connection closes (an HTTP/1.0 client, length unknown).
-    Close,
-}
-
 /// Writes the answer; `Ok(true)` when the connection stays open.
 async fn respond(
     stream: &mut TcpStream,
@@ -443,11 +409,7 @@ async fn respond(
     keep_alive: bool,
 ) -> io::Result<bool> {
     let (parts, mut body) = res.into_parts();
-    let status = parts.status;
-    let bodiless = meta.head_only
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let bodiless = common::bodiless(meta.head_only, parts.status);
 
     // What of the body is there now.
     scratch.frames.clear();
@@ -466,7 +428,7 @@ async fn respond(
     } else if let Some(rest) = body.size_hint().exact() {
         Framing::Length(gathered as u64 + rest)
     } else if meta.version == Version::HTTP_11 {
-        Framing::Chunked
+        Framing::Chunked(Chunk::Size)
     } else {
         Framing::Close
     };
@@ -475,12 +437,10 @@ async fn respond(
     let out = &mut scratch.out;
     out.clear();
     encode_head(out, &parts, &body, framing, meta, keep_alive);
-    let mut left = match framing {
-        Framing::Length(n) => n,
-        _ => u64::MAX,
-    };
+    // What is left of the body to write, as it is written.
+    let mut framing = framing;
     for frame in scratch.frames.drain(..) {
-        push_data(out, &frame, framing, &mut left)?;
+        push_data(out, &frame, &mut framing)?;
     }
     if !ended {
         // Streams on: the factory's body as it comes.
@@ -491,7 +451,7 @@ async fn respond(
             match next {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        push_data(out, &data, framing, &mut left)?;
+                        push_data(out, &data, &mut framing)?;
                     }
                 }
                 // The head is out: the only honest end is an abrupt one.
@@ -500,8 +460,8 @@ async fn respond(
             }
         }
         match framing {
-            Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
-            Framing::Length(_) if left != 0 => {
+            Framing::Chunked(_) => out.extend_from_slice(b"0\r\n\r\n"),
+            Framing::Length(left) if left != 0 => {
                 return Err(io::Error::other(
                     "the answer body ended short of its length",
                 ));
@@ -543,14 +503,15 @@ fn gather(
     Ok(body.is_end_stream())
 }
 
-/// Appends body bytes in the answer's framing.
-fn push_data(out: &mut Vec<u8>, data: &[u8], framing: Framing, left: &mut u64) -> io::Result<()> {
+/// Appends body bytes in the answer's framing; `framing` keeps what is
+/// left of a length.
+fn push_data(out: &mut Vec<u8>, data: &[u8], framing: &mut Framing) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
     match framing {
         Framing::None => {}
-        Framing::Length(_) => {
+        Framing::Length(left) => {
             let n = data.len() as u64;
             if n > *left {
                 return Err(io::Error::other(
@@ -560,8 +521,8 @@ fn push_data(out: &mut Vec<u8>, data: &[u8], framing: Framing, left: &mut u64) -
             *left -= n;
             out.extend_from_slice(data);
         }
-        Framing::Chunked => {
-            push_hex(out, data.len());
+        Framing::Chunked(_) => {
+            push_hex(out, data.len() as u64);
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(data);
             out.extend_from_slice(b"\r\n");
@@ -569,20 +530,6 @@ fn push_data(out: &mut Vec<u8>, data: &[u8], framing: Framing, left: &mut u64) -
         Framing::Close => out.extend_from_slice(data),
     }
     Ok(())
-}
-
-fn push_hex(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 16];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// The answer head: status line, the answer's headers but the framing
@@ -601,42 +548,39 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let bodiless = framing == Framing::None;
+    // A HEAD answer and a 304 keep the factory's Content-Length (it
+    // describes the body a GET would get); a 204 or 1xx must not carry one.
+    let keeps_length = framing == Framing::None && common::keeps_length_without_body(parts.status);
     for (name, value) in &parts.headers {
-        // A bodiless answer keeps its Content-Length (a HEAD answer's
-        // describes the GET's body).
-        let framing_header = (name == CONTENT_LENGTH && !bodiless)
+        let framing_header = (name == CONTENT_LENGTH && !keeps_length)
             || name == TRANSFER_ENCODING
             || name == CONNECTION;
         if framing_header || name.as_str() == "keep-alive" {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !parts.headers.contains_key(DATE) {
         out.extend_from_slice(b"date: ");
         date::push_now(out);
         out.extend_from_slice(b"\r\n");
     }
-    match framing {
-        Framing::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            push_decimal(out, n);
-            out.extend_from_slice(b"\r\n");
+    let length = match framing {
+        Framing::Length(n) => Some(n),
+        Framing::Chunked(_) => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            None
         }
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // The sidecar's own answer to a HEAD: the length its GET would have.
         Framing::None if meta.head_only && !parts.headers.contains_key(CONTENT_LENGTH) => {
-            // The sidecar's own answer to a HEAD: the length its GET would have.
-            if let Some(n) = body.size_hint().exact().filter(|&n| n > 0) {
-                out.extend_from_slice(b"content-length: ");
-                push_decimal(out, n);
-                out.extend_from_slice(b"\r\n");
-            }
+            body.size_hint().exact().filter(|&n| n > 0)
         }
-        Framing::None | Framing::Close => {}
+        Framing::None | Framing::Close => None,
+    };
+    if let Some(n) = length {
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
     }
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
@@ -671,6 +615,7 @@ mod date {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     const LIMITS: ConnLimits = ConnLimits {
         header_read_timeout: Duration::from_secs(10),
@@ -779,29 +724,24 @@ mod tests {
             "HTTP/1.1 200 OK\r\ndate: Sat, 05 Dec 2026 10:00:00 GMT\r\nx-sidecar-attempts: 1\r\ncontent-length: 5\r\n\r\n"
         );
         let res = Response::new(ProxyBody::empty());
-        let head = head_of(res, Framing::Chunked, false, false);
+        let head = head_of(res, Framing::Chunked(Chunk::Size), false, false);
         assert!(
             head.contains("\r\ndate: ")
                 && head.ends_with("transfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
             "{head}"
         );
 
-        let mut res = Response::new(ProxyBody::empty());
-        res.headers_mut()
-            .insert("content-length", HeaderValue::from_static("7"));
-        let head = head_of(res, Framing::None, true, true);
-        assert!(
-            head.contains("content-length: 7\r\n"),
-            "a HEAD answer keeps its length: {head}"
-        );
-    }
-
-    #[test]
-    fn hex_digits() {
-        for n in [1usize, 15, 16, 255, 4096, usize::MAX] {
-            let mut out = Vec::new();
-            push_hex(&mut out, n);
-            assert_eq!(out, format!("{n:x}").into_bytes());
+        // Bodiless answers: a HEAD answer's and a 304's length describe
+        // the body a GET would get and stay; a 204 carries none.
+        for (status, head_only, kept) in
+            [(200, true, true), (304, false, true), (204, false, false)]
+        {
+            let mut res = Response::new(ProxyBody::empty());
+            *res.status_mut() = http::StatusCode::from_u16(status).expect("status");
+            res.headers_mut()
+                .insert("content-length", HeaderValue::from_static("7"));
+            let head = head_of(res, Framing::None, head_only, true);
+            assert_eq!(head.contains("content-length: 7\r\n"), kept, "{head}");
         }
     }
 }

@@ -22,34 +22,33 @@
 //! Content-Length values, and 101 (nothing is upgraded to the factory).
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use tokio::io::AsyncWrite;
+#[cfg(test)]
 use tokio::net::TcpStream;
 
-use crate::proxy::headers::{
-    ConnectionTokens, is_hop_by_hop, last_coding_is_chunked, plain_length, strip_hop_by_hop,
+use super::chunked::{Chunk, ChunkError, Step as ChunkStep};
+use super::common::{
+    self, Framing, FramingHeaders, Growth, MAX_HEAD, Span, push_decimal, push_header,
 };
+use crate::proxy::connect::Io;
+use crate::proxy::headers::{is_hop_by_hop, strip_hop_by_hop};
 use crate::proxy::recycle;
 
-/// Largest answer head (and trailer section) accepted.
-const MAX_HEAD: usize = 64 * 1024;
-/// Most headers in an answer head (hyper's limit too).
-const MAX_HEADERS: usize = 100;
-/// How much the read buffer grows by when it runs low.
-const READ_CHUNK: usize = 8 * 1024;
-/// Below this much free room the buffer grows before the next read.
-const MIN_SPARE: usize = 1024;
+/// The read buffer: grown by 8 KiB when less than 1 KiB is free (an
+/// answer body streams through it).
+const GROWTH: Growth = Growth {
+    min_spare: 1024,
+    chunk: 8 * 1024,
+};
 /// Request bodies up to this size are copied behind the head, so the
 /// request leaves in one write.
 const INLINE_BODY: usize = 16 * 1024;
-/// Longest chunk-size line (extensions included).
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// Why an exchange with the factory failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +57,8 @@ pub enum H1Error {
     Parse(#[from] httparse::Error),
     #[error("the factory's answer is malformed: {0}")]
     Malformed(&'static str),
+    #[error("the factory's chunked answer body is malformed: {0}")]
+    Chunked(#[from] ChunkError),
     #[error("the factory's answer head is larger than {MAX_HEAD} bytes")]
     HeadTooLarge,
     #[error("the factory answered 101 Switching Protocols; nothing is upgraded")]
@@ -93,62 +94,6 @@ impl SendError {
         SendError {
             unsent: false,
             error: error.into(),
-        }
-    }
-}
-
-/// The byte stream to the factory: plain TCP, or TLS over it.
-#[derive(Debug)]
-pub enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Io {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Io::Plain(s) => s,
-            Io::Tls(s) => s.get_ref().0,
-        }
-    }
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -294,11 +239,7 @@ impl H1Conn {
 
     /// Reads more into the buffer; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < MIN_SPARE {
-            // Reclaims the same allocation when nothing split off it is alive.
-            self.buf.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        GROWTH.poll_fill(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 }
 
@@ -377,10 +318,7 @@ fn encode_request(out: &mut Vec<u8>, req: &Request<Bytes>, target: &Target) {
         if name == HOST || name == TRANSFER_ENCODING {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let len = req.body().len();
     // As hyper does: a length for a body, for a method that expects one,
@@ -393,25 +331,6 @@ fn encode_request(out: &mut Vec<u8>, req: &Request<Bytes>, target: &Target) {
     }
     out.extend_from_slice(b"\r\n");
 }
-
-/// Appends `n` in decimal.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-/// Where a header's name and value are in the head: name start and end,
-/// value start and end.
-type Span = (usize, usize, usize, usize);
 
 /// A parsed answer head.
 enum Head {
@@ -429,32 +348,16 @@ fn parse_head(
     spans: &mut Vec<Span>,
     head_only: bool,
 ) -> Result<Option<Head>, H1Error> {
-    // Header positions, so the values can be slices of the frozen head
-    // (no copy) once the parser's borrow of `buf` ends.
     spans.clear();
     let (len, code, version) = {
-        // Not initialised up front: the parser writes what it finds.
-        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut res,
-            buf,
-            &mut headers,
-        );
-        let len = match parsed? {
-            httparse::Status::Complete(len) => len,
-            httparse::Status::Partial => return Ok(None),
+        let (mut headers, mut res) = (common::header_room(), httparse::Response::new(&mut []));
+        let parsed =
+            common::parser().parse_response_with_uninit_headers(&mut res, buf, &mut headers)?;
+        let Some(len) = common::complete(parsed) else {
+            return Ok(None);
         };
-        let base = buf.as_ptr() as usize;
-        spans.extend(res.headers.iter().map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name, name + h.name.len(), value, value + h.value.len())
-        }));
-        let version = match res.version {
-            Some(1) => Version::HTTP_11,
-            _ => Version::HTTP_10,
-        };
+        spans.extend(res.headers.iter().map(|h| Span::of(buf, h)));
+        let version = common::version(res.version.unwrap_or(0));
         (len, res.code.unwrap_or(0), version)
     };
     let head = buf.split_to(len).freeze();
@@ -468,95 +371,34 @@ fn parse_head(
 
     // Room for x-sidecar-attempts, so the map does not grow.
     let mut headers = recycle::header_map(spans.len() + 1);
-    let (mut length, mut length_seen, mut te, mut chunked) = (None::<u64>, false, false, false);
-    let mut connection = ConnectionTokens::default();
-    for &(ns, ne, vs, ve) in spans.iter() {
-        let name =
-            HeaderName::from_bytes(&head[ns..ne]).map_err(|_| H1Error::Malformed("header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-            .map_err(|_| H1Error::Malformed("header value"))?;
+    let mut framing = FramingHeaders::default();
+    for span in spans.iter() {
+        let (name, value) = span.header(&head).ok_or(H1Error::Malformed("header"))?;
+        framing.read(name.as_str().as_bytes(), value.as_bytes());
         // Hop-by-hop headers are read here and not kept: they belong to
         // this connection, never to the answer passed on.
-        let hop = is_hop_by_hop(&name);
-        if name == CONTENT_LENGTH {
-            length_seen = true;
-            for part in value.as_bytes().split(|&b| b == b',') {
-                let n =
-                    plain_length(part.trim_ascii()).ok_or(H1Error::Malformed("Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(H1Error::Malformed("differing Content-Length values"));
-                }
-                length = Some(n);
-            }
-        } else if name == TRANSFER_ENCODING {
-            te = true;
-            chunked = last_coding_is_chunked(value.as_bytes());
-        } else if name == CONNECTION {
-            connection.add(value.as_bytes());
-        }
-        if !hop || connection.names_others {
+        if !is_hop_by_hop(&name) || framing.connection.names_others {
             headers.append(name, value);
         }
     }
-    if connection.names_others {
+    if framing.connection.names_others {
         // The Connection header names more headers to drop (rare).
         strip_hop_by_hop(&mut headers);
     }
-    let framing =
-        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            Framing::Done
-        } else if te {
-            if length_seen {
-                // Transfer-Encoding wins (RFC 9112 section 6.3); the length
-                // would describe something else downstream.
-                headers.remove(CONTENT_LENGTH);
-            }
-            if chunked {
-                Framing::Chunked(Chunk::Size)
-            } else {
-                Framing::Eof
-            }
-        } else {
-            match length {
-                Some(0) => Framing::Done,
-                Some(n) => Framing::Length(n),
-                None => Framing::Eof,
-            }
-        };
-    let reusable = match version {
-        Version::HTTP_11 => !connection.close,
-        _ => connection.keep_alive && !connection.close,
-    } && !(te && length_seen)
-        && !matches!(framing, Framing::Eof);
+    let body = framing
+        .answer_body(common::bodiless(head_only, status))
+        .ok_or(H1Error::Malformed("Content-Length"))?;
+    if framing.conflicting() {
+        // Transfer-Encoding wins (RFC 9112 section 6.3); the length would
+        // describe something else downstream.
+        headers.remove(CONTENT_LENGTH);
+    }
+    let reusable = framing.keeps_alive(version) && body != Framing::Close;
     let mut res = Response::new(());
     *res.status_mut() = status;
     *res.version_mut() = version;
     *res.headers_mut() = headers;
-    Ok(Some(Head::Final(res, framing, reusable)))
-}
-
-/// How the rest of the answer body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// This many bytes still to come.
-    Length(u64),
-    Chunked(Chunk),
-    /// Until the factory closes the connection.
-    Eof,
-    Done,
-}
-
-/// Where the chunked decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Waiting for a chunk-size line.
-    Size,
-    /// This many bytes of chunk data still to come.
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// Trailer lines (skipped) up to the empty one; bytes seen so far.
-    Trailers(usize),
+    Ok(Some(Head::Final(res, body, reusable)))
 }
 
 /// An answer body read from its connection. Frames are slices of the
@@ -575,7 +417,7 @@ impl H1Body {
     /// carry another request. Otherwise the connection is dropped (closed)
     /// here, so a finished answer never holds a socket.
     pub fn take_reusable(&mut self) -> Option<Box<H1Conn>> {
-        if self.framing != Framing::Done {
+        if self.framing != Framing::None {
             return None;
         }
         let conn = self.conn.take()?;
@@ -583,14 +425,14 @@ impl H1Body {
     }
 
     pub fn is_end_stream(&self) -> bool {
-        self.framing == Framing::Done
+        self.framing == Framing::None
     }
 
     /// Bytes still to come, when known.
     pub fn remaining(&self) -> Option<u64> {
         match self.framing {
             Framing::Length(n) => Some(n),
-            Framing::Done => Some(0),
+            Framing::None => Some(0),
             _ => None,
         }
     }
@@ -602,27 +444,27 @@ impl H1Body {
                 return Poll::Ready(None);
             };
             match self.framing {
-                Framing::Done => return Poll::Ready(None),
+                Framing::None => return Poll::Ready(None),
                 Framing::Length(n) if !conn.buf.is_empty() => {
                     let take = n.min(conn.buf.len() as u64);
                     // take <= buf.len(), a usize.
                     let data = conn.buf.split_to(take as usize).freeze();
                     self.framing = match n - take {
-                        0 => Framing::Done,
+                        0 => Framing::None,
                         left => Framing::Length(left),
                     };
                     return Poll::Ready(Some(Ok(data)));
                 }
-                Framing::Eof if !conn.buf.is_empty() => {
+                Framing::Close if !conn.buf.is_empty() => {
                     return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
                 }
-                Framing::Chunked(Chunk::Data(n)) if !conn.buf.is_empty() => {
-                    let take = n.min(conn.buf.len() as u64);
-                    let data = conn.buf.split_to(take as usize).freeze();
-                    self.framing = Framing::Chunked(match n - take {
-                        0 => Chunk::DataEnd,
-                        left => Chunk::Data(left),
-                    });
+                Framing::Chunked(ref mut chunk @ Chunk::Data(_)) if !conn.buf.is_empty() => {
+                    // Within a chunk's data, with bytes buffered: data is next.
+                    let Ok(ChunkStep::Data(take)) = chunk.step(&conn.buf) else {
+                        return Poll::Ready(Some(Err(self.fail(H1Error::Malformed("chunk data")))));
+                    };
+                    let data = conn.buf.split_to(take).freeze();
+                    chunk.took(take);
                     if let Err(e) = self.settle() {
                         return Poll::Ready(Some(Err(e)));
                     }
@@ -632,8 +474,8 @@ impl H1Body {
             }
             // Nothing to hand out: read more.
             match ready!(conn.poll_fill(cx)) {
-                Ok(0) if self.framing == Framing::Eof => {
-                    self.framing = Framing::Done;
+                Ok(0) if self.framing == Framing::Close => {
+                    self.framing = Framing::None;
                     self.conn = None;
                     return Poll::Ready(None);
                 }
@@ -651,7 +493,7 @@ impl H1Body {
     /// Ends the body with an error; the connection is closed.
     fn fail(&mut self, e: H1Error) -> H1Error {
         self.conn = None;
-        self.framing = Framing::Done;
+        self.framing = Framing::None;
         self.keep_alive = false;
         e
     }
@@ -660,67 +502,20 @@ impl H1Body {
     /// buffered bytes go, without taking data: the end of a chunked body is
     /// seen as soon as it is buffered, so the connection is freed at once.
     fn settle(&mut self) -> Result<(), H1Error> {
-        let Framing::Chunked(mut state) = self.framing else {
+        let (Framing::Chunked(chunk), Some(conn)) = (&mut self.framing, self.conn.as_mut()) else {
             return Ok(());
         };
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        let buf = &mut conn.buf;
-        let result = loop {
-            match state {
-                Chunk::Data(_) => break Ok(()),
-                Chunk::DataEnd => {
-                    if buf.len() < 2 {
-                        break Ok(());
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        break Err(H1Error::Malformed("chunk data not followed by CRLF"));
-                    }
-                    buf.advance(2);
-                    state = Chunk::Size;
+        loop {
+            match chunk.step(&conn.buf) {
+                Ok(ChunkStep::Framing(n)) => conn.buf.advance(n),
+                Ok(ChunkStep::Data(_) | ChunkStep::More) => return Ok(()),
+                Ok(ChunkStep::End(n)) => {
+                    conn.buf.advance(n);
+                    self.framing = Framing::None;
+                    return Ok(());
                 }
-                Chunk::Size => {
-                    let Some(nl) = memchr::memchr(b'\n', buf) else {
-                        if buf.len() > MAX_CHUNK_LINE {
-                            break Err(H1Error::Malformed("chunk size line too long"));
-                        }
-                        break Ok(());
-                    };
-                    let size = match httparse::parse_chunk_size(&buf[..=nl]) {
-                        Ok(httparse::Status::Complete((_, size))) => size,
-                        _ => break Err(H1Error::Malformed("chunk size")),
-                    };
-                    buf.advance(nl + 1);
-                    state = if size == 0 {
-                        Chunk::Trailers(0)
-                    } else {
-                        Chunk::Data(size)
-                    };
-                }
-                Chunk::Trailers(seen) => {
-                    let Some(nl) = memchr::memchr(b'\n', buf) else {
-                        if seen + buf.len() > MAX_HEAD {
-                            break Err(H1Error::HeadTooLarge);
-                        }
-                        break Ok(());
-                    };
-                    let blank = nl == 0 || (nl == 1 && buf[0] == b'\r');
-                    buf.advance(nl + 1);
-                    if blank {
-                        self.framing = Framing::Done;
-                        return Ok(());
-                    }
-                    state = Chunk::Trailers(seen + nl + 1);
-                }
+                Err(e) => return Err(self.fail(e.into())),
             }
-        };
-        match result {
-            Ok(()) => {
-                self.framing = Framing::Chunked(state);
-                Ok(())
-            }
-            Err(e) => Err(self.fail(e)),
         }
     }
 }
@@ -782,11 +577,11 @@ mod tests {
         assert_eq!(res.headers()["x-kept"], "1");
 
         let (_, f, reuse) = final_head(b"HTTP/1.1 200 OK\r\n\r\n");
-        assert_eq!((f, reuse), (Framing::Eof, false));
+        assert_eq!((f, reuse), (Framing::Close, false));
         let (_, f, reuse) = final_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
-        assert_eq!((f, reuse), (Framing::Eof, false));
+        assert_eq!((f, reuse), (Framing::Close, false));
         let (_, f, _) = final_head(b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n");
-        assert_eq!(f, Framing::Done);
+        assert_eq!(f, Framing::None);
         let (_, f, reuse) =
             final_head(b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\nConnection: close\r\n\r\n");
         assert_eq!((f, reuse), (Framing::Length(3), false));
@@ -796,7 +591,7 @@ mod tests {
             final_head(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n");
         assert!(reuse);
         match head(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true) {
-            Ok(Some(Head::Final(res, Framing::Done, true))) => {
+            Ok(Some(Head::Final(res, Framing::None, true))) => {
                 assert_eq!(
                     res.headers()[CONTENT_LENGTH],
                     "7",
@@ -989,14 +784,11 @@ mod tests {
         .await;
         let req = Request::get("/x").body(Bytes::new()).expect("request");
         match send(conn, &req).await {
-            Err(e) => assert!(matches!(e, H1Error::Malformed(_)), "{e}"),
+            Err(e) => assert!(matches!(e, H1Error::Chunked(_)), "{e}"),
             Ok(res) => {
                 let mut body = res.into_body();
                 let first = std::future::poll_fn(|cx| body.poll_data(cx)).await;
-                assert!(
-                    matches!(first, Some(Err(H1Error::Malformed(_)))),
-                    "{first:?}"
-                );
+                assert!(matches!(first, Some(Err(H1Error::Chunked(_)))), "{first:?}");
             }
         }
 
