@@ -12,7 +12,8 @@
 //! | `POST /chaos/resolve`  | bearer | follow the latest report link now               |
 //!
 //! Bearer endpoints compare the token in constant time and are refused (403)
-//! when no token is configured: an empty token never means "open".
+//! when no token is configured: an empty token never means "open". A known
+//! path asked with another method answers 405 with `Allow`; an unknown one 404.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -135,8 +136,24 @@ impl AdminState {
         v
     }
 
+    /// The methods `path` answers (for 405 and `Allow`), `None` when unknown.
+    fn allowed(&self, path: &str) -> Option<&'static str> {
+        match path {
+            "/healthz" | "/readyz" => Some("GET, HEAD"),
+            "/metrics" | "/status" => Some("GET"),
+            p if self.parts.iter().any(|part| part.actions().contains(&p)) => Some("POST"),
+            _ => None,
+        }
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_owned();
+        let Some(allow) = self.allowed(&path) else {
+            return not_found();
+        };
+        if !allow.split(", ").any(|m| m == req.method().as_str()) {
+            return method_not_allowed(req.method(), allow);
+        }
         match (req.method(), path.as_str()) {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
@@ -196,6 +213,17 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    res
+}
+
+/// A known path asked with a method it does not answer (RFC 9110 15.5.6).
+fn method_not_allowed(method: &Method, allow: &'static str) -> Response<Full<Bytes>> {
+    let mut res = json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        serde_json::json!({"message": format!("{method} is not allowed here; use {allow}")}),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     res
 }
 
