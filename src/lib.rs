@@ -42,3 +42,4 @@ pub mod proxy;
 pub mod resilience;
 pub mod sim;
 pub mod telemetry;
+pub mod version;

@@ -11,7 +11,7 @@ use factory_sidecar::config::{self, Config, ProcessEnv};
 #[derive(Parser)]
 #[command(
     name = "factory-sidecar",
-    version,
+    version = factory_sidecar::version::LONG,
     about = "A fast, chaos-aware reverse proxy between the JWT Pizza service and the pizza factory"
 )]
 struct Cli {

@@ -87,6 +87,12 @@ pub enum ResolveResult {
 }
 
 impl ResolveResult {
+    pub const ALL: [ResolveResult; 3] = [
+        ResolveResult::Resolved,
+        ResolveResult::Unresolved,
+        ResolveResult::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ResolveResult::Resolved => "resolved",

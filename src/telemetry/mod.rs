@@ -7,6 +7,7 @@
 //! - [`prometheus`]: the admin `/metrics` text, rendered from the same data.
 //! - [`trace`]: the tracer handle and W3C `traceparent` extract/inject.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
+//! - [`process`]: `process_*` metrics of the standard Prometheus collector.
 //! - [`annotations`]: chaos episodes posted to Grafana as annotations.
 //! - [`grafana`]: the metric names the shipped dashboard and alerts query.
 
@@ -17,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod otlp;
 pub mod outcome;
+pub mod process;
 pub mod prometheus;
 pub mod trace;
 
