@@ -10,6 +10,7 @@
 //! | `POST /circuit/open`   | bearer | operator override: hold the breaker open        |
 //! | `POST /circuit/close`  | bearer | operator override: close and resume automatic   |
 //! | `POST /chaos/resolve`  | bearer | follow the latest report link now               |
+//! | `POST /config/reload`  | bearer | as SIGHUP: apply the file again, or say why not |
 //!
 //! Bearer endpoints compare the token in constant time and are refused (403)
 //! when no token is configured: an empty token never means "open". A known
@@ -30,7 +31,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use crate::config::Secret;
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
 
 /// Whether the proxy is serving: false while starting and while draining.
 #[derive(Debug, Default)]
@@ -81,9 +84,9 @@ pub struct ActionAnswer {
 
 /// Everything the admin endpoints read.
 pub struct AdminState {
-    pub token: Secret,
+    /// The running config: the token (and upstream shown) follow reloads.
+    pub config: Arc<ArcSwap<Config>>,
     pub readiness: Arc<Readiness>,
-    pub upstream: String,
     pub started: SystemTime,
     pub parts: Vec<Arc<dyn AdminPart>>,
     /// Renders `/metrics`.
@@ -93,7 +96,9 @@ pub struct AdminState {
 impl AdminState {
     /// The answer refusing `req`, or `None` when its bearer token is right.
     fn refusal(&self, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
-        if self.token.is_empty() {
+        let config = self.config.load();
+        let token = &config.admin.token;
+        if token.is_empty() {
             return Some(json(
                 StatusCode::FORBIDDEN,
                 serde_json::json!({"message": "admin token not configured (admin.token or SIDECAR_ADMIN_TOKEN)"}),
@@ -105,7 +110,7 @@ impl AdminState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if token_matches(given, self.token.expose()) {
+        if token_matches(given, token.expose()) {
             None
         } else {
             let mut res = json(
@@ -123,10 +128,11 @@ impl AdminState {
             .duration_since(self.started)
             .unwrap_or(Duration::ZERO);
         let mut v = serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": crate::version::VERSION,
+            "commit": crate::version::COMMIT,
             "uptimeSeconds": uptime.as_secs(),
             "ready": self.readiness.is_ready(),
-            "upstream": self.upstream,
+            "upstream": self.config.load().upstream.url().to_string(),
         });
         if let Some(map) = v.as_object_mut() {
             for part in &self.parts {

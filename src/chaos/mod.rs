@@ -16,6 +16,7 @@
 //! jwt.rs       JWKS cache (single flight, rate-limited refresh), RS256 verify
 //! episodes.rs  the episode registry: cooldown, single flight, metrics, events, status
 //! resolve.rs   the report-link GET (path only) and what the answer means
+//! settings.rs  the [chaos] settings an order reads, changeable by a reload
 //! side.rs      side requests through the inner service (path only)
 //! buffer.rs    read a body up to a limit, or hand it back untouched
 //! handle.rs    Chaos: the shared handle (snapshot, resolve_now, subscribe)
@@ -34,6 +35,7 @@ pub mod link;
 pub mod mask;
 mod order;
 pub mod resolve;
+pub mod settings;
 pub mod side;
 #[doc(hidden)]
 pub mod testkit;

@@ -55,7 +55,19 @@ impl Parts {
     }
 }
 
-/// The whole request path as one service, cloned per connection.
+impl Parts {
+    /// Takes a reloaded config: the breaker, the retry budget and the chaos
+    /// handle get its settings and keep their state (see `crate::reload`).
+    pub fn reconfigure(&self, config: &Config) {
+        self.breaker.reconfigure(&config.circuit_breaker);
+        self.budget.reconfigure(&config.retry);
+        self.chaos.reconfigure(&config.chaos);
+    }
+}
+
+/// The whole request path as one service, cloned per connection. It
+/// borrows nothing from its arguments (`use<>`): a reload builds one from a
+/// config it then lets go of.
 pub fn build(
     config: &Config,
     parts: &Parts,
@@ -64,9 +76,11 @@ pub fn build(
     Response = Response<ProxyBody>,
     Error = Infallible,
     Future: Send + 'static,
-> + Clone
+>
++ Clone
 + Send
-+ 'static {
++ 'static
++ use<> {
     ServiceBuilder::new()
         // The service's `Authorization` carries the vendor apiKey: marked
         // sensitive, it is never shown by `Debug` and never HPACK-indexed
@@ -95,9 +109,11 @@ pub fn build_buffered(
     Response = Response<ProxyBody>,
     Error = BoxError,
     Future: Send + 'static,
-> + Clone
+>
++ Clone
 + Send
-+ 'static {
++ 'static
++ use<> {
     ServiceBuilder::new()
         .layer(ForwardedHeadersLayer)
         .layer(DeadlineLayer::new(config.upstream.request_timeout))
