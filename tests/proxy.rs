@@ -389,6 +389,7 @@ async fn admin_answers_405_with_allow_for_a_known_path_and_the_wrong_method() {
         (Method::POST, "/status", "GET"),
         (Method::GET, "/circuit/open", "POST"),
         (Method::GET, "/chaos/resolve", "POST"),
+        (Method::GET, "/config/reload", "POST"),
     ] {
         let res = client
             .request(method.clone(), &format!("{}{path}", sc.admin), &[], "")

@@ -6,8 +6,10 @@
 //! - [`upstream`]: a scriptable fake upstream; [`raw`]: a raw-TCP one for faults.
 //! - [`sim`]: the factory simulator in-process; [`sidecar`]: the sidecar in-process.
 //! - [`rotel`]: a real OTLP receiver (`rotel-agent`) that prints what it gets.
+//! - [`binary`]: the real `factory-sidecar run` on a config file, signals by `kill`.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod client;
 pub mod http;
 pub mod raw;
