@@ -54,6 +54,13 @@ pub struct ChaosSnapshot {
     pub episodes: EpisodesSnapshot,
 }
 
+/// For the access log: one load, no lock.
+impl crate::telemetry::access::OpenEpisode for Chaos {
+    fn open_episode(&self) -> Option<u64> {
+        self.registry.newest_open()
+    }
+}
+
 /// See the module docs.
 pub struct Chaos {
     pub(crate) settings: ChaosSettings,
@@ -98,11 +105,6 @@ impl Chaos {
     pub fn reconfigure(&self, config: &ChaosConfig) {
         self.settings.store(config);
         self.registry.set_cooldown(config.resolve_cooldown);
-    }
-
-    /// The newest open episode's id (for the access log; one load, no lock).
-    pub fn open_episode(&self) -> Option<u64> {
-        self.registry.newest_open()
     }
 
     /// Episode events (started / resolved) for annotations.

@@ -19,6 +19,7 @@ use crate::proxy::headers::ForwardedHeadersLayer;
 use crate::resilience::breaker::{Breaker, BreakerLayer};
 use crate::resilience::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::resilience::retry::{RetryBudget, RetryLayer};
+use crate::telemetry::access::{AccessLog, OpenEpisode};
 use crate::telemetry::layers::{ClientTelemetryLayer, RequestCounts, ServerTelemetryLayer};
 use crate::telemetry::{Metrics, Tracing};
 
@@ -90,7 +91,13 @@ pub fn build(
         ]))
         .layer(
             ServerTelemetryLayer::new(Arc::clone(&parts.metrics), Arc::clone(&parts.counts))
-                .with_tracing(parts.tracing.clone()),
+                .with_tracing(parts.tracing.clone())
+                .with_access_log(
+                    config
+                        .log
+                        .access_log
+                        .then(|| AccessLog::new(Arc::clone(&parts.chaos) as Arc<dyn OpenEpisode>)),
+                ),
         )
         .layer(RescueLayer)
         .layer(CollectBodyLayer::new(config.server.max_body_bytes))

@@ -3,6 +3,7 @@
 //!
 //! - [`metrics`]: the SPEC's instruments; the only place metrics are recorded.
 //! - [`layers`]: where the stack is measured (per request, per try).
+//! - [`access`]: the access log, one line per request at info.
 //! - [`otlp`]: periodic OTLP export of the same instruments, and traces.
 //! - [`prometheus`]: the admin `/metrics` text, rendered from the same data.
 //! - [`trace`]: the tracer handle and W3C `traceparent` extract/inject.
@@ -11,6 +12,7 @@
 //! - [`annotations`]: chaos episodes posted to Grafana as annotations.
 //! - [`grafana`]: the metric names the shipped dashboard and alerts query.
 
+pub mod access;
 pub mod annotations;
 pub mod grafana;
 pub mod layers;
