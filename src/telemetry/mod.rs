@@ -10,11 +10,9 @@
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
 //! - [`process`]: `process_*` metrics of the standard Prometheus collector.
 //! - [`annotations`]: chaos episodes posted to Grafana as annotations.
-//! - [`grafana`]: the metric names the shipped dashboard and alerts query.
 
 pub mod access;
 pub mod annotations;
-pub mod grafana;
 pub mod layers;
 pub mod logging;
 pub mod metrics;

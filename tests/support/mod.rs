@@ -7,10 +7,12 @@
 //! - [`sim`]: the factory simulator in-process; [`sidecar`]: the sidecar in-process.
 //! - [`rotel`]: a real OTLP receiver (`rotel-agent`) that prints what it gets.
 //! - [`binary`]: the real `factory-sidecar run` on a config file, signals by `kill`.
+//! - [`grafana`]: the shipped dashboard, Grafana alerts and Prometheus rules, read.
 #![allow(dead_code)]
 
 pub mod binary;
 pub mod client;
+pub mod grafana;
 pub mod http;
 pub mod raw;
 pub mod rotel;
