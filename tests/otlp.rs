@@ -35,6 +35,30 @@ async fn exports_the_spec_metrics(protocol: OtlpProtocol) {
         }
     };
 
+    // Before anything happened: the known series are exported at 0, so a
+    // backend's increase() counts the first event.
+    for (metric, attrs) in [
+        ("sidecar.chaos.detected", &[("chaos.type", "throttle")][..]),
+        ("sidecar.chaos.resolutions", &[("result", "unresolved")][..]),
+        (
+            "sidecar.circuit.transitions",
+            &[("from", "closed"), ("to", "open")][..],
+        ),
+        ("sidecar.retries", &[("reason", "timeout")][..]),
+        ("sidecar.config.reloads", &[("result", "invalid")][..]),
+    ] {
+        collector
+            .wait_for(metric, attrs, |p| p.value == Some(0.0))
+            .await;
+    }
+    collector
+        .wait_for(
+            "factory_sidecar.build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            |p| p.value == Some(1.0),
+        )
+        .await;
+
     // Healthy orders.
     for _ in 0..3 {
         assert_eq!(order(http.clone()).await.status, 200);
