@@ -20,6 +20,7 @@ use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
 use crate::reload::{Apply, Commit, ReloadReport, Reloader, Swap};
+use crate::telemetry::Tracing;
 use crate::telemetry::annotations::{AnnotationError, Annotator};
 use crate::telemetry::logging::LevelChange;
 use crate::telemetry::{Telemetry, TelemetryError};
@@ -74,7 +75,10 @@ impl Sidecar {
     pub async fn start_from(config: Config, file: Option<PathBuf>) -> Result<Sidecar, StartError> {
         let config = Arc::new(config);
         let forward = Forward::new(&config.upstream)?;
-        let telemetry = Telemetry::start(&config.telemetry, config.upstream.url().host())?;
+        let telemetry = Arc::new(Telemetry::start(
+            &config.telemetry,
+            config.upstream.url().host(),
+        )?);
         let metrics = Arc::clone(telemetry.metrics());
         let parts = stack::Parts::new(&config, forward, Arc::clone(&metrics), telemetry.tracing());
         let swap = Swap::new(stack::build(&config, &parts));
@@ -112,10 +116,18 @@ impl Sidecar {
             admin_parts.push(Arc::clone(&probe_state) as Arc<dyn AdminPart>);
         }
         let probe = Arc::new(ProbeTask::default());
+        // The parts the current stack was built with (a reload may change
+        // their tracer), shared by the rebuild and the probe.
+        let current = Arc::new(parking_lot::Mutex::new(parts.clone()));
         let start_probe = {
-            let (parts, metrics, probe) = (parts.clone(), Arc::clone(&metrics), Arc::clone(&probe));
+            let (current, metrics, probe) = (
+                Arc::clone(&current),
+                Arc::clone(&metrics),
+                Arc::clone(&probe),
+            );
             move |config: &Config| {
                 if config.probe.enabled {
+                    let parts = current.lock().clone();
                     probe.replace(probe::spawn(
                         config.probe.clone(),
                         stack::build_buffered(config, &parts),
@@ -129,8 +141,13 @@ impl Sidecar {
 
         let live = Arc::new(ArcSwap::new(Arc::clone(&config)));
         let rebuild = {
-            let (parts, swap) = (parts.clone(), Arc::clone(&swap));
-            move |new: &Config| {
+            let (current, swap) = (Arc::clone(&current), Arc::clone(&swap));
+            move |new: &Config, tracing: Tracing| {
+                let parts = {
+                    let mut parts = current.lock();
+                    parts.tracing = tracing;
+                    parts.clone()
+                };
                 parts.reconfigure(new);
                 swap.store(stack::build(new, &parts));
             }
@@ -143,6 +160,7 @@ impl Sidecar {
                 rebuild: Arc::new(rebuild),
                 start_probe: Arc::new(start_probe),
                 annotator: Arc::clone(&annotator),
+                telemetry: Arc::clone(&telemetry),
             }),
             Arc::clone(&metrics),
         ));
@@ -262,9 +280,10 @@ impl ProbeTask {
 struct Running {
     live: Arc<ArcSwap<Config>>,
     /// New settings into the long-lived parts, then a fresh stack swapped in.
-    rebuild: Arc<dyn Fn(&Config) + Send + Sync>,
+    rebuild: Arc<dyn Fn(&Config, Tracing) + Send + Sync>,
     start_probe: Arc<dyn Fn(&Config) + Send + Sync>,
     annotator: Arc<Annotator>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Apply for Running {
@@ -272,6 +291,10 @@ impl Apply for Running {
         // What can fail is checked first; then nothing can.
         let level = LevelChange::new(&new.log.level).map_err(|e| e.to_string())?;
         Annotator::check(&new.grafana).map_err(|e| e.to_string())?;
+        let exporters = self
+            .telemetry
+            .prepare(&new.telemetry)
+            .map_err(|e| e.to_string())?;
         let old = self.live.load_full();
         let probe_changed = serde_json::to_value(&old.probe).ok()
             != serde_json::to_value(&new.probe).ok()
@@ -279,8 +302,10 @@ impl Apply for Running {
         let new = Arc::clone(new);
         let annotator = Arc::clone(&self.annotator);
         let (rebuild, start_probe) = (Arc::clone(&self.rebuild), Arc::clone(&self.start_probe));
+        let telemetry = Arc::clone(&self.telemetry);
         Ok(Box::new(move || {
-            rebuild(&new);
+            let tracing = exporters.apply(&telemetry);
+            rebuild(&new, tracing);
             if probe_changed {
                 start_probe(&new);
             }

@@ -7,7 +7,8 @@
 //! new config). Secrets serialize masked, so they are compared by value
 //! apart. A key that is set up once at start (a listener, the connection
 //! pool, a window's slices) goes into [`NEEDS_RESTART`] with the reason an
-//! operator is told.
+//! operator is told; turning OTLP export or Grafana annotations on or off
+//! also needs a restart (re-pointing them does not).
 
 use serde_json::Value;
 
@@ -54,8 +55,12 @@ pub const NEEDS_RESTART: &[(&str, &str)] = &[
         "the side channel to the factory is set up with it",
     ),
     (
-        "telemetry",
-        "the OTLP exporters and the meter provider are set up at start",
+        "telemetry.export_interval",
+        "the periodic OTLP reader is set up at start",
+    ),
+    (
+        "telemetry.service_name",
+        "the OTLP resource is set up at start",
     ),
     ("log.format", "the log writer is set up at start"),
     (
@@ -141,6 +146,13 @@ pub fn needing_restart(old: &Config, new: &Config, changed: &[String]) -> Vec<Re
                 })
         })
         .collect();
+    // OTLP export can be re-pointed, not turned on or off.
+    if old.telemetry.otlp_endpoint.is_empty() != new.telemetry.otlp_endpoint.is_empty() {
+        out.push(RestartNeeded {
+            key: "telemetry.otlp_endpoint".to_owned(),
+            why: "OTLP export is turned on or off at start",
+        });
+    }
     // Annotations can be re-pointed, not turned on or off.
     if old.grafana.url.trim().is_empty() != new.grafana.url.trim().is_empty() {
         out.push(RestartNeeded {

@@ -7,13 +7,16 @@
 //!   config runs on; the errors (`file:line:col: message`) are logged,
 //!   answered and kept for `/status`;
 //! - a change only a restart can apply ([`diff::NEEDS_RESTART`]: listeners,
-//!   the connection pool, windows, telemetry exporters, the log format):
-//!   reported with the keys and why, nothing applied (never half of a file);
+//!   the connection pool, windows, OTLP or annotations turned on or off,
+//!   the export interval, the log format): reported with the keys and why,
+//!   nothing applied (never half of a file);
 //! - otherwise a fresh stack is built from the new config over the same
 //!   long-lived parts and swapped in ([`swap`]): new requests use it,
 //!   requests in flight finish on theirs, no connection is dropped; the
 //!   parts take their new settings while keeping their state (breaker state
-//!   and window, retry budget, chaos episodes, metrics, the pool).
+//!   and window, retry budget, chaos episodes, metrics, the pool); admin and
+//!   Grafana tokens, the log level, the OTLP endpoint and protocol and
+//!   traces on/off, and the probe follow.
 //!
 //! Every reload counts in `sidecar.config.reloads{result}` and sets the
 //! last-reload gauges; `/status` shows the last one (`config.lastReload`).
