@@ -276,11 +276,14 @@ impl ProbeTask {
     }
 }
 
+/// Builds a stack from a config with a tracer and swaps it in.
+type Rebuild = dyn Fn(&Config, Tracing) + Send + Sync;
+
 /// What a reload changes in the running sidecar (see [`crate::reload`]).
 struct Running {
     live: Arc<ArcSwap<Config>>,
     /// New settings into the long-lived parts, then a fresh stack swapped in.
-    rebuild: Arc<dyn Fn(&Config, Tracing) + Send + Sync>,
+    rebuild: Arc<Rebuild>,
     start_probe: Arc<dyn Fn(&Config) + Send + Sync>,
     annotator: Arc<Annotator>,
     telemetry: Arc<Telemetry>,

@@ -564,7 +564,7 @@ impl Registry {
             inner.closed.pop_front();
         }
         inner.closed.push_back(ep);
-        self.publish_open(&inner);
+        self.publish_open(inner);
     }
 
     /// Open and recent episodes, links masked.
