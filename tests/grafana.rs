@@ -73,31 +73,10 @@ fn the_prometheus_rules_are_per_instance_documented_and_linked() {
     assert_eq!(rules[0].r#for, "2m");
     assert_eq!(rules[0].keep_firing_for.as_deref(), Some("5m"));
     // The Grafana rules link into the same runbook sections.
-    for url in strings_in(ALERTS_JSON, "runbook_url") {
+    for url in strings_under(ALERTS_JSON, "the alert rules", "runbook_url").expect("JSON") {
         let fragment = url.strip_prefix("${RUNBOOK_URL}#").expect("placeholder");
         assert!(anchors.contains(fragment), "no runbook section #{fragment}");
     }
-}
-
-/// String values under `key` anywhere in a JSON document.
-fn strings_in(json_text: &str, key: &str) -> Vec<String> {
-    fn walk(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m {
-                    match v {
-                        serde_json::Value::String(s) if k == key => out.push(s.clone()),
-                        _ => walk(v, key, out),
-                    }
-                }
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, key, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(&json(json_text), key, &mut out);
-    out
 }
 
 fn names(e: &str) -> Vec<String> {

@@ -73,32 +73,26 @@ pub fn init(config: &LogConfig) -> Result<(), LogInitError> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = filter(&config.level, rust_log.as_deref())?;
     let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // The two formats are two subscriber types; each installs the same way.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_env_filter(filter).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.try_init().map_err(|_| LogInitError::AlreadySet)?;
+            let _ = FILTER.set(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+        }};
+    }
     match config.format {
-        LogFormat::Json => {
-            let builder = builder
+        LogFormat::Json => install!(
+            builder
                 .json()
                 .flatten_event(true)
                 .with_current_span(false)
                 .with_span_list(false)
-                .with_env_filter(filter)
-                .with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder.try_init().map_err(|_| LogInitError::AlreadySet)?;
-            let _ = FILTER.set(Box::new(move |f| {
-                handle.reload(f).map_err(|e| e.to_string())
-            }));
-        }
-        LogFormat::Text => {
-            let builder = builder
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_env_filter(filter)
-                .with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder.try_init().map_err(|_| LogInitError::AlreadySet)?;
-            let _ = FILTER.set(Box::new(move |f| {
-                handle.reload(f).map_err(|e| e.to_string())
-            }));
-        }
+        ),
+        LogFormat::Text => install!(builder.with_ansi(std::io::stderr().is_terminal())),
     }
     Ok(())
 }

@@ -104,7 +104,7 @@ pub fn expressions(json: &str, what: &'static str) -> Result<Vec<String>, Grafan
 }
 
 /// Every string value under `key`, anywhere in a JSON document.
-fn strings_under(
+pub fn strings_under(
     json: &str,
     what: &'static str,
     key: &str,
