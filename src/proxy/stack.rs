@@ -92,12 +92,12 @@ pub fn build(
         .layer(
             ServerTelemetryLayer::new(Arc::clone(&parts.metrics), Arc::clone(&parts.counts))
                 .with_tracing(parts.tracing.clone())
-                .with_access_log(
-                    config
-                        .log
-                        .access_log
-                        .then(|| AccessLog::new(Arc::clone(&parts.chaos) as Arc<dyn OpenEpisode>)),
-                ),
+                .with_access_log(config.log.access_log.then(|| {
+                    AccessLog::new(
+                        Arc::clone(&parts.chaos) as Arc<dyn OpenEpisode>,
+                        config.log.format,
+                    )
+                })),
         )
         .layer(RescueLayer)
         .layer(CollectBodyLayer::new(config.server.max_body_bytes))

@@ -7,22 +7,33 @@
 //! apiKey, is cut to `/api/support/****`), `status`, `outcome`
 //! (`sidecar.outcome`), `attempts` (tries the factory saw, from
 //! `x-sidecar-attempts`; absent when nothing was forwarded), `duration_ms`
-//! (to the answer's head, in fractional milliseconds), `bytes` (the answer
-//! body's length when known at its head; absent for a streamed body),
-//! `trace_id` (with traces on) and `episode` (the open chaos episode, if
-//! any). The target is `factory_sidecar::access`: `[log] access_log = false`
-//! turns it off, as does a directive such as `info,factory_sidecar::access=off`.
+//! (to the answer's head, milliseconds with three decimals), `bytes` (the
+//! answer body's length when known at its head; absent for a streamed
+//! body), `trace_id` (with traces on) and `episode` (the open chaos
+//! episode, if any). Target `factory_sidecar::access`: `[log] access_log =
+//! false` turns it off, as does a directive such as
+//! `info,factory_sidecar::access=off`.
 //!
-//! Cost: the line is written by the log's formatter into its reused
-//! thread-local buffer, one `write` to stderr; what is captured per request
-//! is two reference-counted handles (the URI and the client header), only
-//! when the line will be written.
+//! Whether a line is written is asked of `tracing` (level, directives,
+//! reloads all apply), but the line is formatted here, in the same layout
+//! as the log's own text and JSON lines, into a reused per-thread buffer,
+//! and written to stderr in one `write`. Through `tracing-subscriber`'s
+//! formatter the same line cost about 14 000 instructions (its timestamp,
+//! its field visitors, its writer; measured with benches/instructions.sh),
+//! half again what the whole rest of an order costs; here it is a small
+//! fraction of that (benches/README.md). What a request keeps for its line
+//! is two reference-counted handles (the URI and the client header), and
+//! only when the line will be written.
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, StatusCode, Uri};
 
+use crate::config::LogFormat;
 use crate::telemetry::outcome::RequestOutcome;
 
 /// The `tracing` target of access lines.
@@ -34,26 +45,29 @@ pub trait OpenEpisode: Send + Sync {
     fn open_episode(&self) -> Option<u64>;
 }
 
-/// The access log of one stack: on or off (`[log] access_log`).
+/// The access log of one stack: on (`[log] access_log`), in `format`.
 #[derive(Clone)]
 pub struct AccessLog {
     episodes: Arc<dyn OpenEpisode>,
+    format: LogFormat,
 }
 
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessLog").finish_non_exhaustive()
+        f.debug_struct("AccessLog")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
     }
 }
 
 impl AccessLog {
-    /// Lines naming the open chaos episode from `episodes`.
-    pub fn new(episodes: Arc<dyn OpenEpisode>) -> AccessLog {
-        AccessLog { episodes }
+    /// Lines in `format`, naming the open chaos episode from `episodes`.
+    pub fn new(episodes: Arc<dyn OpenEpisode>, format: LogFormat) -> AccessLog {
+        AccessLog { episodes, format }
     }
 
     /// What to keep of a request for its line, or `None` when no line will
-    /// be written (off, or the log level hides it).
+    /// be written (off, or the log level or a directive hides it).
     pub fn start(&self, uri: &Uri, client: Option<&HeaderValue>) -> Option<Pending> {
         if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
             return None;
@@ -62,6 +76,7 @@ impl AccessLog {
             uri: uri.clone(),
             client: client.cloned(),
             episodes: Arc::clone(&self.episodes),
+            format: self.format,
         })
     }
 }
@@ -71,6 +86,7 @@ pub struct Pending {
     uri: Uri,
     client: Option<HeaderValue>,
     episodes: Arc<dyn OpenEpisode>,
+    format: LogFormat,
 }
 
 /// The answer's side of a line.
@@ -84,33 +100,179 @@ pub struct Answered<'a> {
     pub trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
+/// One line's values, borrowed.
+struct Line<'a> {
+    client: Option<&'a str>,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    outcome: &'a str,
+    attempts: Option<u32>,
+    micros: u64,
+    bytes: Option<u64>,
+    trace_id: Option<opentelemetry::trace::TraceId>,
+    episode: Option<u64>,
+}
+
+thread_local! {
+    /// The line being written, and the formatted second it starts with.
+    static BUFFER: RefCell<Buffer> = RefCell::new(Buffer::default());
+}
+
+#[derive(Default)]
+struct Buffer {
+    line: String,
+    /// `YYYY-MM-DDTHH:MM:SS` of `second` (formatted once a second).
+    stamp: String,
+    second: u64,
+}
+
 impl Pending {
-    /// Writes the line.
+    /// Writes the line (one `write` to stderr).
     pub fn finish(self, a: &Answered<'_>) {
-        let client = self.client.as_ref().map(last_forwarded);
-        let path = loggable_path(self.uri.path());
-        let attempts = a
-            .attempts
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u32>().ok());
-        let micros = u64::try_from(a.elapsed.as_micros()).unwrap_or(u64::MAX);
-        let duration_ms = micros as f64 / 1000.0;
-        let episode = self.episodes.open_episode();
-        tracing::info!(
-            target: TARGET,
-            client = client.map(tracing::field::display),
-            method = %a.method,
-            path = %path,
-            status = a.status.as_u16(),
-            outcome = %a.outcome.as_str(),
-            attempts,
-            duration_ms,
-            bytes = a.bytes,
-            trace_id = a.trace_id.map(tracing::field::display),
-            episode,
-            "request"
-        );
+        let line = Line {
+            client: self.client.as_ref().map(last_forwarded),
+            method: a.method.as_str(),
+            path: loggable_path(self.uri.path()),
+            status: a.status.as_u16(),
+            outcome: a.outcome.as_str(),
+            attempts: a
+                .attempts
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok()),
+            micros: u64::try_from(a.elapsed.as_micros()).unwrap_or(u64::MAX),
+            bytes: a.bytes,
+            trace_id: a.trace_id,
+            episode: self.episodes.open_episode(),
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        BUFFER.with(|b| {
+            let Ok(mut b) = b.try_borrow_mut() else {
+                return;
+            };
+            let b = &mut *b;
+            b.line.clear();
+            if b.second != now.as_secs() || b.stamp.is_empty() {
+                b.second = now.as_secs();
+                b.stamp.clear();
+                civil_stamp(&mut b.stamp, b.second);
+            }
+            match self.format {
+                LogFormat::Text => text(&mut b.line, &b.stamp, now.subsec_micros(), &line),
+                LogFormat::Json => json(&mut b.line, &b.stamp, now.subsec_micros(), &line),
+            }
+            // One write: lines from other threads never interleave inside it.
+            let _ = std::io::stderr().write_all(b.line.as_bytes());
+        });
     }
+}
+
+/// `2026-12-06T22:14:38.559435Z  INFO factory_sidecar::access: request client=... \n`,
+/// as the log's text formatter writes its lines (without colours).
+fn text(out: &mut String, stamp: &str, micros: u32, l: &Line<'_>) {
+    let _ = write!(out, "{stamp}.{micros:06}Z  INFO {TARGET}: request");
+    if let Some(c) = l.client {
+        out.push_str(" client=");
+        out.push_str(c);
+    }
+    out.push_str(" method=");
+    out.push_str(l.method);
+    out.push_str(" path=");
+    out.push_str(l.path);
+    let _ = write!(out, " status={} outcome={}", l.status, l.outcome);
+    if let Some(n) = l.attempts {
+        let _ = write!(out, " attempts={n}");
+    }
+    out.push_str(" duration_ms=");
+    millis(out, l.micros);
+    if let Some(n) = l.bytes {
+        let _ = write!(out, " bytes={n}");
+    }
+    if let Some(t) = l.trace_id {
+        let _ = write!(out, " trace_id={t}");
+    }
+    if let Some(e) = l.episode {
+        let _ = write!(out, " episode={e}");
+    }
+    out.push('\n');
+}
+
+/// One flat JSON object, as the log's JSON formatter writes its lines.
+fn json(out: &mut String, stamp: &str, micros: u32, l: &Line<'_>) {
+    let _ = write!(
+        out,
+        "{{\"timestamp\":\"{stamp}.{micros:06}Z\",\"level\":\"INFO\",\"message\":\"request\""
+    );
+    if let Some(c) = l.client {
+        json_field(out, "client", c);
+    }
+    json_field(out, "method", l.method);
+    json_field(out, "path", l.path);
+    let _ = write!(out, ",\"status\":{}", l.status);
+    json_field(out, "outcome", l.outcome);
+    if let Some(n) = l.attempts {
+        let _ = write!(out, ",\"attempts\":{n}");
+    }
+    out.push_str(",\"duration_ms\":");
+    millis(out, l.micros);
+    if let Some(n) = l.bytes {
+        let _ = write!(out, ",\"bytes\":{n}");
+    }
+    if let Some(t) = l.trace_id {
+        let _ = write!(out, ",\"trace_id\":\"{t}\"");
+    }
+    if let Some(e) = l.episode {
+        let _ = write!(out, ",\"episode\":{e}");
+    }
+    let _ = writeln!(out, ",\"target\":\"{TARGET}\"}}");
+}
+
+/// `,"key":"value"` with the value escaped for JSON.
+fn json_field(out: &mut String, key: &str, value: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Microseconds as milliseconds with three decimals: `5.798`, `0.041`.
+fn millis(out: &mut String, micros: u64) {
+    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of `secs` after the epoch (Howard Hinnant's
+/// civil-from-days).
+fn civil_stamp(out: &mut String, secs: u64) {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
 }
 
 /// The last `x-forwarded-for` entry: the peer the listener appended.
@@ -153,5 +315,56 @@ mod tests {
             loggable_path("/x/api/support/k/report/c"),
             "/api/support/****"
         );
+    }
+
+    #[test]
+    fn timestamps_are_utc_civil_time() {
+        let mut s = String::new();
+        civil_stamp(&mut s, 0);
+        assert_eq!(s, "1970-01-01T00:00:00");
+        s.clear();
+        // 2026-12-06T22:14:38Z
+        civil_stamp(&mut s, 1_796_595_278);
+        assert_eq!(s, "2026-12-06T22:14:38");
+        s.clear();
+        civil_stamp(&mut s, 951_782_400); // a leap day
+        assert_eq!(s, "2000-02-29T00:00:00");
+    }
+
+    fn sample(episode: Option<u64>) -> Line<'static> {
+        Line {
+            client: Some("127.0.0.1"),
+            method: "POST",
+            path: "/api/\"order\"",
+            status: 200,
+            outcome: "ok",
+            attempts: Some(2),
+            micros: 5_798,
+            bytes: Some(1730),
+            trace_id: None,
+            episode,
+        }
+    }
+
+    #[test]
+    fn text_and_json_lines_look_like_the_rest_of_the_log() {
+        let mut out = String::new();
+        text(&mut out, "2026-12-06T22:14:38", 559_435, &sample(Some(4)));
+        assert_eq!(
+            out,
+            "2026-12-06T22:14:38.559435Z  INFO factory_sidecar::access: request client=127.0.0.1 \
+             method=POST path=/api/\"order\" status=200 outcome=ok attempts=2 duration_ms=5.798 \
+             bytes=1730 episode=4\n"
+        );
+        let mut out = String::new();
+        json(&mut out, "2026-12-06T22:14:38", 1, &sample(None));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(v["timestamp"], "2026-12-06T22:14:38.000001Z");
+        assert_eq!(v["path"], "/api/\"order\"");
+        assert_eq!(v["duration_ms"], 5.798);
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["target"], TARGET);
+        assert!(v.get("episode").is_none());
+        assert!(out.ends_with("}\n"));
     }
 }
