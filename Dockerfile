@@ -11,7 +11,11 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# No .git in the build context: pass the commit for --version and build_info
+# (docker build --build-arg SIDECAR_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .).
+ARG SIDECAR_GIT_COMMIT=unknown
+ENV SIDECAR_GIT_COMMIT=$SIDECAR_GIT_COMMIT
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 COPY config ./config

@@ -172,6 +172,9 @@ def main():
                 url = node.get("runbook_url")
                 if isinstance(url, str):
                     checked += 1
+                    # `${RUNBOOK_URL}` is substituted at deploy with the
+                    # address where docs/runbook.md is published.
+                    url = url.replace("${RUNBOOK_URL}", "docs/runbook.md", 1)
                     # Written relative to the repository's root, not to the JSON file.
                     why = check_target("README.md", url, files, dirs)
                     if why:

@@ -7,7 +7,9 @@
 #
 # Two runs per target (N1 and N2 requests, ab keep-alive, C connections); the
 # difference over N2 - N1 cancels start-up, warm-up and shutdown. Targets:
-# the sidecar in the load benchmark's variants without OTLP export, `sc-otlp`
+# the sidecar in the load benchmark's variants without OTLP export (its
+# access log on, as by default, written to a file like nginx's would be;
+# `sc-noaccess` is `sidecar` with `[log] access_log = false`), `sc-otlp`
 # (every feature and OTLP export every 1 s to a local rotel-agent: against
 # `sidecar`, an upper bound of the export's cost, since a run under valgrind
 # lasts longer and so holds more exports than at full speed), and nginx in
@@ -131,9 +133,10 @@ run_once() { # target n
         "${TOOL[@]}" "$OUTFLAG=$out" "$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$TMP/v.log" 2>&1 &
         ;;
     *)
-        local attempts=3 breaker=true chaos=true otlp=""
+        local attempts=3 breaker=true chaos=true otlp="" log=""
         case $target in
         sidecar) ;;
+        sc-noaccess) log=$'[log]\naccess_log = false' ;;
         sc-otlp) otlp=$OTLP ;;
         sc-noretry) attempts=1 breaker=false ;;
         sc-nochaos) chaos=false ;;
@@ -160,6 +163,7 @@ listen = "$admin"
 [telemetry]
 otlp_endpoint = "$otlp"
 export_interval = "1s"
+$log
 EOF
         env TOKIO_WORKER_THREADS=1 "${TOOL[@]}" "$OUTFLAG=$out" \
             "$BIN" run --config "$TMP/$target.toml" >"$TMP/v.log" 2>&1 &

@@ -10,9 +10,11 @@
 //! | `POST /circuit/open`   | bearer | operator override: hold the breaker open        |
 //! | `POST /circuit/close`  | bearer | operator override: close and resume automatic   |
 //! | `POST /chaos/resolve`  | bearer | follow the latest report link now               |
+//! | `POST /config/reload`  | bearer | as SIGHUP: apply the file again, or say why not |
 //!
 //! Bearer endpoints compare the token in constant time and are refused (403)
-//! when no token is configured: an empty token never means "open".
+//! when no token is configured: an empty token never means "open". A known
+//! path asked with another method answers 405 with `Allow`; an unknown one 404.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,7 +31,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use crate::config::Secret;
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
 
 /// Whether the proxy is serving: false while starting and while draining.
 #[derive(Debug, Default)]
@@ -80,9 +84,9 @@ pub struct ActionAnswer {
 
 /// Everything the admin endpoints read.
 pub struct AdminState {
-    pub token: Secret,
+    /// The running config: the token (and upstream shown) follow reloads.
+    pub config: Arc<ArcSwap<Config>>,
     pub readiness: Arc<Readiness>,
-    pub upstream: String,
     pub started: SystemTime,
     pub parts: Vec<Arc<dyn AdminPart>>,
     /// Renders `/metrics`.
@@ -92,7 +96,9 @@ pub struct AdminState {
 impl AdminState {
     /// The answer refusing `req`, or `None` when its bearer token is right.
     fn refusal(&self, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
-        if self.token.is_empty() {
+        let config = self.config.load();
+        let token = &config.admin.token;
+        if token.is_empty() {
             return Some(json(
                 StatusCode::FORBIDDEN,
                 serde_json::json!({"message": "admin token not configured (admin.token or SIDECAR_ADMIN_TOKEN)"}),
@@ -104,7 +110,7 @@ impl AdminState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if token_matches(given, self.token.expose()) {
+        if token_matches(given, token.expose()) {
             None
         } else {
             let mut res = json(
@@ -122,10 +128,11 @@ impl AdminState {
             .duration_since(self.started)
             .unwrap_or(Duration::ZERO);
         let mut v = serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": crate::version::VERSION,
+            "commit": crate::version::COMMIT,
             "uptimeSeconds": uptime.as_secs(),
             "ready": self.readiness.is_ready(),
-            "upstream": self.upstream,
+            "upstream": self.config.load().upstream.url().to_string(),
         });
         if let Some(map) = v.as_object_mut() {
             for part in &self.parts {
@@ -135,8 +142,24 @@ impl AdminState {
         v
     }
 
+    /// The methods `path` answers (for 405 and `Allow`), `None` when unknown.
+    fn allowed(&self, path: &str) -> Option<&'static str> {
+        match path {
+            "/healthz" | "/readyz" => Some("GET, HEAD"),
+            "/metrics" | "/status" => Some("GET"),
+            p if self.parts.iter().any(|part| part.actions().contains(&p)) => Some("POST"),
+            _ => None,
+        }
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_owned();
+        let Some(allow) = self.allowed(&path) else {
+            return not_found();
+        };
+        if !allow.split(", ").any(|m| m == req.method().as_str()) {
+            return method_not_allowed(req.method(), allow);
+        }
         match (req.method(), path.as_str()) {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
@@ -196,6 +219,17 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    res
+}
+
+/// A known path asked with a method it does not answer (RFC 9110 15.5.6).
+fn method_not_allowed(method: &Method, allow: &'static str) -> Response<Full<Bytes>> {
+    let mut res = json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        serde_json::json!({"message": format!("{method} is not allowed here; use {allow}")}),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     res
 }
 

@@ -1,11 +1,14 @@
 //! Wires a validated config into a running sidecar: client, stack, proxy
-//! and admin listeners, readiness, and the order of a graceful shutdown.
-//! `main` adds signals; tests start it in-process on port 0.
+//! and admin listeners, readiness, config reload, and the order of a
+//! graceful shutdown. `main` adds signals; tests start it in-process on
+//! port 0.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,7 +19,10 @@ use crate::probe::{self, ProbeState};
 use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
+use crate::reload::{Apply, Commit, ReloadReport, Reloader, Swap};
+use crate::telemetry::Tracing;
 use crate::telemetry::annotations::{AnnotationError, Annotator};
+use crate::telemetry::logging::LevelChange;
 use crate::telemetry::{Telemetry, TelemetryError};
 
 /// The sidecar could not start.
@@ -45,6 +51,7 @@ pub struct Sidecar {
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
     readiness: Arc<Readiness>,
+    reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -56,9 +63,11 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 }
 
 impl Sidecar {
-    /// Builds everything and starts serving (addresses with port 0 get a free port).
+    /// Builds everything and starts serving (addresses with port 0 get a
+    /// free port). Without a file there is nothing to reload from: a reload
+    /// answers so.
     pub async fn start(config: Config) -> Result<Sidecar, StartError> {
-        Self::start_with(config, |_| {}).await
+        Self::launch(config, None, |_| {}).await
     }
 
     /// [`Sidecar::start`] with the listener's options, taken from
@@ -68,12 +77,29 @@ impl Sidecar {
         config: Config,
         tweak: impl FnOnce(&mut ServeOptions),
     ) -> Result<Sidecar, StartError> {
+        Self::launch(config, None, tweak).await
+    }
+
+    /// [`Sidecar::start`] for a config read from `file`, which SIGHUP and
+    /// `POST /config/reload` read again.
+    pub async fn start_from(config: Config, file: Option<PathBuf>) -> Result<Sidecar, StartError> {
+        Self::launch(config, file, |_| {}).await
+    }
+
+    async fn launch(
+        config: Config,
+        file: Option<PathBuf>,
+        tweak: impl FnOnce(&mut ServeOptions),
+    ) -> Result<Sidecar, StartError> {
         let config = Arc::new(config);
         let forward = Forward::new(&config.upstream)?;
-        let telemetry = Telemetry::start(&config.telemetry, config.upstream.url().host())?;
+        let telemetry = Arc::new(Telemetry::start(
+            &config.telemetry,
+            config.upstream.url().host(),
+        )?);
         let metrics = Arc::clone(telemetry.metrics());
         let parts = stack::Parts::new(&config, forward, Arc::clone(&metrics), telemetry.tracing());
-        let service = stack::build(&config, &parts);
+        let swap = Swap::new(stack::build(&config, &parts));
         let annotator = Arc::new(Annotator::start(&config.grafana)?);
         let annotating = annotator.follow(parts.chaos.subscribe());
 
@@ -103,22 +129,65 @@ impl Sidecar {
         if annotator.is_enabled() {
             admin_parts.push(Arc::clone(&annotator) as Arc<dyn AdminPart>);
         }
-        let probe = config.probe.enabled.then(|| {
-            let state = Arc::new(ProbeState::default());
-            admin_parts.push(Arc::clone(&state) as Arc<dyn AdminPart>);
-            probe::spawn(
-                config.probe.clone(),
-                stack::build_buffered(&config, &parts),
+        let probe_state = Arc::new(ProbeState::default());
+        if config.probe.enabled {
+            admin_parts.push(Arc::clone(&probe_state) as Arc<dyn AdminPart>);
+        }
+        let probe = Arc::new(ProbeTask::default());
+        // The parts the current stack was built with (a reload may change
+        // their tracer), shared by the rebuild and the probe.
+        let current = Arc::new(parking_lot::Mutex::new(parts.clone()));
+        let start_probe = {
+            let (current, metrics, probe) = (
+                Arc::clone(&current),
                 Arc::clone(&metrics),
-                state,
-            )
-        });
+                Arc::clone(&probe),
+            );
+            move |config: &Config| {
+                if config.probe.enabled {
+                    let parts = current.lock().clone();
+                    probe.replace(probe::spawn(
+                        config.probe.clone(),
+                        stack::build_buffered(config, &parts),
+                        Arc::clone(&metrics),
+                        Arc::clone(&probe_state),
+                    ));
+                }
+            }
+        };
+        start_probe(&config);
+
+        let live = Arc::new(ArcSwap::new(Arc::clone(&config)));
+        let rebuild = {
+            let (current, swap) = (Arc::clone(&current), Arc::clone(&swap));
+            move |new: &Config, tracing: Tracing| {
+                let parts = {
+                    let mut parts = current.lock();
+                    parts.tracing = tracing;
+                    parts.clone()
+                };
+                parts.reconfigure(new);
+                swap.store(stack::build(new, &parts));
+            }
+        };
+        let reloader = Arc::new(Reloader::new(
+            file,
+            Arc::clone(&live),
+            Box::new(Running {
+                live: Arc::clone(&live),
+                rebuild: Arc::new(rebuild),
+                start_probe: Arc::new(start_probe),
+                annotator: Arc::clone(&annotator),
+                telemetry: Arc::clone(&telemetry),
+            }),
+            Arc::clone(&metrics),
+        ));
+        admin_parts.push(Arc::clone(&reloader) as Arc<dyn AdminPart>);
 
         let readiness = Arc::new(Readiness::default());
         let admin_state = Arc::new(AdminState {
-            token: config.admin.token.clone(),
+            config: live,
             readiness: readiness.clone(),
-            upstream: config.upstream.url().to_string(),
             started: SystemTime::now(),
             parts: admin_parts,
             metrics: {
@@ -141,13 +210,11 @@ impl Sidecar {
             ));
             let drain = async {
                 stop_proxy.await;
-                if let Some(probe) = &probe {
-                    probe.abort();
-                }
+                probe.stop();
                 // Tell load balancers first, then stop accepting and drain.
                 ready.set(false);
             };
-            server::serve(proxy_listener, service, opts, drain).await;
+            server::serve(proxy_listener, swap.service(), opts, drain).await;
             let _ = admin_stop_tx.send(true);
             let _ = admin_task.await;
             if let Some(task) = annotating {
@@ -163,6 +230,7 @@ impl Sidecar {
             proxy_addr,
             admin_addr,
             readiness,
+            reloader,
             shutdown,
             task,
         })
@@ -178,6 +246,17 @@ impl Sidecar {
 
     pub fn is_ready(&self) -> bool {
         self.readiness.is_ready()
+    }
+
+    /// Reads the config file again and applies it, or says why not (see
+    /// [`crate::reload`]); `trigger` names the cause in logs and `/status`.
+    pub async fn reload(&self, trigger: &'static str) -> ReloadReport {
+        self.reloader.reload(trigger).await
+    }
+
+    /// The config running now (the last one a reload applied).
+    pub fn config(&self) -> Arc<Config> {
+        self.reloader.current()
     }
 
     /// Starts a graceful shutdown: readiness off, stop accepting, drain.
@@ -196,4 +275,67 @@ impl Sidecar {
 async fn wait_for(mut rx: watch::Receiver<bool>) {
     // An error means the sender is gone: treat as shutdown.
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// The probe's task, restarted when a reload changes `[probe]`.
+#[derive(Default)]
+struct ProbeTask(parking_lot::Mutex<Option<JoinHandle<()>>>);
+
+impl ProbeTask {
+    fn replace(&self, task: JoinHandle<()>) {
+        if let Some(old) = self.0.lock().replace(task) {
+            old.abort();
+        }
+    }
+
+    fn stop(&self) {
+        if let Some(task) = self.0.lock().take() {
+            task.abort();
+        }
+    }
+}
+
+/// Builds a stack from a config with a tracer and swaps it in.
+type Rebuild = dyn Fn(&Config, Tracing) + Send + Sync;
+
+/// What a reload changes in the running sidecar (see [`crate::reload`]).
+struct Running {
+    live: Arc<ArcSwap<Config>>,
+    /// New settings into the long-lived parts, then a fresh stack swapped in.
+    rebuild: Arc<Rebuild>,
+    start_probe: Arc<dyn Fn(&Config) + Send + Sync>,
+    annotator: Arc<Annotator>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Apply for Running {
+    fn prepare(&self, new: &Arc<Config>) -> Result<Commit, String> {
+        // What can fail is checked first; then nothing can.
+        let level = LevelChange::new(&new.log.level).map_err(|e| e.to_string())?;
+        Annotator::check(&new.grafana).map_err(|e| e.to_string())?;
+        let exporters = self
+            .telemetry
+            .prepare(&new.telemetry)
+            .map_err(|e| e.to_string())?;
+        let old = self.live.load_full();
+        let probe_changed = serde_json::to_value(&old.probe).ok()
+            != serde_json::to_value(&new.probe).ok()
+            || old.probe.api_key != new.probe.api_key;
+        let new = Arc::clone(new);
+        let annotator = Arc::clone(&self.annotator);
+        let (rebuild, start_probe) = (Arc::clone(&self.rebuild), Arc::clone(&self.start_probe));
+        let telemetry = Arc::clone(&self.telemetry);
+        Ok(Box::new(move || {
+            let tracing = exporters.apply(&telemetry);
+            rebuild(&new, tracing);
+            if probe_changed {
+                start_probe(&new);
+            }
+            // Checked above: cannot fail now.
+            if let Err(e) = annotator.retarget(&new.grafana) {
+                tracing::warn!(error = %e, "grafana settings not applied");
+            }
+            level.apply();
+        }))
+    }
 }

@@ -11,7 +11,7 @@ use factory_sidecar::config::{self, Config, ProcessEnv};
 #[derive(Parser)]
 #[command(
     name = "factory-sidecar",
-    version,
+    version = factory_sidecar::version::LONG,
     about = "A fast, chaos-aware reverse proxy between the JWT Pizza service and the pizza factory"
 )]
 struct Cli {
@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Run(arg) => match arg.load() {
-            Ok(config) => runtime.block_on(run(config)),
+            Ok(config) => runtime.block_on(run(config, arg.path())),
             Err(code) => code,
         },
         Command::Sim(args) => runtime.block_on(factory_sidecar::sim::main(args)),
@@ -100,13 +100,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, path: PathBuf) -> ExitCode {
     // The level was checked with the config; a bad RUST_LOG is a bad input.
     if let Err(e) = factory_sidecar::telemetry::logging::init(&config.log) {
         eprintln!("factory-sidecar: {e}");
         return ExitCode::from(1);
     }
-    let sidecar = match factory_sidecar::app::Sidecar::start(config).await {
+    // SIGHUP reloads the config and never ends the process (from before
+    // the sidecar is ready); SIGTERM/SIGINT drain.
+    let mut hangups = hangups();
+    let sidecar = match factory_sidecar::app::Sidecar::start_from(config, Some(path)).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
@@ -114,12 +117,45 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    shutdown_signal().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(()) = hangups.recv() => {
+                sidecar.reload("SIGHUP").await;
+            }
+        }
+    }
     tracing::info!("shutdown requested; draining");
     sidecar.shutdown();
     sidecar.stopped().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// One message per SIGHUP. Listening starts before the sidecar serves, so a
+/// SIGHUP sent once it is ready never falls back to the default action
+/// (ending the process).
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut s) => {
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    // A reload already waiting covers this one too.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /config/reload")
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// Resolves on SIGINT or SIGTERM.

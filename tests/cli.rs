@@ -42,6 +42,19 @@ fn every_command_has_help() {
 }
 
 #[test]
+fn version_names_the_commit_and_the_build_profile() {
+    let out = Command::new(BIN).arg("--version").output().expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("factory-sidecar {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    assert!(
+        text.contains(", debug build)") || text.contains(", release build)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn check_accepts_the_reference_config_and_masks_secrets() {
     let out = Command::new(BIN)
         .args(["check", "--config", "config/sidecar.toml"])

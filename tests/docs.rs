@@ -90,7 +90,9 @@ fn expected_keys(path: &[String]) -> Option<Vec<String>> {
     }
     t.insert(PROBE_KEY.to_owned(), toml::Value::Integer(0));
     let message = parses(&toml::to_string(&doc).expect("render TOML")).err()?;
-    let (_, expected) = message.split_once(&format!("unknown field `{PROBE_KEY}`"))?;
+    // "unknown key `zz..` in [section]; known keys: `a`, `b`, ..."
+    let (_, rest) = message.split_once(&format!("`{PROBE_KEY}`"))?;
+    let (_, expected) = rest.split_once("known keys:")?;
     Some(
         expected
             .split('`')

@@ -375,6 +375,30 @@ async fn admin_health_and_status_need_the_token() {
 }
 
 #[tokio::test]
+async fn admin_answers_405_with_allow_for_a_known_path_and_the_wrong_method() {
+    let up = FakeUpstream::echo().await;
+    let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
+    let client = TestClient::http1();
+    for (method, path, allow) in [
+        (Method::POST, "/healthz", "GET, HEAD"),
+        (Method::DELETE, "/metrics", "GET"),
+        (Method::POST, "/status", "GET"),
+        (Method::GET, "/circuit/open", "POST"),
+        (Method::GET, "/chaos/resolve", "POST"),
+        (Method::GET, "/config/reload", "POST"),
+    ] {
+        let res = client
+            .request(method.clone(), &format!("{}{path}", sc.admin), &[], "")
+            .await;
+        assert_eq!(res.status, 405, "{method} {path}");
+        assert_eq!(res.header("allow"), Some(allow), "{method} {path}");
+        assert!(res.json()["message"].is_string());
+    }
+    let res = client.get(&format!("{}/nope", sc.admin)).await;
+    assert_eq!(res.status, 404);
+}
+
+#[tokio::test]
 async fn admin_refuses_status_when_no_token_is_configured() {
     let up = FakeUpstream::echo().await;
     let sc = sidecar::start(sidecar::config(&up.url(), |c| {

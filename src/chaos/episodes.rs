@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
@@ -228,7 +228,11 @@ pub struct Registry {
     open: AtomicUsize,
     metrics: Arc<Metrics>,
     events: broadcast::Sender<EpisodeEvent>,
-    cooldown: Duration,
+    /// `resolve_cooldown` in microseconds (a reload may change it).
+    cooldown_us: AtomicU64,
+    /// The id of the newest open episode, 0 when none (for the access log,
+    /// read on every request without the lock).
+    newest_open: AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -237,6 +241,10 @@ impl std::fmt::Debug for Registry {
             .field("open", &self.open.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn time(t: SystemTime) -> String {
@@ -251,8 +259,33 @@ impl Registry {
             open: AtomicUsize::new(0),
             metrics,
             events,
-            cooldown,
+            cooldown_us: AtomicU64::new(micros(cooldown)),
+            newest_open: AtomicU64::new(0),
         }
+    }
+
+    /// A reload's new `resolve_cooldown`.
+    pub fn set_cooldown(&self, cooldown: Duration) {
+        self.cooldown_us.store(micros(cooldown), Ordering::Relaxed);
+    }
+
+    fn cooldown(&self) -> Duration {
+        Duration::from_micros(self.cooldown_us.load(Ordering::Relaxed))
+    }
+
+    /// The newest open episode's id, if any (no lock: one load).
+    pub fn newest_open(&self) -> Option<u64> {
+        match self.newest_open.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    /// Publishes the open episodes' count and newest id for lock-free readers.
+    fn publish_open(&self, inner: &Inner) {
+        self.open.store(inner.open.len(), Ordering::Release);
+        let newest = inner.open.iter().map(|e| e.id).max().unwrap_or(0);
+        self.newest_open.store(newest, Ordering::Relaxed);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<EpisodeEvent> {
@@ -280,7 +313,7 @@ impl Registry {
                 .closed
                 .iter_mut()
                 .rev()
-                .find(|e| e.resolved_recently(l, now, self.cooldown))
+                .find(|e| e.resolved_recently(l, now, self.cooldown()))
         {
             ep.attempts += 1;
             ep.last_seen = wall;
@@ -360,7 +393,7 @@ impl Registry {
                     duration: None,
                 });
                 inner.open.push(ep);
-                self.open.store(inner.open.len(), Ordering::Release);
+                self.publish_open(&inner);
                 inner.open.len() - 1
             }
         };
@@ -377,7 +410,7 @@ impl Registry {
         }
         if ep
             .last_follow
-            .is_some_and(|t| now.duration_since(t) < self.cooldown)
+            .is_some_and(|t| now.duration_since(t) < self.cooldown())
         {
             return FollowPlan::None;
         }
@@ -397,7 +430,7 @@ impl Registry {
             .closed
             .iter()
             .rev()
-            .any(|e| e.resolved_recently(&link, now, self.cooldown))
+            .any(|e| e.resolved_recently(&link, now, self.cooldown()))
     }
 
     fn ticket(ep: &mut Episode, link: ReportLink, how: How, now: Instant) -> FollowTicket {
@@ -500,7 +533,7 @@ impl Registry {
             }
         }
         inner.open = kept;
-        self.open.store(inner.open.len(), Ordering::Release);
+        self.publish_open(&inner);
     }
 
     fn close(&self, inner: &mut Inner, mut ep: Episode, how: How, now: Instant, wall: SystemTime) {
@@ -531,7 +564,7 @@ impl Registry {
             inner.closed.pop_front();
         }
         inner.closed.push_back(ep);
-        self.open.store(inner.open.len(), Ordering::Release);
+        self.publish_open(inner);
     }
 
     /// Open and recent episodes, links masked.

@@ -16,6 +16,7 @@ use crate::chaos::ChaosType;
 use crate::chaos::episodes::{EpisodeEvent, EpisodesSnapshot, FollowPlan, FollowTicket, Registry};
 use crate::chaos::jwt::{DEFAULT_MIN_REFRESH, JwksCache, JwksSnapshot, Verdict};
 use crate::chaos::resolve::{FactoryAnswer, Resolver};
+use crate::chaos::settings::ChaosSettings;
 use crate::chaos::side::{DEFAULT_TIMEOUT, SideChannel, SideService};
 use crate::config::ChaosConfig;
 use crate::telemetry::metrics::Metrics;
@@ -53,9 +54,16 @@ pub struct ChaosSnapshot {
     pub episodes: EpisodesSnapshot,
 }
 
+/// For the access log: one load, no lock.
+impl crate::telemetry::access::OpenEpisode for Chaos {
+    fn open_episode(&self) -> Option<u64> {
+        self.registry.newest_open()
+    }
+}
+
 /// See the module docs.
 pub struct Chaos {
-    pub(crate) config: ChaosConfig,
+    pub(crate) settings: ChaosSettings,
     side: Arc<SideChannel>,
     registry: Registry,
     resolver: Resolver,
@@ -78,7 +86,7 @@ impl Chaos {
             DEFAULT_TIMEOUT.min(config.background_timeout),
         ));
         Arc::new(Chaos {
-            config: config.clone(),
+            settings: ChaosSettings::new(config),
             registry: Registry::new(metrics, config.resolve_cooldown),
             resolver: Resolver::new(Arc::clone(&side)),
             jwks: JwksCache::new(Arc::clone(&side), DEFAULT_MIN_REFRESH),
@@ -86,8 +94,17 @@ impl Chaos {
         })
     }
 
-    pub fn config(&self) -> &ChaosConfig {
-        &self.config
+    /// The live settings (a reload changes them).
+    pub fn settings(&self) -> &ChaosSettings {
+        &self.settings
+    }
+
+    /// Takes `[chaos]` from a reloaded config: the next order sees it;
+    /// episodes, the JWKS cache and the resolver are kept.
+    /// `background_timeout` is fixed at start.
+    pub fn reconfigure(&self, config: &ChaosConfig) {
+        self.settings.store(config);
+        self.registry.set_cooldown(config.resolve_cooldown);
     }
 
     /// Episode events (started / resolved) for annotations.
@@ -98,14 +115,14 @@ impl Chaos {
     /// The `/status` section: settings, JWKS state, open and recent episodes.
     pub fn snapshot(&self) -> ChaosSnapshot {
         let mut jwks = self.jwks.snapshot();
-        if !self.config.verify_jwt {
+        if !self.settings.verify_jwt() {
             jwks.state = "disabled";
         }
         ChaosSnapshot {
-            detect: self.config.detect,
-            auto_resolve: self.config.auto_resolve,
-            verify_jwt: self.config.verify_jwt,
-            redact_in_responses: self.config.redact_in_responses,
+            detect: self.settings.detect(),
+            auto_resolve: self.settings.auto_resolve(),
+            verify_jwt: self.settings.verify_jwt(),
+            redact_in_responses: self.settings.redact_in_responses(),
             jwks,
             episodes: self.registry.snapshot(),
         }
@@ -133,7 +150,7 @@ impl Chaos {
 
     /// Fetches the JWKS ahead of the first order (optional warm-up).
     pub async fn prefetch_jwks(&self) -> JwksSnapshot {
-        if self.config.verify_jwt {
+        if self.settings.verify_jwt() {
             self.jwks.load().await;
         }
         self.jwks.snapshot()
@@ -145,7 +162,7 @@ impl Chaos {
 
     /// Whether the layer has anything to do with order answers.
     pub(crate) fn inspects(&self) -> bool {
-        self.config.detect || self.config.redact_in_responses || self.config.verify_jwt
+        self.settings.detect() || self.settings.redact_in_responses() || self.settings.verify_jwt()
     }
 
     pub(crate) async fn verify(&self, token: &[u8]) -> Verdict {
@@ -164,11 +181,11 @@ impl Chaos {
         link: Option<&str>,
         status: Option<http::StatusCode>,
     ) -> FollowPlan {
-        if !self.config.detect {
+        if !self.settings.detect() {
             return FollowPlan::None;
         }
         self.registry
-            .record(chaos, link, status, self.config.auto_resolve)
+            .record(chaos, link, status, self.settings.auto_resolve())
     }
 
     /// Whether the chaos behind `link` has been resolved by following it.
@@ -177,7 +194,7 @@ impl Chaos {
     }
 
     pub(crate) fn healthy(&self) {
-        if self.config.detect {
+        if self.settings.detect() {
             self.registry.healthy();
         }
     }

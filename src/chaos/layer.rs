@@ -181,7 +181,7 @@ async fn finish_alone<F>(chaos: Arc<Chaos>, stage: Stage<F>, started: Instant)
 where
     F: Future<Output = Answer> + Unpin + Send + 'static,
 {
-    let limit = chaos.config.background_timeout;
+    let limit = chaos.settings.background_timeout();
     let until = started + limit;
     let mut rest = match stage {
         Stage::Judging(rest) => rest,

@@ -17,6 +17,7 @@
 //! jws.rs       RS256 check of one token: keys parsed once per fetch, header read in place
 //! episodes.rs  the episode registry: cooldown, single flight, metrics, events, status
 //! resolve.rs   the report-link GET (path only) and what the answer means
+//! settings.rs  the [chaos] settings an order reads, changeable by a reload
 //! side.rs      side requests through the inner service (path only)
 //! buffer.rs    read a body up to a limit, or hand it back untouched
 //! handle.rs    Chaos: the shared handle (snapshot, resolve_now, subscribe)
@@ -36,6 +37,7 @@ pub mod link;
 pub mod mask;
 mod order;
 pub mod resolve;
+pub mod settings;
 pub mod side;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -89,6 +91,12 @@ pub enum ResolveResult {
 }
 
 impl ResolveResult {
+    pub const ALL: [ResolveResult; 3] = [
+        ResolveResult::Resolved,
+        ResolveResult::Unresolved,
+        ResolveResult::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ResolveResult::Resolved => "resolved",

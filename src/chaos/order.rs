@@ -112,7 +112,7 @@ pub(crate) fn on_answer(
     };
     let elapsed = started.elapsed();
     let status = res.status();
-    let limit = chaos.config.inspect_max_bytes;
+    let limit = chaos.settings.inspect_max_bytes();
     let too_large = declared_length(res.headers()).is_some_and(|n| n > limit as u64);
     if !is_json(res.headers()) || too_large {
         uninspected(chaos, status);
@@ -161,7 +161,7 @@ async fn read_and_judge(
     elapsed: Duration,
 ) -> Answer {
     let status = parts.status;
-    match read_limited(body, chaos.config.inspect_max_bytes).await {
+    match read_limited(body, chaos.settings.inspect_max_bytes()).await {
         Ok(Buffered::Whole(bytes)) => judge_body(chaos, parts, bytes, elapsed, None).await,
         Ok(Buffered::TooLarge(body)) => {
             uninspected(&chaos, status);
@@ -185,7 +185,7 @@ fn judge_now(
     // no link, nothing to mask (a verified token is base64url and dots), so
     // not inspected. Anything else takes the full path below, from the start.
     if status.is_success()
-        && chaos.config.verify_jwt
+        && chaos.settings.verify_jwt()
         && healthy_shape(&bytes)
             .is_some_and(|token| chaos.verify_now(token) == Some(Verdict::Valid))
     {
@@ -199,7 +199,7 @@ fn judge_now(
         };
         // `None`: the check needs a key fetch.
         let verdict = match found.jwt() {
-            Some(token) if status.is_success() && chaos.config.verify_jwt => {
+            Some(token) if status.is_success() && chaos.settings.verify_jwt() => {
                 chaos.verify_now(token.as_bytes()).map(Some)
             }
             _ => Some(None),
@@ -249,7 +249,7 @@ async fn judge_body(
         };
         let verdict = match (known, found.jwt()) {
             (Some(known), _) => known,
-            (None, Some(token)) if status.is_success() && chaos.config.verify_jwt => {
+            (None, Some(token)) if status.is_success() && chaos.settings.verify_jwt() => {
                 Some(verify_within(&chaos, token.as_bytes(), VERIFY_WAIT).await)
             }
             (None, _) => None,
@@ -303,14 +303,14 @@ fn assess(
             elapsed,
             found.has_link(),
             check,
-            chaos.config.slow_threshold,
+            chaos.settings.slow_threshold(),
         )
     }
 }
 
 /// The masked body, when links must be masked and there are any.
 fn redacted(chaos: &Chaos, bytes: &[u8], found: &Inspection<'_>) -> Option<Bytes> {
-    if chaos.config.redact_in_responses {
+    if chaos.settings.redact_in_responses() {
         redact_with(bytes, found)
     } else {
         None

@@ -85,7 +85,7 @@ impl Config {
             ConfigErrors(vec![ConfigError {
                 origin: origin.to_owned(),
                 position: e.span().map(|s| line_col(src, s.start)),
-                message: e.message().trim().to_owned(),
+                message: super::explain::explain(src, e.message().trim(), e.span()),
             }])
         })?;
         let mut errors = Vec::new();
@@ -430,6 +430,53 @@ mod tests {
         let e = first_error("[upstream]\nurl = \"http://a\"\n\n[retry]\nmax_atempts = 2\n");
         assert!(e.starts_with("sidecar.toml:5:1: "), "{e}");
         assert!(e.contains("max_atempts"), "{e}");
+        assert!(e.contains("did you mean `max_attempts`?"), "{e}");
+        assert!(e.contains("[retry]"), "{e}");
+
+        let e = first_error("[upstream]\nurl = \"http://a\"\n[circuit_braker]\n");
+        assert!(e.contains("did you mean `circuit_breaker`?"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_and_the_range() {
+        let e = first_error("[upstream]\nurl = \"http://a\"\n[retry]\nmax_attempts = -1\n");
+        assert!(e.starts_with("sidecar.toml:4:16: "), "{e}");
+        assert!(
+            e.contains("max_attempts must be between 1 and 10, not -1"),
+            "{e}"
+        );
+
+        let e = first_error("[upstream]\nurl = \"http://a\"\n[retry]\nmax_attempts = \"3\"\n");
+        assert!(
+            e.contains("retry.max_attempts must be a whole number"),
+            "{e}"
+        );
+        assert!(e.contains("not the string \"3\""), "{e}");
+
+        let e =
+            first_error("[upstream]\nurl = \"http://a\"\n[circuit_breaker]\nminimum_calls = -5\n");
+        assert!(
+            e.ends_with(
+                "circuit_breaker.minimum_calls must be a whole number from 0 to 4294967295, not -5"
+            ),
+            "{e}"
+        );
+
+        let e = first_error("[upstream]\nurl = \"http://a\"\nattempt_timeout = 5\n");
+        assert!(
+            e.contains("upstream.attempt_timeout must be a string in quotes, not 5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_log_levels_are_errors_with_their_place() {
+        let e = first_error("[upstream]\nurl = \"http://a\"\n[log]\nlevel = \"verbose\"\n");
+        assert!(e.starts_with("sidecar.toml:4:9: "), "{e}");
+        assert!(e.contains("\"verbose\" is not a level"), "{e}");
+        let c = parse("[upstream]\nurl = \"http://a\"\n[log]\nlevel = \"warn,hyper=error\"\n")
+            .expect("directives");
+        assert!(c.log.access_log);
     }
 
     #[test]

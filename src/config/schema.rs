@@ -404,10 +404,13 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A level (`info`) or `tracing` filter directives (`info,factory_sidecar=debug`).
+    /// A level (`info`), optionally followed by `target=level` directives
+    /// (`info,factory_sidecar=debug`); unknown levels are errors.
     #[serde(deserialize_with = "log_level")]
     pub level: String,
     pub format: LogFormat,
+    /// One line per request at info (target `factory_sidecar::access`).
+    pub access_log: bool,
 }
 
 impl Default for LogConfig {
@@ -415,6 +418,7 @@ impl Default for LogConfig {
         Self {
             level: "info".to_owned(),
             format: LogFormat::Text,
+            access_log: true,
         }
     }
 }

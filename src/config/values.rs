@@ -229,10 +229,77 @@ pub(super) fn paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
     Ok(v)
 }
 
+/// The levels `[log] level` accepts, alone or as `target=level`.
+pub const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a `[log] level` value: a level, optionally followed by
+/// comma-separated `target=level` directives (`info,hyper=warn`). Anything
+/// else is refused: `tracing`'s own parser takes an unknown word such as
+/// `verbose` as a *target* name and then logs nothing at all.
+pub fn check_log_level(s: &str) -> Result<(), String> {
+    let known = |level: &str| LOG_LEVELS.contains(&level.trim().to_ascii_lowercase().as_str());
+    let valid_target = |t: &str| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'))
+    };
+    let bad = |what: String| {
+        Err(format!(
+            "invalid log level {s:?}: {what}; use one of {} (optionally followed by \
+             target=level directives, e.g. \"info,factory_sidecar::access=off\")",
+            LOG_LEVELS.join(", ")
+        ))
+    };
+    if s.trim().is_empty() {
+        return bad("it is empty".to_owned());
+    }
+    for directive in s.split(',').map(str::trim) {
+        match directive.split_once('=') {
+            None if known(directive) => {}
+            None => return bad(format!("{directive:?} is not a level")),
+            Some((target, level)) if valid_target(target.trim()) && known(level) => {}
+            Some((target, _)) if !valid_target(target.trim()) => {
+                return bad(format!("{target:?} is not a target (a module path)"));
+            }
+            Some((_, level)) => return bad(format!("{level:?} is not a level")),
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
-    tracing_subscriber::EnvFilter::builder()
-        .parse(&s)
-        .map_err(|e| serde::de::Error::custom(format!("invalid log level {s:?}: {e}")))?;
+    check_log_level(&s).map_err(serde::de::Error::custom)?;
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_log_level;
+
+    #[test]
+    fn only_known_levels_and_target_directives_pass() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "info,hyper=warn",
+            "debug, factory_sidecar::access=off",
+            "error,h2=off,tower-http=trace",
+        ] {
+            assert_eq!(check_log_level(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "verbose",
+            "",
+            "info,",
+            "info,hyper",
+            "info,=warn",
+            "info,hyper=loud",
+            "info,a[span]=debug",
+        ] {
+            let e = check_log_level(bad).expect_err(bad);
+            assert!(e.contains("trace, debug, info, warn, error, off"), "{e}");
+        }
+    }
 }

@@ -142,18 +142,22 @@ pub async fn main(args: DemoArgs) -> ExitCode {
     println!("factory-sidecar demo");
     println!("  simulated factory  {}", sim.url());
     println!("  sidecar            {proxy}   (the pizza service's factory.url)");
-    println!("  admin              {admin}   (/status with `Authorization: Bearer {DEMO_TOKEN}`)");
+    println!("  admin              {admin}");
+    println!("                     (/status with `Authorization: Bearer {DEMO_TOKEN}`)");
     println!(
         "  metrics            {admin}/metrics{}",
         match &args.otlp_endpoint {
             Some(e) => format!(" and OTLP to {e}"),
-            None => " (add --otlp-endpoint URL to export OTLP too)".to_owned(),
+            None => " (--otlp-endpoint URL: OTLP too)".to_owned(),
         }
     );
     println!(
         "  orders             {} per second, each checked against the factory's JWKS",
         args.rate
     );
+    println!();
+    println!("each line: the last second's orders (ord), ok, failed, saved by a retry, fast 503s,");
+    println!("latency p50/p99, the circuit, and the newest chaos episode");
     println!();
 
     let phases = phases();
@@ -179,6 +183,7 @@ pub async fn main(args: DemoArgs) -> ExitCode {
         sim.set_chaos(phase.chaos.clone());
         gate.resume(i);
         println!("--- {}: {}", phase.name, phase.what);
+        println!("{}", view::live_header());
         let length = args.duration * phase.weight / total_weight.max(1);
         let phase_end = Instant::now() + length;
         let mut tick = tokio::time::interval_at(
@@ -216,7 +221,10 @@ pub async fn main(args: DemoArgs) -> ExitCode {
         println!("chaos episodes, newest first (detected at, type, outcome)");
         for ep in episodes {
             let first_seen = ep.get("firstSeen").and_then(|v| v.as_str()).unwrap_or("?");
-            println!("  {first_seen}  {}", view::describe_episode(ep));
+            println!(
+                "{}",
+                view::fit(format!("  {first_seen}  {}", view::describe_episode(ep)))
+            );
         }
     }
     let stats = sim.stats();

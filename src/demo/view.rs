@@ -50,13 +50,40 @@ fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
         .copied()
 }
 
-pub fn ms(d: Option<Duration>) -> String {
-    match d {
-        None => "-".to_owned(),
-        Some(d) if d < Duration::from_millis(10) => format!("{:.1}ms", d.as_secs_f64() * 1000.0),
-        Some(d) if d < Duration::from_secs(10) => format!("{}ms", d.as_millis()),
-        Some(d) => format!("{:.1}s", d.as_secs_f64()),
+/// The widest line the demo prints: fits a 100-column terminal.
+pub const WIDTH: usize = 100;
+
+/// A duration as a person reads it, `-` when there is none.
+pub fn took(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".to_owned(), human)
+}
+
+/// `850µs`, `3.2ms`, `14ms`, `2.5s`, `1m05s`: the unit that keeps two or
+/// three significant digits, so something real never reads `0.0ms`.
+pub fn human(d: Duration) -> String {
+    let us = d.as_micros();
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 10_000 {
+        format!("{:.1}ms", d.as_secs_f64() * 1e3)
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d < Duration::from_secs(60) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
     }
+}
+
+/// `line` cut to [`WIDTH`] characters (the chaos column is the only one
+/// that can grow).
+pub fn fit(line: String) -> String {
+    if line.chars().count() <= WIDTH {
+        return line;
+    }
+    let mut cut: String = line.chars().take(WIDTH - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// The state the sidecar reports in `/status`, as far as the demo shows it.
@@ -89,33 +116,42 @@ impl SidecarView {
     }
 }
 
-/// One episode in a few words: `fail resolved (auto) after 14ms`.
+/// One episode in a few words: `fail resolved (auto) in 14ms`.
 pub fn describe_episode(ep: &serde_json::Value) -> String {
     let kind = ep.get("type").and_then(|v| v.as_str()).unwrap_or("?");
     let took = ep
         .get("durationSeconds")
         .and_then(|v| v.as_f64())
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| ms(Some(Duration::from_secs_f64(s))))
+        .map(|s| human(Duration::from_secs_f64(s)))
         .unwrap_or_else(|| "?".to_owned());
     match ep.get("resolvedAt").filter(|v| !v.is_null()) {
         Some(_) => {
             let how = ep.get("how").and_then(|v| v.as_str()).unwrap_or("?");
-            format!("{kind} resolved ({how}) after {took}")
+            format!("{kind} resolved ({how}) in {took}")
         }
         None => format!("{kind} ACTIVE for {took}"),
     }
 }
 
-/// The line printed each second.
+/// The heading over the lines printed each second.
+pub fn live_header() -> String {
+    format!(
+        "{:>4} {:<9}{:>5}{:>5}{:>5}{:>6}{:>5}{:>7}{:>7} {:<9} {}",
+        "time", "phase", "ord", "ok", "fail", "saved", "503", "p50", "p99", "circuit", "chaos"
+    )
+}
+
+/// The line printed each second, under [`live_header`]; at most [`WIDTH`]
+/// columns.
 pub fn live_line(
     elapsed: Duration,
     phase: &str,
     last_second: &Tally,
     view: &SidecarView,
 ) -> String {
-    format!(
-        "{:>4}s  {:<10} orders {:>3}  ok {:>3}  failed {:>3}  retried-ok {:>2}  fast-503 {:>3}  p50 {:>7}  p99 {:>7}  circuit {:<9}  chaos: {}",
+    fit(format!(
+        "{:>3}s {:<9}{:>5}{:>5}{:>5}{:>6}{:>5}{:>7}{:>7} {:<9} {}",
         elapsed.as_secs(),
         phase,
         last_second.orders,
@@ -123,11 +159,11 @@ pub fn live_line(
         last_second.failed,
         last_second.saved_by_retry,
         last_second.fast_503,
-        ms(last_second.p50),
-        ms(last_second.p99),
+        took(last_second.p50),
+        took(last_second.p99),
         view.circuit,
         view.chaos,
-    )
+    ))
 }
 
 /// The closing table: one row per phase, then the total.
@@ -148,8 +184,8 @@ pub fn summary(phases: &[&str], results: &[OrderResult]) -> String {
             t.failed,
             t.saved_by_retry,
             t.fast_503,
-            ms(t.p50),
-            ms(t.p99)
+            took(t.p50),
+            took(t.p99)
         );
     };
     for (i, name) in phases.iter().enumerate() {
@@ -210,13 +246,53 @@ mod tests {
         ]}});
         assert_eq!(
             SidecarView::from_status(&status).chaos,
-            "fail resolved (auto) after 12ms"
+            "fail resolved (auto) in 12ms"
         );
         let status = serde_json::json!({"chaos": {"active": [{"type": "throttle", "durationSeconds": 2.5}], "recent": []}});
         assert_eq!(
             SidecarView::from_status(&status).chaos,
-            "throttle ACTIVE for 2500ms"
+            "throttle ACTIVE for 2.5s"
         );
+    }
+
+    #[test]
+    fn durations_read_sensibly() {
+        let d = |us: u64| human(Duration::from_micros(us));
+        assert_eq!(d(40), "40µs");
+        assert_eq!(d(999), "999µs");
+        assert_eq!(d(1_000), "1.0ms");
+        assert_eq!(d(3_250), "3.2ms");
+        assert_eq!(d(14_400), "14ms");
+        assert_eq!(d(2_500_000), "2.5s");
+        assert_eq!(d(65_000_000), "1m05s");
+        assert_eq!(took(None), "-");
+    }
+
+    #[test]
+    fn live_lines_fit_100_columns() {
+        let t = Tally {
+            orders: 9_999,
+            ok: 9_999,
+            failed: 9_999,
+            saved_by_retry: 9_999,
+            fast_503: 9_999,
+            p50: Some(Duration::from_secs(59)),
+            p99: Some(Duration::from_secs(3_600)),
+        };
+        let view = SidecarView {
+            circuit: "half_open".to_owned(),
+            chaos: "throttle resolved (manual) in 12.5s".to_owned(),
+        };
+        let line = live_line(Duration::from_secs(999), "recovered", &t, &view);
+        assert!(line.chars().count() <= WIDTH, "{line}");
+        assert!(line.ends_with("in 12.5s"), "nothing cut: {line}");
+        assert!(live_header().chars().count() <= WIDTH);
+        let long = SidecarView {
+            chaos: "x".repeat(200),
+            ..view
+        };
+        let line = live_line(Duration::from_secs(1), "fail", &t, &long);
+        assert_eq!(line.chars().count(), WIDTH);
     }
 
     #[test]

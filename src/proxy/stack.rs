@@ -19,6 +19,7 @@ use crate::proxy::headers::ForwardedHeadersLayer;
 use crate::resilience::breaker::{Breaker, BreakerLayer};
 use crate::resilience::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::resilience::retry::{RetryBudget, RetryLayer};
+use crate::telemetry::access::{AccessLog, OpenEpisode};
 use crate::telemetry::layers::{ClientTelemetryLayer, RequestCounts, ServerTelemetryLayer};
 use crate::telemetry::{Metrics, Tracing};
 
@@ -55,7 +56,19 @@ impl Parts {
     }
 }
 
-/// The whole request path as one service, cloned per connection.
+impl Parts {
+    /// Takes a reloaded config: the breaker, the retry budget and the chaos
+    /// handle get its settings and keep their state (see `crate::reload`).
+    pub fn reconfigure(&self, config: &Config) {
+        self.breaker.reconfigure(&config.circuit_breaker);
+        self.budget.reconfigure(&config.retry);
+        self.chaos.reconfigure(&config.chaos);
+    }
+}
+
+/// The whole request path as one service, cloned per connection. It
+/// borrows nothing from its arguments (`use<>`): a reload builds one from a
+/// config it then lets go of.
 pub fn build(
     config: &Config,
     parts: &Parts,
@@ -64,9 +77,11 @@ pub fn build(
     Response = Response<ProxyBody>,
     Error = Infallible,
     Future: Send + 'static,
-> + Clone
+>
++ Clone
 + Send
-+ 'static {
++ 'static
++ use<> {
     ServiceBuilder::new()
         // The service's `Authorization` carries the vendor apiKey: marked
         // sensitive, it is never shown by `Debug` and never HPACK-indexed
@@ -76,7 +91,13 @@ pub fn build(
         ]))
         .layer(
             ServerTelemetryLayer::new(Arc::clone(&parts.metrics), Arc::clone(&parts.counts))
-                .with_tracing(parts.tracing.clone()),
+                .with_tracing(parts.tracing.clone())
+                .with_access_log(config.log.access_log.then(|| {
+                    AccessLog::new(
+                        Arc::clone(&parts.chaos) as Arc<dyn OpenEpisode>,
+                        config.log.format,
+                    )
+                })),
         )
         .layer(RescueLayer)
         .layer(CollectBodyLayer::new(config.server.max_body_bytes))
@@ -95,9 +116,11 @@ pub fn build_buffered(
     Response = Response<ProxyBody>,
     Error = BoxError,
     Future: Send + 'static,
-> + Clone
+>
++ Clone
 + Send
-+ 'static {
++ 'static
++ use<> {
     ServiceBuilder::new()
         .layer(ForwardedHeadersLayer)
         .layer(DeadlineLayer::new(config.upstream.request_timeout))

@@ -58,6 +58,13 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    pub const ALL: [FailureKind; 4] = [
+        FailureKind::Connect,
+        FailureKind::Timeout,
+        FailureKind::Status5xx,
+        FailureKind::BadJwt,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Connect => "connect",

@@ -106,13 +106,45 @@ pub struct Annotator {
     stats: Arc<Stats>,
     stop: Option<watch::Sender<bool>>,
     task: Mutex<Option<JoinHandle<()>>>,
-    target: String,
+    /// Where posts go and with which token; a reload may change both.
+    target: Arc<parking_lot::RwLock<Target>>,
+}
+
+/// The annotation endpoint and the `Authorization` value for it.
+#[derive(Clone)]
+struct Target {
+    uri: Uri,
+    auth: HeaderValue,
+}
+
+impl Target {
+    /// `{base_url}/api/annotations` with `Bearer {token}`, checked.
+    fn new(base_url: &str, token: &str) -> Result<Target, AnnotationError> {
+        let bad = |reason: &str| AnnotationError::Url {
+            url: base_url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let target = format!("{}/api/annotations", base_url.trim().trim_end_matches('/'));
+        let uri: Uri = target
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            return Err(bad("must be an http:// or https:// URL"));
+        }
+        if token.is_empty() {
+            return Err(AnnotationError::NoToken);
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| AnnotationError::BadToken)?;
+        auth.set_sensitive(true);
+        Ok(Target { uri, auth })
+    }
 }
 
 impl fmt::Debug for Annotator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Annotator")
-            .field("target", &self.target)
+            .field("target", &self.target.read().uri)
             .field("enabled", &self.tx.is_some())
             .finish_non_exhaustive()
     }
@@ -126,7 +158,10 @@ impl Annotator {
             stats: Arc::default(),
             stop: None,
             task: Mutex::new(None),
-            target: String::new(),
+            target: Arc::new(parking_lot::RwLock::new(Target {
+                uri: Uri::from_static("http://disabled.invalid/"),
+                auth: HeaderValue::from_static(""),
+            })),
         }
     }
 
@@ -149,23 +184,7 @@ impl Annotator {
         token: &str,
         options: AnnotatorOptions,
     ) -> Result<Annotator, AnnotationError> {
-        let bad = |reason: &str| AnnotationError::Url {
-            url: base_url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let target = format!("{}/api/annotations", base_url.trim().trim_end_matches('/'));
-        let uri: Uri = target
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
-            return Err(bad("must be an http:// or https:// URL"));
-        }
-        if token.is_empty() {
-            return Err(AnnotationError::NoToken);
-        }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| AnnotationError::BadToken)?;
-        auth.set_sensitive(true);
+        let target = Arc::new(parking_lot::RwLock::new(Target::new(base_url, token)?));
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| AnnotationError::NoRuntime)?;
         let client = Client::builder(TokioExecutor::new())
@@ -180,8 +199,7 @@ impl Annotator {
         let stats = Arc::new(Stats::default());
         let poster = Poster {
             client,
-            uri,
-            auth,
+            target: Arc::clone(&target),
             options,
             stats: stats.clone(),
         };
@@ -197,6 +215,24 @@ impl Annotator {
 
     pub fn is_enabled(&self) -> bool {
         self.tx.is_some()
+    }
+
+    /// Checks a reloaded `[grafana]` for an enabled annotator; the returned
+    /// change is applied with [`Annotator::retarget`] once the whole reload
+    /// is known to apply. (Turning annotations on or off needs a restart.)
+    pub fn check(config: &GrafanaConfig) -> Result<(), AnnotationError> {
+        if config.url.trim().is_empty() {
+            return Ok(());
+        }
+        Target::new(&config.url, config.token.expose()).map(|_| ())
+    }
+
+    /// Posts from now on go to `url` with `token` (a reload); queued ones too.
+    pub fn retarget(&self, config: &GrafanaConfig) -> Result<(), AnnotationError> {
+        if self.is_enabled() {
+            *self.target.write() = Target::new(&config.url, config.token.expose())?;
+        }
+        Ok(())
     }
 
     /// A chaos episode of `chaos_type` began at `at`.
@@ -340,7 +376,7 @@ impl AdminPart for Annotator {
     fn status(&self) -> serde_json::Value {
         serde_json::json!({
             "enabled": self.is_enabled(),
-            "target": self.target,
+            "target": self.target.read().uri.to_string(),
             "queued": self.stats.queued.load(Ordering::Relaxed),
             "sent": self.sent(),
             "retries": self.retries(),
@@ -353,8 +389,7 @@ impl AdminPart for Annotator {
 /// The background side.
 struct Poster {
     client: Client<Connector, Full<Bytes>>,
-    uri: Uri,
-    auth: HeaderValue,
+    target: Arc<parking_lot::RwLock<Target>>,
     options: AnnotatorOptions,
     stats: Arc<Stats>,
 }
@@ -404,7 +439,7 @@ impl Poster {
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         status = status.as_u16(),
-                        target = %self.uri,
+                        target = %self.target.read().uri,
                         "Grafana refused the annotation (check grafana.token and its permissions); not retried"
                     );
                     return false;
@@ -433,7 +468,7 @@ impl Poster {
                 }
                 Err(TryError::Transient(reason)) => {
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%reason, attempts, target = %self.uri, "Grafana annotation given up");
+                    tracing::warn!(%reason, attempts, target = %self.target.read().uri, "Grafana annotation given up");
                     return false;
                 }
             }
@@ -443,12 +478,13 @@ impl Poster {
 
     async fn try_post(&self, a: &Annotation) -> Result<(), TryError> {
         let body = serde_json::to_vec(a).map_err(|e| TryError::Transient(e.to_string()))?;
+        let target = self.target.read().clone();
         let req = Request::builder()
             .method(Method::POST)
-            .uri(self.uri.clone())
+            .uri(target.uri)
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json")
-            .header(header::AUTHORIZATION, self.auth.clone())
+            .header(header::AUTHORIZATION, target.auth)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| TryError::Transient(e.to_string()))?;
         let exchange = async {

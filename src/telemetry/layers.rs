@@ -7,6 +7,8 @@
 //! sits inside the retry loop and sees each try to the factory:
 //! `http.client.request.duration` with the status and/or `error.type`.
 //! Durations run to the answer's head (the body streams on afterwards).
+//! The server layer also writes the access log ([`super::access`]), from
+//! the same measurement.
 //!
 //! With traces on ([`ServerTelemetryLayer::with_tracing`]), the server
 //! layer opens a server span per request, continuing the caller's W3C
@@ -31,6 +33,8 @@ use crate::boxed::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::headers::X_FORWARDED_FOR;
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
+use crate::resilience::retry::X_SIDECAR_ATTEMPTS;
+use crate::telemetry::access::{AccessLog, Answered, Pending};
 use crate::telemetry::metrics::{ClientResult, Metrics, Route};
 use crate::telemetry::outcome::RequestOutcome;
 use crate::telemetry::trace::Tracing;
@@ -85,6 +89,7 @@ pub struct ServerTelemetryLayer {
     metrics: Arc<Metrics>,
     counts: Arc<RequestCounts>,
     tracing: Tracing,
+    access: Option<AccessLog>,
 }
 
 impl ServerTelemetryLayer {
@@ -93,12 +98,19 @@ impl ServerTelemetryLayer {
             metrics,
             counts,
             tracing: Tracing::disabled(),
+            access: None,
         }
     }
 
     /// A server span per request when `tracing` is enabled.
     pub fn with_tracing(mut self, tracing: Tracing) -> Self {
         self.tracing = tracing;
+        self
+    }
+
+    /// An access line per request (`[log] access_log`), when given one.
+    pub fn with_access_log(mut self, access: Option<AccessLog>) -> Self {
+        self.access = access;
         self
     }
 }
@@ -111,6 +123,7 @@ impl<S> Layer<S> for ServerTelemetryLayer {
             metrics: self.metrics.clone(),
             counts: self.counts.clone(),
             tracing: self.tracing.clone(),
+            access: self.access.clone(),
         }
     }
 }
@@ -122,6 +135,7 @@ pub struct ServerTelemetry<S> {
     metrics: Arc<Metrics>,
     counts: Arc<RequestCounts>,
     tracing: Tracing,
+    access: Option<AccessLog>,
 }
 
 impl<S, B> Service<Request<B>> for ServerTelemetry<S>
@@ -140,6 +154,10 @@ where
         let started = Instant::now();
         let method = req.method().clone();
         let route = Route::of(req.uri().path());
+        let access = self
+            .access
+            .as_ref()
+            .and_then(|a| a.start(req.uri(), req.headers().get(X_FORWARDED_FOR)));
         let span = if self.tracing.is_enabled() {
             self.tracing.server_span(
                 req.headers(),
@@ -164,6 +182,7 @@ where
             metrics: self.metrics.clone(),
             counts: self.counts.clone(),
             span,
+            access,
         }
     }
 }
@@ -180,6 +199,8 @@ pin_project_lite::pin_project! {
         counts: Arc<RequestCounts>,
         // The request's server span (traces on); taken when it ends.
         span: Option<OtelContext>,
+        // The request's access line, written with the answer (when on).
+        access: Option<Pending>,
     }
 
     impl<F> PinnedDrop for ServerFuture<F> {
@@ -222,15 +243,17 @@ where
             this.counts.record(status);
             this.metrics
                 .server_request(this.method, *this.route, status, outcome, elapsed);
-            // The path is not logged: report links carry the apiKey in theirs.
-            tracing::debug!(
-                method = %this.method,
-                route = this.route.as_str(),
-                status = status.as_u16(),
-                outcome = outcome.as_str(),
-                elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-                "request answered"
-            );
+            if let Some(access) = this.access.take() {
+                access.finish(&Answered {
+                    method: this.method,
+                    status,
+                    outcome,
+                    attempts: res.headers().get(X_SIDECAR_ATTEMPTS),
+                    elapsed,
+                    bytes: http_body::Body::size_hint(res.body()).exact(),
+                    trace_id: span.as_ref().map(|cx| cx.span().span_context().trace_id()),
+                });
+            }
             if let Some(span) = span {
                 let s = span.span();
                 s.set_attribute(KeyValue::new(

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode};
 use opentelemetry::metrics::{
@@ -38,6 +38,7 @@ use crate::chaos::{ChaosType, ResolveResult};
 use crate::resilience::breaker::CircuitState;
 use crate::resilience::classify::FailureKind;
 use crate::telemetry::outcome::RequestOutcome;
+use crate::telemetry::process::ProcessInstruments;
 
 /// `http.route`, normalised so the attribute set stays small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,6 +168,15 @@ impl BoundCache {
         bound.record(value);
         self.bound.write().entry(key).or_insert(bound);
     }
+
+    /// Makes the series for `key` exist at count 0 (cumulative readers
+    /// export bound series that have not recorded yet).
+    fn prebind(&self, key: u64, attributes: Vec<KeyValue>) {
+        let mut bound = self.bound.write();
+        bound
+            .entry(key)
+            .or_insert_with(|| self.histogram.bind(&attributes));
+    }
 }
 
 /// Every instrument of the documented metrics table.
@@ -185,6 +195,12 @@ pub struct Metrics {
     chaos_resolutions: Counter<u64>,
     probe_requests: Counter<u64>,
     probe_duration: Histogram<f64>,
+    // Operating the sidecar: config reloads, what build runs, the process.
+    config_reloads: Counter<u64>,
+    config_last_reload_success: Gauge<i64>,
+    config_last_reload_time: Gauge<f64>,
+    build_info: Gauge<i64>,
+    _process: ProcessInstruments,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -286,17 +302,104 @@ impl Metrics {
                 "sidecar.probe.duration",
                 "Duration of synthetic probe orders.",
             ),
+            config_reloads: counter(
+                "sidecar.config.reloads",
+                "Config reloads (SIGHUP or POST /config/reload), by result.",
+            ),
+            config_last_reload_success: meter
+                .i64_gauge("sidecar.config.last_reload_successful")
+                .with_description("1 when the last config reload was applied (or none was asked), 0 when it was refused.")
+                .build(),
+            config_last_reload_time: meter
+                .f64_gauge("sidecar.config.last_reload_success_timestamp")
+                .with_unit("s")
+                .with_description("When the running config was last applied (start or reload), seconds since the epoch.")
+                .build(),
+            build_info: meter
+                .i64_gauge("factory_sidecar.build_info")
+                .with_description("Always 1: the version, git commit, profile and features of this build.")
+                .build(),
+            _process: ProcessInstruments::register(meter, SystemTime::now()),
             provider,
             pull,
         };
-        // Gauges start at their resting values so dashboards show them at once.
-        metrics.circuit_state.record(0, &[]);
-        for chaos in ChaosType::ALL {
-            metrics
-                .chaos_active
-                .record(0, &[KeyValue::new(CHAOS_TYPE, chaos.as_str())]);
-        }
+        metrics.start_at_zero();
         metrics
+    }
+
+    /// Every series with a known label set exists from the start: gauges
+    /// at their resting values, counters and the canonical request series
+    /// at 0. A counter series that first appears at its first event hides
+    /// that event from `increase()` and `rate()` (they need a sample before
+    /// it), so the first circuit opening or chaos episode would read 0.
+    fn start_at_zero(&self) {
+        self.circuit_state.record(0, &[]);
+        for chaos in ChaosType::ALL {
+            let kv = [KeyValue::new(CHAOS_TYPE, chaos.as_str())];
+            self.chaos_active.record(0, &kv);
+            self.chaos_detected.add(0, &kv);
+        }
+        for result in ResolveResult::ALL {
+            self.chaos_resolutions
+                .add(0, &[KeyValue::new(RESULT, result.as_str())]);
+        }
+        for (from, to) in CircuitState::TRANSITIONS {
+            self.circuit_transitions.add(
+                0,
+                &[
+                    KeyValue::new(FROM, from.as_str()),
+                    KeyValue::new(TO, to.as_str()),
+                ],
+            );
+        }
+        self.circuit_rejections.add(0, &[]);
+        for kind in FailureKind::ALL {
+            self.retries.add(0, &[KeyValue::new(REASON, kind.as_str())]);
+        }
+        for result in ReloadResult::ALL {
+            self.config_reloads
+                .add(0, &[KeyValue::new(RESULT, result.as_str())]);
+        }
+        self.config_last_reload_success.record(1, &[]);
+        self.config_last_reload_time
+            .record(epoch_seconds(SystemTime::now()), &[]);
+        self.build_info.record(
+            1,
+            &[
+                KeyValue::new("version", crate::version::VERSION),
+                KeyValue::new("commit", crate::version::COMMIT),
+                KeyValue::new("profile", crate::version::PROFILE),
+                KeyValue::new("features", crate::version::FEATURES),
+                KeyValue::new("rustc", crate::version::RUSTC),
+            ],
+        );
+        // Orders as each outcome answers them (the status it usually has),
+        // and tries by result: the series the dashboards divide by.
+        let post = method_index(&Method::POST);
+        for (outcome, status) in [
+            (RequestOutcome::Ok, StatusCode::OK),
+            (
+                RequestOutcome::FactoryError,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (RequestOutcome::CircuitOpen, StatusCode::SERVICE_UNAVAILABLE),
+            (RequestOutcome::Timeout, StatusCode::GATEWAY_TIMEOUT),
+            (RequestOutcome::Unreachable, StatusCode::BAD_GATEWAY),
+            (RequestOutcome::Rejected, StatusCode::PAYLOAD_TOO_LARGE),
+        ] {
+            let (key, attrs) = server_series(post, Route::Order, status, outcome);
+            self.server_duration.prebind(key, attrs);
+        }
+        for result in [
+            ClientResult::Status(StatusCode::OK),
+            ClientResult::FailedAnswer(StatusCode::INTERNAL_SERVER_ERROR, FailureKind::Status5xx),
+            ClientResult::FailedAnswer(StatusCode::OK, FailureKind::BadJwt),
+            ClientResult::Error(FailureKind::Connect),
+            ClientResult::Error(FailureKind::Timeout),
+        ] {
+            let (key, attrs) = self.client_series(post, result);
+            self.client_duration.prebind(key, attrs);
+        }
     }
 
     /// Collects the current values (for the Prometheus text).
@@ -337,39 +440,29 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let method = method_index(method);
-        let key = (method as u64)
-            | (route as u64) << 8
-            | u64::from(status.as_u16()) << 16
-            | (outcome as u64) << 32;
+        let key = server_key(method, route, status, outcome);
         self.server_duration.record(key, elapsed.as_secs_f64(), || {
-            vec![
-                KeyValue::new(METHOD, METHODS[method]),
-                KeyValue::new(ROUTE, route.as_str()),
-                KeyValue::new(STATUS, i64::from(status.as_u16())),
-                KeyValue::new(OUTCOME, outcome.as_str()),
-            ]
+            server_series(method, route, status, outcome).1
         });
     }
 
     /// `http.client.request.duration`: one per try to the factory.
     pub fn client_request(&self, method: &Method, result: ClientResult, elapsed: Duration) {
         let index = method_index(method);
-        let method = KeyValue::new(METHOD, METHODS[index]);
-        let (status, kind) = match result {
-            ClientResult::Status(s) => (Some(s), None),
-            ClientResult::FailedAnswer(s, kind) => (Some(s), Some(kind)),
-            ClientResult::Error(kind) => (None, Some(kind)),
-        };
-        let key = (index as u64)
-            | status.map_or(0, |s| u64::from(s.as_u16())) << 16
-            | kind.map_or(0, |k| k as u64 + 1) << 32;
+        let key = client_key(index, result);
         self.client_duration.record(key, elapsed.as_secs_f64(), || {
-            let mut set = vec![method];
-            set.extend(status.map(|s| KeyValue::new(STATUS, i64::from(s.as_u16()))));
-            set.extend(kind.map(|k| KeyValue::new(ERROR_TYPE, k.as_str())));
-            set.push(self.server_address.clone());
-            set
+            self.client_series(index, result).1
         });
+    }
+
+    /// The key and attributes of a client series.
+    fn client_series(&self, method: usize, result: ClientResult) -> (u64, Vec<KeyValue>) {
+        let (status, kind) = result.parts();
+        let mut set = vec![KeyValue::new(METHOD, METHODS[method])];
+        set.extend(status.map(|s| KeyValue::new(STATUS, i64::from(s.as_u16()))));
+        set.extend(kind.map(|k| KeyValue::new(ERROR_TYPE, k.as_str())));
+        set.push(self.server_address.clone());
+        (client_key(method, result), set)
     }
 
     /// The `server.address` attribute (the factory's host), for spans.
@@ -424,6 +517,20 @@ impl Metrics {
             .add(1, &[KeyValue::new(RESULT, result.as_str())]);
     }
 
+    /// `sidecar.config.reloads`, and the last-reload gauges (success, and
+    /// the time of the last applied config) for alerting on a reload that
+    /// left the file and the running config apart.
+    pub fn config_reload(&self, result: ReloadResult, at: SystemTime) {
+        self.config_reloads
+            .add(1, &[KeyValue::new(RESULT, result.as_str())]);
+        let applied = result == ReloadResult::Applied;
+        self.config_last_reload_success
+            .record(i64::from(applied), &[]);
+        if applied {
+            self.config_last_reload_time.record(epoch_seconds(at), &[]);
+        }
+    }
+
     /// `sidecar.probe.requests` and `sidecar.probe.duration`.
     pub fn probe(&self, ok: bool, elapsed: Duration) {
         let result = KeyValue::new(RESULT, if ok { "ok" } else { "failed" });
@@ -431,6 +538,84 @@ impl Metrics {
         self.probe_duration
             .record(elapsed.as_secs_f64(), std::slice::from_ref(&result));
     }
+}
+
+/// The packed key of a server series (see [`BoundCache`]).
+fn server_key(method: usize, route: Route, status: StatusCode, outcome: RequestOutcome) -> u64 {
+    (method as u64)
+        | (route as u64) << 8
+        | u64::from(status.as_u16()) << 16
+        | (outcome as u64) << 32
+}
+
+/// The key and attributes of a server series.
+fn server_series(
+    method: usize,
+    route: Route,
+    status: StatusCode,
+    outcome: RequestOutcome,
+) -> (u64, Vec<KeyValue>) {
+    (
+        server_key(method, route, status, outcome),
+        vec![
+            KeyValue::new(METHOD, METHODS[method]),
+            KeyValue::new(ROUTE, route.as_str()),
+            KeyValue::new(STATUS, i64::from(status.as_u16())),
+            KeyValue::new(OUTCOME, outcome.as_str()),
+        ],
+    )
+}
+
+/// The packed key of a client series.
+fn client_key(method: usize, result: ClientResult) -> u64 {
+    let (status, kind) = result.parts();
+    (method as u64)
+        | status.map_or(0, |s| u64::from(s.as_u16())) << 16
+        | kind.map_or(0, |k| k as u64 + 1) << 32
+}
+
+impl ClientResult {
+    fn parts(self) -> (Option<StatusCode>, Option<FailureKind>) {
+        match self {
+            ClientResult::Status(s) => (Some(s), None),
+            ClientResult::FailedAnswer(s, kind) => (Some(s), Some(kind)),
+            ClientResult::Error(kind) => (None, Some(kind)),
+        }
+    }
+}
+
+/// How a config reload ended, as `sidecar.config.reloads` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadResult {
+    /// The new config runs.
+    Applied,
+    /// The file (or the environment) has errors: the old config runs on.
+    Invalid,
+    /// A key changed that only a restart can apply: the old config runs on.
+    NeedsRestart,
+}
+
+impl ReloadResult {
+    pub const ALL: [ReloadResult; 3] = [
+        ReloadResult::Applied,
+        ReloadResult::Invalid,
+        ReloadResult::NeedsRestart,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Invalid => "invalid",
+            ReloadResult::NeedsRestart => "needs_restart",
+        }
+    }
+}
+
+fn epoch_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
 }
 
 /// Lets the provider own a reader the admin endpoint also holds.

@@ -3,20 +3,22 @@
 //!
 //! - [`metrics`]: the instruments of the operator contract (docs/operations.md); the only place metrics are recorded.
 //! - [`layers`]: where the stack is measured (per request, per try).
+//! - [`access`]: the access log, one line per request at info.
 //! - [`otlp`]: periodic OTLP export of the same instruments, and traces.
 //! - [`prometheus`]: the admin `/metrics` text, rendered from the same data.
 //! - [`trace`]: the tracer handle and W3C `traceparent` extract/inject.
 //! - [`logging`]: the `tracing` subscriber (text or JSON).
+//! - [`process`]: `process_*` metrics of the standard Prometheus collector.
 //! - [`annotations`]: chaos episodes posted to Grafana as annotations.
-//! - [`grafana`]: the metric names the shipped dashboard and alerts query.
 
+pub mod access;
 pub mod annotations;
-pub mod grafana;
 pub mod layers;
 pub mod logging;
 pub mod metrics;
 pub mod otlp;
 pub mod outcome;
+pub mod process;
 pub mod prometheus;
 pub mod trace;
 

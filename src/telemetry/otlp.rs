@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -54,7 +55,13 @@ pub const FLUSH_LIMIT: Duration = Duration::from_secs(12);
 /// The metrics (always) and the tracer provider (when traces are exported).
 pub struct Telemetry {
     metrics: Arc<Metrics>,
-    tracer_provider: Option<SdkTracerProvider>,
+    /// The span exporter's provider (a reload may replace it).
+    tracer_provider: parking_lot::Mutex<Option<SdkTracerProvider>>,
+    /// The metric exporter the periodic reader calls (a reload may replace
+    /// it); `None` without OTLP.
+    exporter: Option<Arc<SwapExporter>>,
+    /// What the exporters were built from.
+    config: parking_lot::Mutex<TelemetryConfig>,
     /// OTLP readers run as tokio tasks (stopping them blocks: see `Drop`).
     exporting: bool,
     shut_down: AtomicBool,
@@ -65,7 +72,9 @@ impl Telemetry {
     pub fn local(server_address: &str) -> Telemetry {
         Telemetry {
             metrics: Arc::new(Metrics::new(server_address)),
-            tracer_provider: None,
+            tracer_provider: parking_lot::Mutex::new(None),
+            exporter: None,
+            config: parking_lot::Mutex::new(TelemetryConfig::default()),
             exporting: false,
             shut_down: AtomicBool::new(false),
         }
@@ -78,10 +87,15 @@ impl Telemetry {
         server_address: &str,
     ) -> Result<Telemetry, TelemetryError> {
         if config.otlp_endpoint.is_empty() {
-            return Ok(Self::local(server_address));
+            let local = Self::local(server_address);
+            *local.config.lock() = config.clone();
+            return Ok(local);
         }
         let resource = resource(config);
-        let exporter = LoggingExporter::new(metric_exporter(config)?);
+        let swap = Arc::new(SwapExporter(ArcSwap::from_pointee(metric_exporter(
+            config,
+        )?)));
+        let exporter = LoggingExporter::new(SharedExporter(Arc::clone(&swap)));
         let reader = opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
             exporter,
             runtime::Tokio,
@@ -94,24 +108,7 @@ impl Telemetry {
             .with_reader(reader);
         let metrics = Arc::new(Metrics::with_provider(server_address, builder));
 
-        let tracer_provider = if config.traces {
-            let exporter = span_exporter(config)?;
-            let processor =
-                opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-                    exporter,
-                    runtime::Tokio,
-                )
-                .with_batch_config(span_batch_config(config.export_interval))
-                .build();
-            Some(
-                SdkTracerProvider::builder()
-                    .with_resource(resource)
-                    .with_span_processor(processor)
-                    .build(),
-            )
-        } else {
-            None
-        };
+        let tracer_provider = tracer_provider(config, resource)?;
         tracing::info!(
             endpoint = %config.otlp_endpoint,
             protocol = ?config.otlp_protocol,
@@ -121,7 +118,9 @@ impl Telemetry {
         );
         Ok(Telemetry {
             metrics,
-            tracer_provider,
+            tracer_provider: parking_lot::Mutex::new(tracer_provider),
+            exporter: Some(swap),
+            config: parking_lot::Mutex::new(config.clone()),
             exporting: true,
             shut_down: AtomicBool::new(false),
         })
@@ -140,6 +139,7 @@ impl Telemetry {
     pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::SdkTracer> {
         use opentelemetry::trace::TracerProvider as _;
         self.tracer_provider
+            .lock()
             .as_ref()
             .map(|p| p.tracer("factory-sidecar"))
     }
@@ -153,6 +153,32 @@ impl Telemetry {
         )
     }
 
+    /// Checks a reloaded `[telemetry]` and builds what it needs (a metric
+    /// exporter for a new endpoint or protocol, a tracer provider when
+    /// traces are on); nothing changes until [`TelemetryChange::apply`].
+    /// Turning OTLP on or off, `export_interval` and `service_name` need a
+    /// restart (the periodic reader and the resource are made at start):
+    /// `crate::reload` refuses those before asking here.
+    pub fn prepare(&self, new: &TelemetryConfig) -> Result<TelemetryChange, TelemetryError> {
+        let old = self.config.lock().clone();
+        let moved =
+            old.otlp_endpoint != new.otlp_endpoint || old.otlp_protocol != new.otlp_protocol;
+        let exporter = match &self.exporter {
+            Some(_) if moved => Some(metric_exporter(new)?),
+            _ => None,
+        };
+        let traces = if self.exporter.is_some() && (moved || old.traces != new.traces) {
+            Some(tracer_provider(new, resource(new))?)
+        } else {
+            None
+        };
+        Ok(TelemetryChange {
+            config: new.clone(),
+            exporter,
+            traces,
+        })
+    }
+
     /// Final export and stop; called once on shutdown, bounded by
     /// [`FLUSH_LIMIT`].
     ///
@@ -163,7 +189,7 @@ impl Telemetry {
     pub async fn shutdown(&self) {
         self.shut_down.store(true, Ordering::Relaxed);
         let metrics = Arc::clone(&self.metrics);
-        let tracer_provider = self.tracer_provider.clone();
+        let tracer_provider = self.tracer_provider.lock().clone();
         let flush = tokio::task::spawn_blocking(move || {
             metrics.shutdown();
             if let Some(p) = tracer_provider {
@@ -179,6 +205,86 @@ impl Telemetry {
     }
 }
 
+/// A checked telemetry change (see [`Telemetry::prepare`]).
+pub struct TelemetryChange {
+    config: TelemetryConfig,
+    exporter: Option<opentelemetry_otlp::MetricExporter>,
+    /// `Some(None)`: traces off; `Some(Some(p))`: traces to a new provider.
+    traces: Option<Option<SdkTracerProvider>>,
+}
+
+impl TelemetryChange {
+    /// Swaps the exporters in: the next export goes to the new endpoint
+    /// (the cumulative metrics carry on, so nothing is lost or counted
+    /// twice); the old span provider flushes and stops in the background.
+    /// Returns what the rebuilt stack traces with.
+    pub fn apply(self, telemetry: &Telemetry) -> crate::telemetry::Tracing {
+        if let (Some(new), Some(swap)) = (self.exporter, &telemetry.exporter) {
+            swap.0.store(Arc::new(new));
+        }
+        if let Some(provider) = self.traces {
+            let old = std::mem::replace(&mut *telemetry.tracer_provider.lock(), provider);
+            if let Some(old) = old {
+                drop(tokio::task::spawn_blocking(move || {
+                    let _ = old.force_flush();
+                    let _ = old.shutdown();
+                }));
+            }
+        }
+        *telemetry.config.lock() = self.config;
+        telemetry.tracing()
+    }
+}
+
+/// The tracer provider `config` asks for: `None` unless traces are on.
+fn tracer_provider(
+    config: &TelemetryConfig,
+    resource: Resource,
+) -> Result<Option<SdkTracerProvider>, TelemetryError> {
+    if !config.traces || config.otlp_endpoint.is_empty() {
+        return Ok(None);
+    }
+    let exporter = span_exporter(config)?;
+    let processor =
+        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter,
+            runtime::Tokio,
+        )
+        .with_batch_config(span_batch_config(config.export_interval))
+        .build();
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_span_processor(processor)
+            .build(),
+    ))
+}
+
+/// The metric exporter the periodic reader calls, replaceable by a reload.
+struct SwapExporter(ArcSwap<opentelemetry_otlp::MetricExporter>);
+
+/// The reader owns its exporter: this hands it a shared [`SwapExporter`].
+struct SharedExporter(Arc<SwapExporter>);
+
+impl PushMetricExporter for SharedExporter {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let current = self.0.0.load_full();
+        current.export(metrics).await
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.0.load().force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.0.load().shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
 /// Dropped without [`Telemetry::shutdown`] (the sidecar's task cancelled,
 /// e.g. by a runtime shutting down), the providers' last references would
 /// stop the SDK readers on this thread, and that blocks until the readers'
@@ -191,7 +297,7 @@ impl Drop for Telemetry {
             return;
         }
         let meter_provider = self.metrics.provider();
-        let tracer_provider = self.tracer_provider.take();
+        let tracer_provider = self.tracer_provider.lock().take();
         let stop = move || {
             let _ = meter_provider.shutdown();
             if let Some(p) = tracer_provider {

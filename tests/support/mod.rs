@@ -8,10 +8,16 @@
 //! - [`upstream`]: a scriptable fake upstream; [`raw`]: a raw-TCP one for faults.
 //! - [`sim`]: the factory simulator in-process; [`sidecar`]: the sidecar in-process.
 //! - [`rotel`]: a real OTLP receiver (`rotel-agent`) that prints what it gets.
+//! - [`binary`]: the real `factory-sidecar run` on a config file, signals by `kill`.
+//! - [`grafana`]: the shipped dashboard, Grafana alerts and Prometheus rules, read.
+//! - [`prometheus`]: a real Prometheus scraping and evaluating rules.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod client;
+pub mod grafana;
 pub mod http;
+pub mod prometheus;
 pub mod raw;
 pub mod rotel;
 pub mod sidecar;
@@ -24,7 +30,17 @@ use std::time::Duration;
 
 /// Polls `check` every 10 ms until it returns `Some` or `limit` passes.
 /// The way to wait for something in a test: never a fixed sleep.
-pub async fn wait_for<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+pub async fn wait_for<T, F, Fut>(limit: Duration, check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    wait_every(limit, Duration::from_millis(10), check).await
+}
+
+/// [`wait_for`], polling every `every` (for checks that cost a request to
+/// another process, such as a Prometheus query).
+pub async fn wait_every<T, F, Fut>(limit: Duration, every: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -37,7 +53,7 @@ where
         if tokio::time::Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -27,10 +27,13 @@ pub struct Point {
 }
 
 impl Point {
+    /// Whether the point carries every `(key, value)`; an empty value asks
+    /// for the key to be absent (`("error.type", "")`: a try that succeeded).
     pub fn has(&self, attrs: &[(&str, &str)]) -> bool {
-        attrs
-            .iter()
-            .all(|(k, v)| self.attributes.get(*k).map(String::as_str) == Some(*v))
+        attrs.iter().all(|(k, v)| match self.attributes.get(*k) {
+            None => v.is_empty(),
+            Some(found) => !v.is_empty() && found == v,
+        })
     }
 }
 

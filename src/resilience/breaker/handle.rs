@@ -7,10 +7,10 @@
 //! once, by the call that caused it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -30,10 +30,12 @@ pub struct BreakerDisabled;
 /// The circuit breaker shared by every connection (and the admin endpoints).
 #[derive(Debug)]
 pub struct Breaker {
-    enabled: bool,
+    /// `circuit_breaker.enabled`; a reload may flip it.
+    enabled: AtomicBool,
     machine: Mutex<Machine>,
     metrics: Arc<Metrics>,
-    config: BreakerConfig,
+    /// For `/status` and log lines (never read per call).
+    config: RwLock<BreakerConfig>,
     rejections: AtomicU64,
 }
 
@@ -43,16 +45,25 @@ impl Breaker {
     pub fn new(config: &BreakerConfig, metrics: Arc<Metrics>) -> Arc<Breaker> {
         metrics.circuit_state(CircuitState::Closed);
         Arc::new(Breaker {
-            enabled: config.enabled,
+            enabled: AtomicBool::new(config.enabled),
             machine: Mutex::new(Machine::new(config, Instant::now())),
             metrics,
-            config: config.clone(),
+            config: RwLock::new(config.clone()),
             rejections: AtomicU64::new(0),
         })
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.enabled
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Takes a reloaded `[circuit_breaker]`: the state, the window and its
+    /// counts survive; thresholds, `open_for`, probes and `enabled` apply
+    /// from now on (`window` is fixed at start: a change needs a restart).
+    pub fn reconfigure(&self, config: &BreakerConfig) {
+        self.machine.lock().reconfigure(config);
+        *self.config.write() = config.clone();
+        self.enabled.store(config.enabled, Ordering::Relaxed);
     }
 
     /// The current state (an open circuit whose time is up reads half-open).
@@ -68,7 +79,7 @@ impl Breaker {
 
     /// Asks to make one call: a permit, or the rejection to answer with.
     pub fn admit(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {
-        if !self.enabled {
+        if !self.is_enabled() {
             return Ok(Permit {
                 breaker: None,
                 ticket: None,
@@ -93,7 +104,7 @@ impl Breaker {
 
     /// Operator override: hold the circuit open until [`Breaker::force_close`].
     pub fn force_open(&self) -> Result<BreakerSnapshot, BreakerDisabled> {
-        if !self.enabled {
+        if !self.is_enabled() {
             return Err(BreakerDisabled);
         }
         let transition = self.machine.lock().force_open(Instant::now());
@@ -107,7 +118,7 @@ impl Breaker {
     /// Operator override: close now, forget the window, resume automatic
     /// operation (failures can open it again).
     pub fn force_close(&self) -> Result<BreakerSnapshot, BreakerDisabled> {
-        if !self.enabled {
+        if !self.is_enabled() {
             return Err(BreakerDisabled);
         }
         let transition = self.machine.lock().force_close(Instant::now());
@@ -122,13 +133,14 @@ impl Breaker {
     pub fn snapshot(&self) -> BreakerSnapshot {
         let now = Instant::now();
         let wall = SystemTime::now();
+        let config = self.config.read().clone();
         let (snap, transition) = {
             let mut m = self.machine.lock();
             let transition = m.tick(now);
             let counts = m.counts(now);
             let since = m.since();
             let snap = BreakerSnapshot {
-                enabled: self.enabled,
+                enabled: self.is_enabled(),
                 state: m.state(),
                 since: Stamp::of(since, now, wall),
                 retry_after_seconds: m
@@ -141,18 +153,18 @@ impl Breaker {
                     at: Stamp::of(at, now, wall),
                 }),
                 window: WindowSnapshot {
-                    seconds: self.config.window.as_secs(),
+                    seconds: config.window.as_secs(),
                     calls: counts.calls,
                     failures: counts.failures,
                     failure_rate_percent: counts.failure_rate_percent(),
-                    minimum_calls: self.config.minimum_calls,
-                    open_at_failure_rate_percent: self.config.failure_rate_percent.get(),
+                    minimum_calls: config.minimum_calls,
+                    open_at_failure_rate_percent: config.failure_rate_percent.get(),
                 },
                 consecutive_failures: m.consecutive_failures(),
-                open_at_consecutive_failures: self.config.consecutive_failures,
+                open_at_consecutive_failures: config.consecutive_failures,
                 probes_in_flight: m.probes_in_flight(),
-                half_open_probes: self.config.half_open_probes,
-                open_for_seconds: self.config.open_for.as_secs_f64(),
+                half_open_probes: config.half_open_probes,
+                open_for_seconds: config.open_for.as_secs_f64(),
                 rejections_total: self.rejections.load(Ordering::Relaxed),
             };
             (snap, transition)
@@ -183,6 +195,10 @@ impl Breaker {
         self.metrics.circuit_transition(t.from, t.to);
         self.metrics.circuit_state(t.to);
         let (from, to, reason) = (t.from.as_str(), t.to.as_str(), t.reason.as_str());
+        let (open_for, probes) = {
+            let c = self.config.read();
+            (c.open_for, c.half_open_probes)
+        };
         match t.to {
             CircuitState::Open => tracing::warn!(
                 from,
@@ -190,14 +206,14 @@ impl Breaker {
                 reason,
                 calls = t.counts.calls,
                 failures = t.counts.failures,
-                open_for = ?self.config.open_for,
+                open_for = ?open_for,
                 "circuit opened: failing fast"
             ),
             CircuitState::HalfOpen => tracing::info!(
                 from,
                 to,
                 reason,
-                probes = self.config.half_open_probes,
+                probes,
                 "circuit half-open: probing the factory"
             ),
             CircuitState::Closed => tracing::info!(from, to, reason, "circuit closed"),

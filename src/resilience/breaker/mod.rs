@@ -73,6 +73,17 @@ pub enum CircuitState {
 }
 
 impl CircuitState {
+    /// Every (from, to) the breaker can take: trip, half-open after
+    /// `open_for`, a probe closing or reopening it, an operator's close of
+    /// an open circuit (an operator's open starts from closed or half-open).
+    pub const TRANSITIONS: [(CircuitState, CircuitState); 5] = [
+        (CircuitState::Closed, CircuitState::Open),
+        (CircuitState::Open, CircuitState::HalfOpen),
+        (CircuitState::HalfOpen, CircuitState::Closed),
+        (CircuitState::HalfOpen, CircuitState::Open),
+        (CircuitState::Open, CircuitState::Closed),
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CircuitState::Closed => "closed",

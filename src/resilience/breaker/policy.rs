@@ -77,6 +77,14 @@ impl TripPolicy {
         }
     }
 
+    /// New thresholds from a reloaded config; the window and its counts,
+    /// and the run of failures so far, are kept.
+    pub fn reconfigure(&mut self, config: &BreakerConfig) {
+        self.rate_percent = u64::from(config.failure_rate_percent.get());
+        self.minimum_calls = u64::from(config.minimum_calls.max(1));
+        self.consecutive_limit = config.consecutive_failures.max(1);
+    }
+
     /// A call succeeded (the factory answered properly).
     pub fn on_success(&mut self, now: Instant) {
         self.consecutive = 0;

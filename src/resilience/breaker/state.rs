@@ -164,6 +164,18 @@ impl Machine {
         }
     }
 
+    /// Takes a reloaded `[circuit_breaker]`: thresholds, `open_for` and the
+    /// probe count apply from now on; the state, its deadline, the window's
+    /// counts and the run of failures are kept (`window` itself is fixed at
+    /// start). An open circuit keeps the `open_for` it was opened with.
+    pub fn reconfigure(&mut self, config: &BreakerConfig) {
+        self.settings = Settings {
+            open_for: config.open_for,
+            probes: config.half_open_probes.max(1),
+        };
+        self.policy.reconfigure(config);
+    }
+
     /// Asks to make a call now. Moves an open circuit whose time is up to
     /// half-open (the transition is returned with the answer).
     pub fn admit(&mut self, now: Instant) -> (Result<Ticket, Refusal>, Option<Transition>) {

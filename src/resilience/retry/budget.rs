@@ -17,7 +17,7 @@
 //! allow 33%).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -37,10 +37,12 @@ const BUCKETS: usize = 10;
 /// connection; cheap to call (one short lock, no allocation).
 #[derive(Debug)]
 pub struct RetryBudget {
-    percent: u64,
-    min_per_second: u32,
+    /// `budget_percent` and `budget_min_per_second`: a reload may change
+    /// them (the window and its counts are kept).
+    percent: AtomicU64,
+    min_per_second: AtomicU32,
     /// Retries the floor allows per window.
-    reserve: u64,
+    reserve: AtomicU64,
     window: Duration,
     counts: Mutex<RollingWindow<2>>,
     requests_total: AtomicU64,
@@ -57,15 +59,33 @@ impl RetryBudget {
         let window = config.budget_window.max(Duration::from_secs(1));
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         RetryBudget {
-            percent: u64::from(config.budget_percent.get()),
-            min_per_second: config.budget_min_per_second,
-            reserve: u64::from(config.budget_min_per_second).saturating_mul(window_ms) / 1_000,
+            percent: AtomicU64::new(u64::from(config.budget_percent.get())),
+            min_per_second: AtomicU32::new(config.budget_min_per_second),
+            reserve: AtomicU64::new(
+                u64::from(config.budget_min_per_second).saturating_mul(window_ms) / 1_000,
+            ),
             window,
             counts: Mutex::new(RollingWindow::new(now, window, BUCKETS)),
             requests_total: AtomicU64::new(0),
             retries_total: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
         }
+    }
+
+    /// Takes a reloaded `[retry]`: `budget_percent` and
+    /// `budget_min_per_second` apply from now on; the window's counts and
+    /// totals are kept (`budget_window` is fixed at start).
+    pub fn reconfigure(&self, config: &RetryConfig) {
+        let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        let relaxed = Ordering::Relaxed;
+        self.percent
+            .store(u64::from(config.budget_percent.get()), relaxed);
+        self.min_per_second
+            .store(config.budget_min_per_second, relaxed);
+        self.reserve.store(
+            u64::from(config.budget_min_per_second).saturating_mul(window_ms) / 1_000,
+            relaxed,
+        );
     }
 
     /// A request arrived (its first try): earns `budget_percent` of a retry.
@@ -104,8 +124,10 @@ impl RetryBudget {
 
     /// Whole retries left: `requests * percent / 100 + reserve - retries`.
     fn available(&self, requests: u64, retries: u64) -> u64 {
-        let earned = requests.saturating_mul(self.percent) / 100;
-        earned.saturating_add(self.reserve).saturating_sub(retries)
+        let earned = requests.saturating_mul(self.percent.load(Ordering::Relaxed)) / 100;
+        earned
+            .saturating_add(self.reserve.load(Ordering::Relaxed))
+            .saturating_sub(retries)
     }
 
     /// What `/status` shows.
@@ -116,8 +138,8 @@ impl RetryBudget {
     pub(crate) fn snapshot_at(&self, now: Instant) -> BudgetSnapshot {
         let [requests, retries] = self.counts.lock().sums(now);
         BudgetSnapshot {
-            percent: self.percent,
-            min_per_second: self.min_per_second,
+            percent: self.percent.load(Ordering::Relaxed),
+            min_per_second: self.min_per_second.load(Ordering::Relaxed),
             window_seconds: self.window.as_secs_f64(),
             requests_in_window: requests,
             retries_in_window: retries,
