@@ -10,6 +10,7 @@
 //! | `POST /circuit/open`   | bearer | operator override: hold the breaker open        |
 //! | `POST /circuit/close`  | bearer | operator override: close and resume automatic   |
 //! | `POST /chaos/resolve`  | bearer | follow the latest report link now               |
+//! | `GET /queue/dead-letters`, `DELETE /queue/dead-letters/<id>` | bearer | async orders given up: list, drop one |
 //!
 //! Bearer endpoints compare the token in constant time and are refused (403)
 //! when no token is configured: an empty token never means "open".
@@ -65,6 +66,17 @@ pub trait AdminPart: Send + Sync {
                 body: serde_json::json!({"message": "unknown admin action"}),
             }
         })
+    }
+    /// Another endpoint this part answers (any method; token required), or
+    /// `None` when `method path` is not one of its own.
+    fn route<'a>(&'a self, method: &'a Method, path: &'a str) -> Option<ActionFuture<'a>> {
+        let _ = (method, path);
+        None
+    }
+    /// A degradation `/readyz` mentions while staying ready (the proxy
+    /// still serves).
+    fn readiness_note(&self) -> Option<String> {
+        None
     }
 }
 
@@ -141,7 +153,12 @@ impl AdminState {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
                 if self.readiness.is_ready() {
-                    text(StatusCode::OK, "ready\n")
+                    let mut body = String::from("ready\n");
+                    for note in self.parts.iter().filter_map(|p| p.readiness_note()) {
+                        body.push_str(&note);
+                        body.push('\n');
+                    }
+                    text(StatusCode::OK, body)
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 }
@@ -158,7 +175,7 @@ impl AdminState {
                 None => json(StatusCode::OK, self.status()),
                 Some(res) => res,
             },
-            (&Method::POST, p) => {
+            (&Method::POST, p) if self.parts.iter().any(|part| part.actions().contains(&p)) => {
                 let Some(part) = self.parts.iter().find(|part| part.actions().contains(&p)) else {
                     return not_found();
                 };
@@ -168,7 +185,16 @@ impl AdminState {
                 let answer = part.action(p).await;
                 json(answer.status, answer.body)
             }
-            _ => not_found(),
+            (m, p) => {
+                let Some(fut) = self.parts.iter().find_map(|part| part.route(m, p)) else {
+                    return not_found();
+                };
+                if let Some(res) = self.refusal(&req) {
+                    return res;
+                }
+                let answer = fut.await;
+                json(answer.status, answer.body)
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::probe::{self, ProbeState};
 use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
+use crate::queue::{self, Queue};
 use crate::telemetry::annotations::{AnnotationError, Annotator};
 use crate::telemetry::{Telemetry, TelemetryError};
 
@@ -62,8 +63,25 @@ impl Sidecar {
         let forward = Forward::new(&config.upstream)?;
         let telemetry = Telemetry::start(&config.telemetry, config.upstream.url().host())?;
         let metrics = Arc::clone(telemetry.metrics());
-        let parts = stack::Parts::new(&config, forward, Arc::clone(&metrics), telemetry.tracing());
+        let mut parts =
+            stack::Parts::new(&config, forward, Arc::clone(&metrics), telemetry.tracing());
+        // Async orders: the store first (the stack takes the layer), then
+        // the replayer over the stack below the server layer.
+        if config.queue.is_enabled() {
+            parts.queue = Some(
+                Queue::open(
+                    &config.queue,
+                    Arc::clone(&parts.breaker),
+                    Arc::clone(&metrics),
+                )
+                .await,
+            );
+        }
         let service = stack::build(&config, &parts);
+        let queue_tasks = parts
+            .queue
+            .as_ref()
+            .map(|q| queue::replay::spawn(Arc::clone(q), stack::build_buffered(&config, &parts)));
         let annotator = Arc::new(Annotator::start(&config.grafana)?);
         let annotating = annotator.follow(parts.chaos.subscribe());
 
@@ -92,6 +110,9 @@ impl Sidecar {
         ];
         if annotator.is_enabled() {
             admin_parts.push(Arc::clone(&annotator) as Arc<dyn AdminPart>);
+        }
+        if let Some(q) = &parts.queue {
+            admin_parts.push(Arc::clone(q) as Arc<dyn AdminPart>);
         }
         let probe = config.probe.enabled.then(|| {
             let state = Arc::new(ProbeState::default());
@@ -132,6 +153,10 @@ impl Sidecar {
                 stop_proxy.await;
                 if let Some(probe) = &probe {
                     probe.abort();
+                }
+                // Replays in flight are cut: they are replayed after a restart.
+                for task in queue_tasks.iter().flatten() {
+                    task.abort();
                 }
                 // Tell load balancers first, then stop accepting and drain.
                 ready.set(false);

@@ -39,6 +39,7 @@ pub mod demo;
 pub mod error;
 pub mod probe;
 pub mod proxy;
+pub mod queue;
 pub mod resilience;
 pub mod sim;
 pub mod telemetry;

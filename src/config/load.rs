@@ -116,6 +116,7 @@ impl Config {
             telemetry: TelemetryConfig::default(),
             grafana: GrafanaConfig::default(),
             probe: ProbeConfig::default(),
+            queue: QueueConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -165,6 +166,9 @@ impl Config {
         }
         if let Some(v) = env.var("SIDECAR_PROBE_API_KEY") {
             self.probe.api_key = Secret(v);
+        }
+        if let Some(v) = env.var("SIDECAR_QUEUE_REDIS_URL") {
+            self.queue.redis_url = Secret(v);
         }
         // Standard OpenTelemetry variables win over the file.
         if let Some(v) = env
@@ -352,7 +356,67 @@ impl Config {
                 "an enabled probe needs api_key (or SIDECAR_PROBE_API_KEY)".into()
             });
         }
+        self.check_queue(&mut ensure);
         out
+    }
+
+    /// `[queue]`: each key alone, then against `[upstream]`.
+    fn check_queue(&self, ensure: &mut dyn FnMut(bool, &'static str, &dyn Fn() -> String)) {
+        let q = &self.queue;
+        match q.backend {
+            QueueBackend::Embedded => ensure(q.redis_url.is_empty(), "queue.redis_url", &|| {
+                "redis_url needs backend = \"redis\"".into()
+            }),
+            QueueBackend::Redis => {
+                ensure(!q.redis_url.is_empty(), "queue.redis_url", &|| {
+                    "backend = \"redis\" needs redis_url (or SIDECAR_QUEUE_REDIS_URL)".into()
+                });
+                ensure(
+                    q.redis_url.is_empty() || q.redis_url.expose().starts_with("redis://"),
+                    "queue.redis_url",
+                    &|| "redis_url must start with redis:// (TLS is not built in)".into(),
+                );
+                ensure(q.dir.is_none(), "queue.dir", &|| {
+                    "dir is for backend = \"embedded\"; remove it or the redis backend".into()
+                });
+            }
+        }
+        ensure(!q.redis_prefix.is_empty(), "queue.redis_prefix", &|| {
+            "redis_prefix must not be empty".into()
+        });
+        ensure(q.ttl >= Duration::from_secs(1), "queue.ttl", &|| {
+            "ttl must be at least 1s".into()
+        });
+        ensure(
+            (1..=1000).contains(&q.replay_per_second),
+            "queue.replay_per_second",
+            &|| "replay_per_second must be between 1 and 1000".into(),
+        );
+        ensure(
+            (1..=64).contains(&q.replay_concurrency),
+            "queue.replay_concurrency",
+            &|| "replay_concurrency must be between 1 and 64".into(),
+        );
+        ensure(!q.replay_delay.is_zero(), "queue.replay_delay", &|| {
+            "replay_delay must be greater than 0".into()
+        });
+        ensure(
+            q.replay_max_delay >= q.replay_delay,
+            "queue.replay_max_delay",
+            &|| "replay_max_delay must not be less than replay_delay".into(),
+        );
+        ensure(
+            (1..=100).contains(&q.dead_letter_after),
+            "queue.dead_letter_after",
+            &|| "dead_letter_after must be between 1 and 100".into(),
+        );
+        ensure(
+            q.claim_idle > self.upstream.request_timeout,
+            "queue.claim_idle",
+            &|| {
+                "claim_idle must exceed upstream.request_timeout (a replay still running must not be taken over)".into()
+            },
+        );
     }
 }
 
