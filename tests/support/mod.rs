@@ -6,11 +6,14 @@
 //! - [`upstream`]: a scriptable fake upstream; [`raw`]: a raw-TCP one for faults.
 //! - [`sim`]: the factory simulator in-process; [`sidecar`]: the sidecar in-process.
 //! - [`rotel`]: a real OTLP receiver (`rotel-agent`) that prints what it gets.
+//! - [`process`]: the real binary, to kill and restart; [`redis`]: a real redis-server.
 #![allow(dead_code)]
 
 pub mod client;
 pub mod http;
+pub mod process;
 pub mod raw;
+pub mod redis;
 pub mod rotel;
 pub mod sidecar;
 pub mod sim;
