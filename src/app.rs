@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminPart, AdminState, Readiness};
+use crate::chaos::persist;
 use crate::config::Config;
 use crate::probe::{self, ProbeState};
 use crate::proxy::client::{ClientError, Forward};
@@ -77,6 +78,19 @@ impl Sidecar {
                 .await,
             );
         }
+        // The embedded store keeps chaos episodes across restarts.
+        let episode_store = parts
+            .queue
+            .as_ref()
+            .and_then(|q| q.embedded())
+            .map(|s| Arc::clone(s) as Arc<dyn crate::chaos::persist::EpisodeStore>);
+        let episode_saver = match &episode_store {
+            Some(store) => {
+                persist::restore(&parts.chaos, Arc::clone(store)).await;
+                Some(persist::spawn(Arc::clone(&parts.chaos), Arc::clone(store)))
+            }
+            None => None,
+        };
         let service = stack::build(&config, &parts);
         let queue_tasks = parts
             .queue
@@ -141,6 +155,7 @@ impl Sidecar {
         let (shutdown, watch_rx) = watch::channel(false);
         let opts = ServeOptions::from(&config.server);
         let ready = readiness.clone();
+        let chaos = Arc::clone(&parts.chaos);
         let task = tokio::spawn(async move {
             let stop_proxy = wait_for(watch_rx.clone());
             let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -166,6 +181,10 @@ impl Sidecar {
             let _ = admin_task.await;
             if let Some(task) = annotating {
                 task.abort();
+            }
+            if let (Some(saver), Some(store)) = (episode_saver, episode_store) {
+                saver.abort();
+                persist::save(&chaos, store).await;
             }
             annotator.shutdown(ANNOTATION_FLUSH).await;
             // The final export, once no request can record anything more.

@@ -605,3 +605,57 @@ async fn a_replica_killed_mid_replay_leaves_its_orders_to_the_other() {
     redis.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn chaos_episodes_survive_a_restart_in_the_same_store() {
+    let factory = simulator::start().await;
+    let key = factory.api_key().to_owned();
+    let dir = temp_dir("queue-episodes");
+    let config = || sidecar::config(&factory.url(), |c| queue_config(c, &dir));
+    let sc = sidecar::start(config()).await;
+    let client = TestClient::http1();
+    factory.set_chaos(ChaosSpec::fail());
+    assert_eq!(
+        plain_order(&client, &sc.url, &key).await.status,
+        200,
+        "retried after the resolve"
+    );
+    let episodes = |status: serde_json::Value| {
+        status["chaos"]["recent"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let before = episodes(
+        admin(&client, &sc.admin, Method::GET, "/status")
+            .await
+            .json(),
+    );
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0]["how"], "auto");
+    sc.sidecar.shutdown();
+    sc.sidecar.stopped().await;
+
+    let again = sidecar::start(config()).await;
+    let after = episodes(
+        admin(&client, &again.admin, Method::GET, "/status")
+            .await
+            .json(),
+    );
+    assert_eq!(after.len(), 1, "the episode is still there");
+    for k in [
+        "id",
+        "type",
+        "firstSeen",
+        "resolvedAt",
+        "how",
+        "link",
+        "attempts",
+    ] {
+        assert_eq!(after[0][k], before[0][k], "{k}");
+    }
+    assert!(!after[0].to_string().contains(&key), "masked link only");
+    again.sidecar.shutdown();
+    again.sidecar.stopped().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

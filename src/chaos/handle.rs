@@ -90,6 +90,11 @@ impl Chaos {
         &self.config
     }
 
+    /// The episode registry (for the optional episode store).
+    pub fn episodes(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Episode events (started / resolved) for annotations.
     pub fn subscribe(&self) -> broadcast::Receiver<EpisodeEvent> {
         self.registry.subscribe()

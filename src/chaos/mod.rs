@@ -15,6 +15,7 @@
 //! mask.rs      mask_link, Masked (Display), redact (bodies)
 //! jwt.rs       JWKS cache (single flight, rate-limited refresh), RS256 verify
 //! episodes.rs  the episode registry: cooldown, single flight, metrics, events, status
+//! persist.rs   the optional episode store hook: episodes kept across restarts
 //! resolve.rs   the report-link GET (path only) and what the answer means
 //! side.rs      side requests through the inner service (path only)
 //! buffer.rs    read a body up to a limit, or hand it back untouched
@@ -33,6 +34,7 @@ pub mod layer;
 pub mod link;
 pub mod mask;
 mod order;
+pub mod persist;
 pub mod resolve;
 pub mod side;
 #[doc(hidden)]
@@ -47,7 +49,7 @@ pub use mask::{Masked, mask_link, redact};
 pub use resolve::FactoryAnswer;
 
 /// What kind of chaos an answer shows, as `chaos.type` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChaosType {
     Fail,
@@ -75,7 +77,7 @@ impl ChaosType {
 }
 
 /// What following a report link achieved, as `sidecar.chaos.resolutions` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResolveResult {
     /// The factory said the problem is resolved (or no chaos was running).

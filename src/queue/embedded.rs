@@ -156,6 +156,17 @@ impl EmbeddedStore {
     }
 }
 
+/// The embedded file keeps the chaos episodes too.
+impl crate::chaos::persist::EpisodeStore for EmbeddedStore {
+    fn load(&self) -> Result<Vec<Vec<u8>>, String> {
+        self.load_episodes().map_err(|e| e.to_string())
+    }
+
+    fn save(&self, episodes: &[Vec<u8>]) -> Result<(), String> {
+        self.save_episodes(episodes).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
