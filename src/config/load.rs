@@ -570,6 +570,67 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_is_off_by_default_and_its_keys_are_checked() {
+        let c = parse("[upstream]\nurl = \"http://a\"\n").expect("valid");
+        assert!(!c.queue.is_enabled());
+        assert_eq!(c.queue.ttl, Duration::from_secs(86_400));
+        assert_eq!(c.queue.backend, QueueBackend::Embedded);
+        let c = parse("[upstream]\nurl = \"http://a\"\n[queue]\ndir = \"/var/lib/sidecar\"\n")
+            .expect("valid");
+        assert!(c.queue.is_enabled());
+        let c = parse(
+            "[upstream]\nurl = \"http://a\"\n[queue]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n",
+        )
+        .expect("valid");
+        assert!(c.queue.is_enabled());
+        assert!(!c.to_masked_toml().contains("6379"), "redis_url is masked");
+
+        for (src, want) in [
+            ("backend = \"redis\"\n", "needs redis_url"),
+            (
+                "backend = \"redis\"\nredis_url = \"rediss://h\"\n",
+                "must start with redis://",
+            ),
+            ("redis_url = \"redis://h\"\n", "redis_url needs backend"),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://h\"\ndir = \"/x\"\n",
+                "dir is for backend",
+            ),
+            ("backend = \"kafka\"\n", "unknown variant"),
+            ("ttl = \"0s\"\n", "ttl must be at least 1s"),
+            (
+                "replay_per_second = 0\n",
+                "replay_per_second must be between",
+            ),
+            (
+                "replay_concurrency = 100\n",
+                "replay_concurrency must be between",
+            ),
+            (
+                "replay_delay = \"2s\"\nreplay_max_delay = \"1s\"\n",
+                "replay_max_delay must not be less",
+            ),
+            (
+                "dead_letter_after = 0\n",
+                "dead_letter_after must be between",
+            ),
+            ("claim_idle = \"5s\"\n", "claim_idle must exceed"),
+        ] {
+            let e = first_error(&format!("[upstream]\nurl = \"http://a\"\n[queue]\n{src}"));
+            assert!(e.contains(want), "{src}: {e}");
+            assert!(e.starts_with("sidecar.toml:"), "{e}");
+        }
+        let env = |k: &str| (k == "SIDECAR_QUEUE_REDIS_URL").then(|| "redis://r:1".to_owned());
+        let c = Config::parse(
+            "[upstream]\nurl = \"http://a\"\n[queue]\nbackend = \"redis\"\n",
+            "f",
+            &env,
+        )
+        .expect("env gives the url");
+        assert_eq!(c.queue.redis_url.expose(), "redis://r:1");
+    }
+
+    #[test]
     fn upstream_url_join_keeps_base_path() {
         let u = UpstreamUrl::parse("https://f.example:8443/base/").expect("url");
         assert_eq!(u.base_path(), "/base");

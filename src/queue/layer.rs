@@ -181,3 +181,231 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use http::StatusCode;
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+    use crate::config::{BreakerConfig, QueueConfig};
+    use crate::proxy::client::UpstreamError;
+    use crate::queue::record::OrderRecord;
+    use crate::queue::store::{Claim, Lookup, QueueStats, Store, StoreError, StoreFuture};
+    use crate::resilience::breaker::Breaker;
+    use crate::telemetry::Metrics;
+    use crate::telemetry::metrics::AsyncOffReason;
+
+    /// A store that keeps nothing and can be told the disk is full.
+    #[derive(Default)]
+    struct FakeStore {
+        full: AtomicBool,
+        enqueued: AtomicUsize,
+    }
+
+    impl Store for FakeStore {
+        fn backend(&self) -> &'static str {
+            "fake"
+        }
+        fn enqueue(&self, _: OrderRecord) -> StoreFuture<'_, ()> {
+            let full = self.full.load(Ordering::SeqCst);
+            if !full {
+                self.enqueued.fetch_add(1, Ordering::SeqCst);
+            }
+            Box::pin(async move {
+                if full {
+                    Err(StoreError::Full(
+                        "No space left on device (os error 28)".into(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+        fn claim(&self, _: u64) -> StoreFuture<'_, Option<Claim>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn finish(&self, _: Claim, _: OrderRecord) -> StoreFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn get(&self, _: crate::queue::OrderId) -> StoreFuture<'_, Option<Lookup>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn stats(&self) -> StoreFuture<'_, QueueStats> {
+            Box::pin(async { Ok(QueueStats::default()) })
+        }
+        fn dead_letters(&self) -> StoreFuture<'_, Vec<OrderRecord>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+        fn drop_dead_letter(&self, _: crate::queue::OrderId) -> StoreFuture<'_, bool> {
+            Box::pin(async { Ok(false) })
+        }
+        fn expire(&self, _: u64) -> StoreFuture<'_, u64> {
+            Box::pin(async { Ok(0) })
+        }
+        fn check(&self) -> StoreFuture<'_, ()> {
+            let full = self.full.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if full {
+                    Err(StoreError::Full("still full".into()))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    fn queue(store: Arc<FakeStore>) -> Arc<Queue> {
+        let metrics = Arc::new(Metrics::default());
+        Queue::with_store(
+            &QueueConfig::default(),
+            Some(store as Arc<dyn Store>),
+            None,
+            None,
+            Breaker::new(&BreakerConfig::default(), Arc::clone(&metrics)),
+            metrics,
+        )
+    }
+
+    /// The stack below: the factory cannot be reached; counts calls.
+    fn unreachable(
+        calls: Arc<AtomicUsize>,
+    ) -> impl tower::Service<
+        Request<Bytes>,
+        Response = Response<ProxyBody>,
+        Error = BoxError,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(move |_req: Request<Bytes>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+                Err::<Response<ProxyBody>, BoxError>(Box::new(UpstreamError::new(
+                    "cannot connect",
+                    io,
+                )))
+            }
+        })
+    }
+
+    fn order(prefer: Option<&str>) -> Request<Bytes> {
+        let mut b = Request::post("/api/order").header("authorization", "Bearer k");
+        if let Some(p) = prefer {
+            b = b.header("prefer", p);
+        }
+        b.body(Bytes::from_static(b"{}")).expect("request")
+    }
+
+    #[tokio::test]
+    async fn only_async_orders_are_queued() {
+        let store = Arc::new(FakeStore::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = AsyncOrderLayer::new(queue(Arc::clone(&store))).layer(unreachable(calls.clone()));
+
+        let err = svc
+            .clone()
+            .oneshot(order(None))
+            .await
+            .expect_err("as today");
+        assert_eq!(kind_of(err.as_ref()), ErrorKind::Unreachable);
+        let mut verify = order(Some("respond-async"));
+        *verify.uri_mut() = "/api/order/verify".parse().expect("uri");
+        assert!(
+            svc.clone().oneshot(verify).await.is_err(),
+            "not an order route"
+        );
+        assert_eq!(store.enqueued.load(Ordering::SeqCst), 0);
+
+        let res = svc
+            .clone()
+            .oneshot(order(Some("wait=5, Respond-Async")))
+            .await
+            .expect("202");
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        assert_eq!(res.headers()["preference-applied"], "respond-async");
+        assert!(
+            res.headers()["location"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("/orders/")
+        );
+        assert_eq!(store.enqueued.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "every order was tried first"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_open_circuit_queues_without_sending() {
+        let store = Arc::new(FakeStore::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let q = queue(Arc::clone(&store));
+        q.breaker().force_open().expect("enabled");
+        let svc = AsyncOrderLayer::new(Arc::clone(&q)).layer(unreachable(calls.clone()));
+        let res = svc
+            .oneshot(order(Some("respond-async")))
+            .await
+            .expect("202");
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "not sent, not parked");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_gives_todays_answer_and_turns_async_off_until_it_clears() {
+        let store = Arc::new(FakeStore::default());
+        store.full.store(true, Ordering::SeqCst);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let q = queue(Arc::clone(&store));
+        let svc = AsyncOrderLayer::new(Arc::clone(&q)).layer(unreachable(calls.clone()));
+
+        let err = svc
+            .clone()
+            .oneshot(order(Some("respond-async")))
+            .await
+            .expect_err("today's answer");
+        assert_eq!(kind_of(err.as_ref()), ErrorKind::Unreachable);
+        assert!(!q.is_accepting());
+        let off = q.off().expect("off");
+        assert_eq!(off.reason, AsyncOffReason::DiskFull);
+        assert!(off.message.contains("No space left"), "{}", off.message);
+        let text = q.metrics.prometheus_text();
+        assert!(
+            text.contains("sidecar_queue_async_off{reason=\"disk_full\"} 1"),
+            "{text}"
+        );
+
+        // Off: an async order is not even considered.
+        let _ = svc.clone().oneshot(order(Some("respond-async"))).await;
+        assert_eq!(store.enqueued.load(Ordering::SeqCst), 0);
+
+        // With the circuit open and the store failing, the order is not lost
+        // in silence: it goes down the stack as it would without a queue.
+        store.full.store(false, Ordering::SeqCst);
+        q.set_on();
+        store.full.store(true, Ordering::SeqCst);
+        q.breaker().force_open().expect("enabled");
+        let before = calls.load(Ordering::SeqCst);
+        let _ = svc.clone().oneshot(order(Some("respond-async"))).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before + 1,
+            "fell back to the stack"
+        );
+
+        store.full.store(false, Ordering::SeqCst);
+        assert!(q.store().expect("store").check().await.is_ok());
+        q.set_on();
+        assert!(q.is_accepting());
+        assert!(
+            q.metrics
+                .prometheus_text()
+                .contains("sidecar_queue_async_off{reason=\"disk_full\"} 0")
+        );
+    }
+}
