@@ -659,3 +659,55 @@ async fn chaos_episodes_survive_a_restart_in_the_same_store() {
     again.sidecar.stopped().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn redis_down_turns_async_off_with_its_reason_and_back_on() {
+    let redis = RedisServer::start().await;
+    let port = redis.port();
+    let factory = simulator::start().await;
+    let key = factory.api_key().to_owned();
+    let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
+        redis_tweak(c, &redis.url())
+    }))
+    .await;
+    let client = TestClient::http1();
+    admin(&client, &sc.admin, Method::POST, "/circuit/open").await;
+    accepted_location(&async_order(&client, &sc.url, &key).await);
+
+    redis.stop().await;
+    // The order that finds Redis gone gets today's answer, and async turns off.
+    let res = async_order(&client, &sc.url, &key).await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(res.header("x-sidecar-error"), Some("circuit-open"));
+    let status = admin(&client, &sc.admin, Method::GET, "/status")
+        .await
+        .json();
+    assert_eq!(status["queue"]["accepting"], false);
+    assert_eq!(status["queue"]["offReason"], "redis_unreachable");
+    let ready = client.get(&format!("{}/readyz", sc.admin)).await;
+    assert_eq!(ready.status, 200);
+    assert!(
+        ready.text().contains("redis_unreachable"),
+        "{}",
+        ready.text()
+    );
+
+    let back = RedisServer::start_on(port).await;
+    eventually("async orders on again", LIMIT, || {
+        let (client, admin_url) = (client.clone(), sc.admin.clone());
+        async move {
+            let s = admin(&client, &admin_url, Method::GET, "/status")
+                .await
+                .json();
+            (s["queue"]["accepting"] == true).then_some(())
+        }
+    })
+    .await;
+    // A server that lost its data: the group is made again and replays go on.
+    let location = accepted_location(&async_order(&client, &sc.url, &key).await);
+    admin(&client, &sc.admin, Method::POST, "/circuit/close").await;
+    all_made(&client, &sc.url, &[location], &key).await;
+    sc.sidecar.shutdown();
+    sc.sidecar.stopped().await;
+    back.stop().await;
+}

@@ -96,24 +96,29 @@ impl RedisStore {
                     .get_connection_manager_with_config(config)
                     .await
                     .map_err(err)?;
-                // The group (and stream) once; BUSYGROUP means it exists.
-                let created: Result<(), _> = redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&self.stream)
-                    .arg(GROUP)
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .query_async(&mut conn)
-                    .await;
-                if let Err(e) = created
-                    && e.code() != Some("BUSYGROUP")
-                {
-                    return Err(err(e));
-                }
+                self.ensure_group(&mut conn).await?;
                 Ok(conn)
             })
             .await?;
         Ok(conn.clone())
+    }
+
+    /// Creates the stream and its group unless they exist (BUSYGROUP). Run
+    /// on first connect, and again when a server that lost its data says
+    /// NOGROUP.
+    async fn ensure_group(&self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
+        let created: Result<(), _> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(err(e)),
+            _ => Ok(()),
+        }
     }
 
     /// The order record, if it still exists.
@@ -209,6 +214,21 @@ impl RedisStore {
 
     async fn claim_inner(&self, now_ms: u64) -> Result<Option<Claim>, StoreError> {
         let mut conn = self.conn().await?;
+        match self.claim_from(&mut conn, now_ms).await {
+            Err(StoreError::Redis(e)) if e.contains("NOGROUP") => {
+                self.ensure_group(&mut conn).await?;
+                self.claim_from(&mut conn, now_ms).await
+            }
+            r => r,
+        }
+    }
+
+    async fn claim_from(
+        &self,
+        conn: &mut ConnectionManager,
+        now_ms: u64,
+    ) -> Result<Option<Claim>, StoreError> {
+        let mut conn = conn.clone();
         // A few entries at most per call: stale ones are cleaned on the way.
         for _ in 0..4 {
             let Some((sid, id)) = self.next_entry(&mut conn).await? else {

@@ -17,7 +17,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one with `--save "" --appendonly no` and waits until it answers PING.
     pub async fn start() -> RedisServer {
-        let port = super::process::free_port();
+        Self::start_on(super::process::free_port()).await
+    }
+
+    /// [`RedisServer::start`] on a given port (to bring one back).
+    pub async fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
             .args([
                 "--port",
