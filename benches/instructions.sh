@@ -12,6 +12,9 @@
 # `sidecar`, an upper bound of the export's cost, since a run under valgrind
 # lasts longer and so holds more exports than at full speed), and nginx in
 # the same configuration as benches/load.sh (one process, master_process off).
+# `sc-queue` is `sidecar` with an async-order queue configured (embedded
+# store) and orders without `Prefer: respond-async`: the happy path's cost
+# of the queue layer.
 #
 #   bash benches/instructions.sh                     all targets, c=32
 #   bash benches/instructions.sh --targets "sidecar nginx" --conns 256
@@ -38,7 +41,7 @@ while (($#)); do
     --no-install) INSTALL=0 ;;
     --keep) KEEP=${2:?}; shift ;;
     --cache) CACHE=1 ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "instructions.sh: unknown option '$1'" >&2; exit 1 ;;
     esac
     shift
@@ -118,9 +121,10 @@ run_once() { # target n
         "${TOOL[@]}" "$OUTFLAG=$out" "$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$TMP/v.log" 2>&1 &
         ;;
     *)
-        local attempts=3 breaker=true chaos=true otlp=""
+        local attempts=3 breaker=true chaos=true otlp="" queue=""
         case $target in
         sidecar) ;;
+        sc-queue) queue="dir = \"$TMP/queue-$n\"" ;;
         sc-otlp) otlp=$OTLP ;;
         sc-noretry) attempts=1 breaker=false ;;
         sc-nochaos) chaos=false ;;
@@ -148,6 +152,8 @@ listen = "$admin"
 otlp_endpoint = "$otlp"
 export_interval = "1s"
 EOF
+        # Only for sc-queue: a build without the queue refuses the section.
+        [[ -z $queue ]] || printf '[queue]\n%s\n' "$queue" >>"$TMP/$target.toml"
         env TOKIO_WORKER_THREADS=1 "${TOOL[@]}" "$OUTFLAG=$out" \
             "$BIN" run --config "$TMP/$target.toml" >"$TMP/v.log" 2>&1 &
         ;;

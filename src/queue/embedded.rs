@@ -12,9 +12,14 @@
 //! `/status` across restarts). Which orders are being replayed is kept in
 //! memory only: after a restart every queued order is due again.
 //!
+//! Accepts are group-committed: one writer thread takes every order waiting
+//! to be stored and commits them in one transaction (one fsync), then
+//! answers each; under load an accept waits for at most one commit in
+//! progress plus its own, instead of a queue of fsyncs.
+//!
 //! The file holds requests with the vendor apiKey: it is created 0600 and
-//! its directory, when created here, 0700. Every call runs on tokio's
-//! blocking pool, never on an async worker.
+//! its directory, when created here, 0700. Every other call runs on tokio's
+//! blocking pool; nothing blocks an async worker.
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
@@ -39,9 +44,20 @@ const EPISODES: TableDefinition<u64, &[u8]> = TableDefinition::new("episodes");
 /// The file's name under `queue.dir`.
 pub const FILE_NAME: &str = "queue.redb";
 
+/// Orders stored together in one commit at most.
+const BATCH: usize = 256;
+
+/// An order waiting for the writer thread, and who to tell.
+type Job = (
+    OrderRecord,
+    tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+);
+
 /// See the module docs.
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+    /// To the writer thread; dropping it ends the thread.
+    writer: std::sync::mpsc::Sender<Job>,
 }
 
 struct Inner {
@@ -98,13 +114,20 @@ impl EmbeddedStore {
             txn.open_table(EPISODES).map_err(io)?;
         }
         txn.commit().map_err(io)?;
-        Ok(EmbeddedStore {
-            inner: Arc::new(Inner {
-                db,
-                path,
-                in_flight: Mutex::new(HashSet::new()),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            db,
+            path,
+            in_flight: Mutex::new(HashSet::new()),
+        });
+        let (writer, jobs) = std::sync::mpsc::channel::<Job>();
+        // Weak: the file is closed as soon as the store is dropped (a
+        // restart in the same process can open it again at once).
+        let worker = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("queue-writer".into())
+            .spawn(move || write_batches(&worker, &jobs))
+            .map_err(|e| StoreError::Io(format!("cannot start the queue writer: {e}")))?;
+        Ok(EmbeddedStore { inner, writer })
     }
 
     /// [`EmbeddedStore::open`] on the blocking pool.
@@ -206,25 +229,51 @@ fn open_private_file(path: &Path) -> std::io::Result<fs::File> {
         .open(path)
 }
 
+/// The writer thread: waits for an order, takes every other one already
+/// waiting (up to [`BATCH`]), stores them in one commit, answers them all.
+fn write_batches(inner: &std::sync::Weak<Inner>, jobs: &std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = inner.enqueue(batch.iter().map(|(r, _)| r));
+        for (_, done) in batch {
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
 impl Inner {
-    fn enqueue(&self, record: &OrderRecord) -> Result<(), StoreError> {
+    /// Stores new orders, in the given order, in one commit.
+    fn enqueue<'a>(
+        &self,
+        records: impl Iterator<Item = &'a OrderRecord>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(io)?;
         {
             let mut meta = txn.open_table(META).map_err(io)?;
-            let seq = meta.get("next_seq").map_err(io)?.map_or(0, |v| v.value());
-            meta.insert("next_seq", seq + 1).map_err(io)?;
-            txn.open_table(ORDERS)
-                .map_err(io)?
-                .insert(record.id.0, record.encode().as_slice())
-                .map_err(io)?;
-            txn.open_table(QUEUE)
-                .map_err(io)?
-                .insert(seq, (record.id.0, record.next_ms))
-                .map_err(io)?;
-            txn.open_table(ORDER_SEQ)
-                .map_err(io)?
-                .insert(record.id.0, seq)
-                .map_err(io)?;
+            let mut seq = meta.get("next_seq").map_err(io)?.map_or(0, |v| v.value());
+            let mut orders = txn.open_table(ORDERS).map_err(io)?;
+            let mut queue = txn.open_table(QUEUE).map_err(io)?;
+            let mut seqs = txn.open_table(ORDER_SEQ).map_err(io)?;
+            for record in records {
+                orders
+                    .insert(record.id.0, record.encode().as_slice())
+                    .map_err(io)?;
+                queue
+                    .insert(seq, (record.id.0, record.next_ms))
+                    .map_err(io)?;
+                seqs.insert(record.id.0, seq).map_err(io)?;
+                seq += 1;
+            }
+            meta.insert("next_seq", seq).map_err(io)?;
         }
         txn.commit().map_err(io)
     }
@@ -426,7 +475,14 @@ impl Store for EmbeddedStore {
     }
 
     fn enqueue(&self, record: OrderRecord) -> StoreFuture<'_, ()> {
-        self.run(move |s| s.enqueue(&record))
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let sent = self.writer.send((record, done));
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Io("the queue writer stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| StoreError::Io("the queue writer stopped".into()))?
+        })
     }
 
     fn claim(&self, now_ms: u64) -> StoreFuture<'_, Option<Claim>> {
