@@ -124,12 +124,59 @@ fn queue_config(c: &mut factory_sidecar::config::Config, dir: &Path) {
     c.queue.replay_per_second = 50;
 }
 
+/// A simulator and a sidecar with an embedded queue in a fresh directory.
+struct Setup {
+    factory: sim::SimHandle,
+    key: String,
+    dir: std::path::PathBuf,
+    sc: sidecar::Running,
+}
+
+impl Setup {
+    async fn start(name: &str, tweak: impl FnOnce(&mut factory_sidecar::config::Config)) -> Setup {
+        let factory = simulator::start().await;
+        let key = factory.api_key().to_owned();
+        let dir = temp_dir(name);
+        let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
+            queue_config(c, &dir);
+            tweak(c);
+        }))
+        .await;
+        Setup {
+            factory,
+            key,
+            dir,
+            sc,
+        }
+    }
+
+    async fn stop(self) {
+        stop(self.sc, &self.dir).await;
+    }
+}
+
+async fn stop(sc: sidecar::Running, dir: &Path) {
+    sc.sidecar.shutdown();
+    sc.sidecar.stopped().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Waits until `/metrics` shows `series` at `value`.
+async fn metric_reaches(client: &TestClient, admin: &str, series: &str, value: f64) {
+    eventually(series, LIMIT, || {
+        let (client, admin) = (client.clone(), admin.to_owned());
+        async move {
+            let text = client.get(&format!("{admin}/metrics")).await.text();
+            (metric(&text, series) == Some(value)).then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn orders_wait_out_an_open_circuit_and_are_made_once_it_closes() {
-    let factory = simulator::start().await;
-    let key = factory.api_key().to_owned();
-    let dir = temp_dir("queue-open");
-    let sc = sidecar::start(sidecar::config(&factory.url(), |c| queue_config(c, &dir))).await;
+    let setup = Setup::start("queue-open", |_| {}).await;
+    let (factory, key, sc) = (&setup.factory, setup.key.as_str(), &setup.sc);
     let client = TestClient::http1();
 
     let opened = admin(&client, &sc.admin, Method::POST, "/circuit/open").await;
@@ -197,17 +244,8 @@ async fn orders_wait_out_an_open_circuit_and_are_made_once_it_closes() {
         ),
         Some(0.0)
     );
-    eventually("the depth gauge to drop to 0", LIMIT, || {
-        let (client, admin) = (client.clone(), sc.admin.clone());
-        async move {
-            let text = client.get(&format!("{admin}/metrics")).await.text();
-            (metric(&text, "sidecar_queue_depth") == Some(0.0)).then_some(())
-        }
-    })
-    .await;
-    sc.sidecar.shutdown();
-    sc.sidecar.stopped().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    metric_reaches(&client, &sc.admin, "sidecar_queue_depth", 0.0).await;
+    setup.stop().await;
 }
 
 #[tokio::test]
@@ -251,23 +289,18 @@ async fn an_unreachable_factory_queues_and_a_healthy_one_answers_as_before() {
     let res = async_order(&client, &sc.url, key).await;
     assert_eq!(res.status, 200);
     assert!(res.header("preference-applied").is_none());
-    sc.sidecar.shutdown();
-    sc.sidecar.stopped().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    stop(sc, &dir).await;
 }
 
 #[tokio::test]
 async fn orders_that_keep_failing_become_dead_letters_an_operator_can_drop() {
-    let factory = simulator::start().await;
-    let key = factory.api_key().to_owned();
-    let dir = temp_dir("queue-dead");
-    let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
-        queue_config(c, &dir);
+    let setup = Setup::start("queue-dead", |c| {
         c.queue.dead_letter_after = 2;
         c.retry.max_attempts = 1;
         c.chaos.auto_resolve = false;
-    }))
+    })
     .await;
+    let (factory, key, sc) = (&setup.factory, setup.key.as_str(), &setup.sc);
     let client = TestClient::http1();
     admin(&client, &sc.admin, Method::POST, "/circuit/open").await;
     let location = accepted_location(&async_order(&client, &sc.url, &key).await);
@@ -340,40 +373,23 @@ async fn orders_that_keep_failing_become_dead_letters_an_operator_can_drop() {
     )
     .await;
     assert_eq!(again.status, 404);
-    assert_eq!(read(&client, &sc.url, &location, &key).await.status, 404);
-    sc.sidecar.shutdown();
-    sc.sidecar.stopped().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(read(&client, &sc.url, &location, key).await.status, 404);
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn an_order_not_made_within_its_ttl_expires() {
-    let factory = simulator::start().await;
-    let key = factory.api_key().to_owned();
-    let dir = temp_dir("queue-ttl");
-    let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
-        queue_config(c, &dir);
-        c.queue.ttl = Duration::from_secs(1);
-    }))
-    .await;
+    let setup = Setup::start("queue-ttl", |c| c.queue.ttl = Duration::from_secs(1)).await;
+    let (factory, key, sc) = (&setup.factory, setup.key.as_str(), &setup.sc);
     let client = TestClient::http1();
     admin(&client, &sc.admin, Method::POST, "/circuit/open").await;
-    let location = accepted_location(&async_order(&client, &sc.url, &key).await);
-    eventually("the order to expire", LIMIT, || {
-        let (client, admin) = (client.clone(), sc.admin.clone());
-        async move {
-            let text = client.get(&format!("{admin}/metrics")).await.text();
-            (metric(&text, "sidecar_queue_replayed_total{result=\"expired\"}") == Some(1.0))
-                .then_some(())
-        }
-    })
-    .await;
+    let location = accepted_location(&async_order(&client, &sc.url, key).await);
+    let expired = "sidecar_queue_replayed_total{result=\"expired\"}";
+    metric_reaches(&client, &sc.admin, expired, 1.0).await;
     assert_eq!(read(&client, &sc.url, &location, &key).await.status, 404);
     admin(&client, &sc.admin, Method::POST, "/circuit/close").await;
     assert_eq!(factory.stats().orders, 0, "an expired order is never sent");
-    sc.sidecar.shutdown();
-    sc.sidecar.stopped().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    setup.stop().await;
 }
 
 #[tokio::test]
@@ -419,9 +435,7 @@ async fn a_corrupt_store_turns_async_off_and_the_sidecar_still_proxies() {
         junk,
         "the file is left as it was"
     );
-    sc.sidecar.shutdown();
-    sc.sidecar.stopped().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    stop(sc, &dir).await;
 }
 
 /// The binary's config for a queue in `dir` and a factory at `port`.

@@ -609,12 +609,12 @@ impl Registry {
             .map(|e| SavedEpisode {
                 id: e.id,
                 chaos: e.chaos,
-                first_seen: ms(e.first_seen),
-                last_seen: ms(e.last_seen),
+                first_seen: unix_ms(e.first_seen),
+                last_seen: unix_ms(e.last_seen),
                 attempts: e.attempts,
                 last_status: e.last_status,
                 link: e.shown.clone(),
-                resolved_at: e.resolved_at.map(ms),
+                resolved_at: e.resolved_at.map(unix_ms),
                 how: e.how,
                 duration_ms: u64::try_from(
                     e.ended.unwrap_or(now).duration_since(e.started).as_millis(),
@@ -624,7 +624,7 @@ impl Registry {
                     .resolves
                     .iter()
                     .map(|r| SavedResolve {
-                        at: ms(r.at),
+                        at: unix_ms(r.at),
                         how: r.how,
                         answer: r.answer.clone(),
                     })
@@ -688,7 +688,8 @@ impl Registry {
     }
 }
 
-fn ms(t: SystemTime) -> u64 {
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
     u64::try_from(
         t.duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)

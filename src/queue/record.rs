@@ -264,12 +264,7 @@ pub fn now_ms() -> u64 {
 }
 
 pub fn ms(t: SystemTime) -> u64 {
-    u64::try_from(
-        t.duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
+    crate::chaos::episodes::unix_ms(t)
 }
 
 /// `ms` as RFC 3339 (for answers and `/status`).

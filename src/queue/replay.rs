@@ -53,15 +53,25 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 const EXPIRE_EVERY: u32 = 5;
 
-/// Starts the replayer and the sweeper; abort the handles to stop them.
-pub fn spawn<S>(queue: Arc<Queue>, service: S) -> Vec<JoinHandle<()>>
-where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError>
+/// The stack replays go through: the one below the server layer.
+pub trait Stack:
+    Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Stack for S where
+    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError, Future: Send>
         + Clone
         + Send
-        + 'static,
-    S::Future: Send,
+        + 'static
 {
+}
+
+/// Starts the replayer and the sweeper; abort the handles to stop them.
+pub fn spawn(queue: Arc<Queue>, service: impl Stack) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(replayer(Arc::clone(&queue), service)),
         tokio::spawn(sweeper(queue)),
@@ -72,14 +82,7 @@ async fn idle(queue: &Queue) {
     let _ = tokio::time::timeout(IDLE_POLL, queue.wake.notified()).await;
 }
 
-async fn replayer<S>(queue: Arc<Queue>, service: S)
-where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+async fn replayer(queue: Arc<Queue>, service: impl Stack) {
     let Some(store) = queue.store.clone() else {
         return;
     };
