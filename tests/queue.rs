@@ -20,48 +20,47 @@ use support::{eventually, sim as simulator};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// `method proxy+path` with the service's `authorization` and `extra` headers.
+async fn send(
+    client: &TestClient,
+    method: Method,
+    url: String,
+    key: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    headers.extend_from_slice(extra);
+    client.request(method, &url, &headers, body).await
+}
+
 /// An order as the pizza service sends it, asking for an async answer.
 async fn async_order(client: &TestClient, proxy: &str, key: &str) -> Answer {
-    let auth = format!("Bearer {key}");
-    client
-        .request(
-            Method::POST,
-            &format!("{proxy}/api/order"),
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-                ("prefer", "return=minimal, respond-async"),
-            ],
-            sim::SAMPLE_ORDER,
-        )
-        .await
+    let extra = [
+        ("content-type", "application/json"),
+        ("prefer", "return=minimal, respond-async"),
+    ];
+    let url = format!("{proxy}/api/order");
+    send(client, Method::POST, url, key, &extra, sim::SAMPLE_ORDER).await
 }
 
 async fn plain_order(client: &TestClient, proxy: &str, key: &str) -> Answer {
-    let auth = format!("Bearer {key}");
-    client
-        .request(
-            Method::POST,
-            &format!("{proxy}/api/order"),
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            sim::SAMPLE_ORDER,
-        )
-        .await
+    let extra = [("content-type", "application/json")];
+    let url = format!("{proxy}/api/order");
+    send(client, Method::POST, url, key, &extra, sim::SAMPLE_ORDER).await
 }
 
 async fn read(client: &TestClient, proxy: &str, location: &str, key: &str) -> Answer {
-    let auth = format!("Bearer {key}");
-    client
-        .request(
-            Method::GET,
-            &format!("{proxy}{location}"),
-            &[("authorization", &auth)],
-            "",
-        )
-        .await
+    send(
+        client,
+        Method::GET,
+        format!("{proxy}{location}"),
+        key,
+        &[],
+        "",
+    )
+    .await
 }
 
 /// The Location of a 202, checked against the async contract.
@@ -78,15 +77,15 @@ fn accepted_location(res: &Answer) -> String {
 }
 
 async fn admin(client: &TestClient, base: &str, method: Method, path: &str) -> Answer {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    client
-        .request(
-            method,
-            &format!("{base}{path}"),
-            &[("authorization", &auth)],
-            "",
-        )
-        .await
+    send(
+        client,
+        method,
+        format!("{base}{path}"),
+        ADMIN_TOKEN,
+        &[],
+        "",
+    )
+    .await
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {

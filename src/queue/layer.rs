@@ -22,6 +22,7 @@ use http::{Method, Request, Response};
 
 use super::http::{accepted, order_answer};
 use super::prefer::wants_async;
+use super::replay::Stack;
 use super::{Queue, QueuedBecause};
 use crate::boxed::BoxError;
 use crate::error::{ErrorKind, kind_of};
@@ -106,14 +107,7 @@ fn queueable(err: &(dyn std::error::Error + 'static)) -> Option<QueuedBecause> {
     }
 }
 
-impl<S> tower::Service<Request<Bytes>> for AsyncOrders<S>
-where
-    S: tower::Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: Stack> tower::Service<Request<Bytes>> for AsyncOrders<S> {
     type Response = Response<ProxyBody>;
     type Error = BoxError;
     type Future = AsyncFuture<S::Future>;
@@ -270,16 +264,7 @@ mod tests {
     }
 
     /// The stack below: the factory cannot be reached; counts calls.
-    fn unreachable(
-        calls: Arc<AtomicUsize>,
-    ) -> impl tower::Service<
-        Request<Bytes>,
-        Response = Response<ProxyBody>,
-        Error = BoxError,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static {
+    fn unreachable(calls: Arc<AtomicUsize>) -> impl Stack {
         tower::service_fn(move |_req: Request<Bytes>| {
             calls.fetch_add(1, Ordering::SeqCst);
             async {

@@ -53,18 +53,27 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 const EXPIRE_EVERY: u32 = 5;
 
-/// The stack replays go through: the one below the server layer.
+/// The stack replays go through (the one below the server layer), and
+/// the one the async-order layer wraps.
 pub trait Stack:
-    Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError, Future: Send>
-    + Clone
+    Service<
+        Request<Bytes>,
+        Response = Response<ProxyBody>,
+        Error = BoxError,
+        Future: Send + 'static,
+    > + Clone
     + Send
     + 'static
 {
 }
 
 impl<S> Stack for S where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError, Future: Send>
-        + Clone
+    S: Service<
+            Request<Bytes>,
+            Response = Response<ProxyBody>,
+            Error = BoxError,
+            Future: Send + 'static,
+        > + Clone
         + Send
         + 'static
 {
