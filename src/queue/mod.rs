@@ -84,6 +84,8 @@ pub struct Queue {
     counts: Counts,
     /// The store's figures as last read (for `/status`).
     stats: Mutex<QueueStats>,
+    /// Something was stored since the figures were last read.
+    changed: AtomicBool,
     last_replay_ms: AtomicU64,
 }
 
@@ -143,6 +145,7 @@ impl Queue {
             wake: Notify::new(),
             counts: Counts::default(),
             stats: Mutex::new(QueueStats::default()),
+            changed: AtomicBool::new(true),
             last_replay_ms: AtomicU64::new(0),
         });
         match (&q.store, off) {
@@ -270,6 +273,7 @@ impl Queue {
         };
         self.note(store.enqueue(rec.clone()).await)?;
         self.counts.accepted.fetch_add(1, Ordering::Relaxed);
+        self.changed.store(true, Ordering::Relaxed);
         {
             let mut s = self.stats.lock();
             s.depth += 1;
@@ -289,6 +293,7 @@ impl Queue {
     }
 
     fn replayed(&self, result: ReplayResult, n: u64) {
+        self.changed.store(true, Ordering::Relaxed);
         let c = match result {
             ReplayResult::Made => &self.counts.made,
             ReplayResult::Failed => &self.counts.failed,

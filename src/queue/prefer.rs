@@ -4,17 +4,18 @@
 //! commas, and the token is case-insensitive. Only the presence of
 //! `respond-async` matters here.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
-/// The header (not among `http`'s constants).
-pub const PREFER: &str = "prefer";
+/// The header (not among `http`'s constants); a `HeaderName` made once, so
+/// the lookup on every order does not parse the name again.
+pub const PREFER: HeaderName = HeaderName::from_static("prefer");
 /// The answer header saying which preference was honoured.
-pub const PREFERENCE_APPLIED: &str = "preference-applied";
+pub const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 /// Whether any `Prefer` header of `headers` asks for `respond-async`.
 pub fn wants_async(headers: &HeaderMap) -> bool {
     headers
-        .get_all(PREFER)
+        .get_all(&PREFER)
         .iter()
         .any(|v| preferences(v.as_bytes()).any(|p| p.eq_ignore_ascii_case(b"respond-async")))
 }

@@ -49,6 +49,7 @@ use crate::telemetry::metrics::ReplayResult;
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// How often the replayer looks again when nothing is due or the circuit is open.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+const EMPTY_POLL: Duration = Duration::from_secs(2);
 /// How often the sweeper refreshes the figures, and drops expired orders.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 const EXPIRE_EVERY: u32 = 5;
@@ -87,8 +88,17 @@ pub fn spawn(queue: Arc<Queue>, service: impl Stack) -> Vec<JoinHandle<()>> {
     ]
 }
 
+/// Waits for a new order or the next look: soon while orders are queued
+/// (one may come due, the circuit may close), rarely while none is (a new
+/// one here wakes the replayer at once; one queued by another replica is
+/// seen within the longer wait).
 async fn idle(queue: &Queue) {
-    let _ = tokio::time::timeout(IDLE_POLL, queue.wake.notified()).await;
+    let wait = if queue.stats.lock().depth == 0 {
+        EMPTY_POLL
+    } else {
+        IDLE_POLL
+    };
+    let _ = tokio::time::timeout(wait, queue.wake.notified()).await;
 }
 
 async fn replayer(queue: Arc<Queue>, service: impl Stack) {
@@ -342,7 +352,14 @@ async fn sweeper(queue: Arc<Queue>) {
         if n % EXPIRE_EVERY == 0 {
             queue.expire(now_ms()).await;
         }
-        queue.refresh().await;
+        // An idle queue is read every 10 s only (another replica may have
+        // queued orders in a shared store).
+        if queue.changed.swap(false, Ordering::Relaxed)
+            || n % 10 == 0
+            || queue.stats.lock().depth > 0
+        {
+            queue.refresh().await;
+        }
     }
 }
 
