@@ -182,23 +182,21 @@ async fn orders_wait_out_an_open_circuit_and_are_made_once_it_closes() {
     assert_eq!(opened.status, 200);
     let mut locations = Vec::new();
     for _ in 0..3 {
-        locations.push(accepted_location(
-            &async_order(&client, &sc.url, &key).await,
-        ));
+        locations.push(accepted_location(&async_order(&client, &sc.url, key).await));
     }
     // Without the preference nothing changes: the usual fail-fast answer.
-    let plain = plain_order(&client, &sc.url, &key).await;
+    let plain = plain_order(&client, &sc.url, key).await;
     assert_eq!(plain.status, 503);
     assert_eq!(plain.header("x-sidecar-error"), Some("circuit-open"));
 
     // Queued: 202 with its place; another service (or none) sees nothing.
-    let pending = read(&client, &sc.url, &locations[2], &key).await;
+    let pending = read(&client, &sc.url, &locations[2], key).await;
     assert_eq!(pending.status, 202, "{}", pending.text());
     let body = pending.json();
     assert_eq!(body["state"], "queued");
     assert_eq!(body["position"], 2);
     assert_eq!(body["attempts"], 0);
-    assert!(!pending.text().contains(&key), "no apiKey in the answer");
+    assert!(!pending.text().contains(key), "no apiKey in the answer");
     for other in ["feedfacecafebeef0123456789abcdee", ""] {
         let res = read(&client, &sc.url, &locations[0], other).await;
         assert_eq!(res.status, 404, "another Authorization: as if unknown");
@@ -206,7 +204,7 @@ async fn orders_wait_out_an_open_circuit_and_are_made_once_it_closes() {
     let res = client.get(&format!("{}{}", sc.url, locations[0])).await;
     assert_eq!(res.status, 404, "no Authorization at all");
     for bad in ["/orders/nope", "/orders/00000000000000000000000000000000"] {
-        let res = read(&client, &sc.url, bad, &key).await;
+        let res = read(&client, &sc.url, bad, key).await;
         assert_eq!(res.status, 404);
         assert_eq!(res.header("x-sidecar-error"), Some("order-not-found"));
     }
@@ -220,7 +218,7 @@ async fn orders_wait_out_an_open_circuit_and_are_made_once_it_closes() {
 
     let closed = admin(&client, &sc.admin, Method::POST, "/circuit/close").await;
     assert_eq!(closed.status, 200);
-    let answers = all_made(&client, &sc.url, &locations, &key).await;
+    let answers = all_made(&client, &sc.url, &locations, key).await;
     for a in &answers {
         assert_eq!(a.header("x-sidecar-order-state"), Some("made"));
         assert!(factory.verify(a.json()["jwt"].as_str().expect("jwt")));
@@ -228,7 +226,7 @@ async fn orders_wait_out_an_open_circuit_and_are_made_once_it_closes() {
     // Each made exactly once, and read again the same.
     assert_eq!(factory.stats().orders, 3);
     assert_eq!(factory.stats().orders_ok, 3);
-    let again = read(&client, &sc.url, &locations[0], &key).await;
+    let again = read(&client, &sc.url, &locations[0], key).await;
     assert_eq!(again.body, answers[0].body);
 
     let text = client.get(&format!("{}/metrics", sc.admin)).await.text();
@@ -302,7 +300,7 @@ async fn orders_that_keep_failing_become_dead_letters_an_operator_can_drop() {
     let (factory, key, sc) = (&setup.factory, setup.key.as_str(), &setup.sc);
     let client = TestClient::http1();
     admin(&client, &sc.admin, Method::POST, "/circuit/open").await;
-    let location = accepted_location(&async_order(&client, &sc.url, &key).await);
+    let location = accepted_location(&async_order(&client, &sc.url, key).await);
     let id = location.trim_start_matches("/orders/").to_owned();
     factory.set_chaos(ChaosSpec::fail());
     admin(&client, &sc.admin, Method::POST, "/circuit/close").await;
@@ -325,14 +323,14 @@ async fn orders_that_keep_failing_become_dead_letters_an_operator_can_drop() {
     assert!(
         !serde_json::Value::Array(list.clone())
             .to_string()
-            .contains(&key)
+            .contains(key)
     );
 
     // The service reads the factory's last answer (its link masked).
-    let res = read(&client, &sc.url, &location, &key).await;
+    let res = read(&client, &sc.url, &location, key).await;
     assert_eq!(res.status, 500, "{}", res.text());
     assert_eq!(res.header("x-sidecar-order-state"), Some("dead_letter"));
-    assert!(!res.text().contains(&key));
+    assert!(!res.text().contains(key));
 
     let text = client.get(&format!("{}/metrics", sc.admin)).await.text();
     assert_eq!(
@@ -385,7 +383,7 @@ async fn an_order_not_made_within_its_ttl_expires() {
     let location = accepted_location(&async_order(&client, &sc.url, key).await);
     let expired = "sidecar_queue_replayed_total{result=\"expired\"}";
     metric_reaches(&client, &sc.admin, expired, 1.0).await;
-    assert_eq!(read(&client, &sc.url, &location, &key).await.status, 404);
+    assert_eq!(read(&client, &sc.url, &location, key).await.status, 404);
     admin(&client, &sc.admin, Method::POST, "/circuit/close").await;
     assert_eq!(factory.stats().orders, 0, "an expired order is never sent");
     setup.stop().await;

@@ -361,7 +361,7 @@ impl Config {
     }
 
     /// `[queue]`: each key alone, then against `[upstream]`.
-    fn check_queue(&self, ensure: &mut dyn FnMut(bool, &'static str, &dyn Fn() -> String)) {
+    fn check_queue(&self, ensure: &mut Ensure<'_>) {
         let q = &self.queue;
         match q.backend {
             QueueBackend::Embedded => ensure(q.redis_url.is_empty(), "queue.redis_url", &|| {
@@ -419,6 +419,9 @@ impl Config {
         );
     }
 }
+
+/// Records a problem with a key when a check fails (see [`Config::check`]).
+type Ensure<'a> = dyn FnMut(bool, &'static str, &dyn Fn() -> String) + 'a;
 
 /// 1-based line and column (in characters) of byte offset `at` in `src`.
 fn line_col(src: &str, at: usize) -> (usize, usize) {

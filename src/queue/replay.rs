@@ -349,13 +349,13 @@ async fn sweeper(queue: Arc<Queue>) {
                 continue;
             }
         }
-        if n % EXPIRE_EVERY == 0 {
+        if n.is_multiple_of(EXPIRE_EVERY) {
             queue.expire(now_ms()).await;
         }
         // An idle queue is read every 10 s only (another replica may have
         // queued orders in a shared store).
         if queue.changed.swap(false, Ordering::Relaxed)
-            || n % 10 == 0
+            || n.is_multiple_of(10)
             || queue.stats.lock().depth > 0
         {
             queue.refresh().await;
