@@ -314,7 +314,11 @@ impl Queue {
                 Duration::from_millis(now_ms().saturating_sub(t))
             });
             self.metrics.queue_gauges(stats.depth, age);
-            *self.stats.lock() = stats;
+            let before = std::mem::replace(&mut *self.stats.lock(), stats);
+            // Orders found (at start, or queued by another replica): go.
+            if before.depth == 0 && stats.depth > 0 {
+                self.wake.notify_one();
+            }
         }
     }
 }

@@ -49,10 +49,18 @@ use crate::telemetry::metrics::ReplayResult;
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// How often the replayer looks again when nothing is due or the circuit is open.
 const IDLE_POLL: Duration = Duration::from_millis(250);
-const EMPTY_POLL: Duration = Duration::from_secs(2);
+/// With nothing queued: a shared store (Redis) is looked at every 2 s for
+/// orders other replicas queued; the embedded one only when woken (every
+/// order queued here wakes the replayer), and once a minute for safety.
+const EMPTY_POLL_SHARED: Duration = Duration::from_secs(2);
+const EMPTY_POLL_OWN: Duration = Duration::from_secs(60);
 /// How often the sweeper refreshes the figures, and drops expired orders.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
-const EXPIRE_EVERY: u32 = 5;
+/// Expired orders are dropped every `ttl / 10`, between 1 s and 1 min.
+fn expire_every(queue: &Queue) -> u32 {
+    let secs = (queue.config.ttl / 10).as_secs().clamp(1, 60);
+    u32::try_from(secs).unwrap_or(60)
+}
 
 /// The stack replays go through (the one below the server layer), and
 /// the one the async-order layer wraps.
@@ -93,10 +101,12 @@ pub fn spawn(queue: Arc<Queue>, service: impl Stack) -> Vec<JoinHandle<()>> {
 /// one here wakes the replayer at once; one queued by another replica is
 /// seen within the longer wait).
 async fn idle(queue: &Queue) {
-    let wait = if queue.stats.lock().depth == 0 {
-        EMPTY_POLL
-    } else {
+    let wait = if queue.stats.lock().depth > 0 {
         IDLE_POLL
+    } else if queue.embedded.is_some() {
+        EMPTY_POLL_OWN
+    } else {
+        EMPTY_POLL_SHARED
     };
     let _ = tokio::time::timeout(wait, queue.wake.notified()).await;
 }
@@ -349,7 +359,7 @@ async fn sweeper(queue: Arc<Queue>) {
                 continue;
             }
         }
-        if n.is_multiple_of(EXPIRE_EVERY) {
+        if n.is_multiple_of(expire_every(&queue)) {
             queue.expire(now_ms()).await;
         }
         // An idle queue is read every 10 s only (another replica may have
