@@ -228,14 +228,13 @@ impl RedisStore {
         conn: &mut ConnectionManager,
         now_ms: u64,
     ) -> Result<Option<Claim>, StoreError> {
-        let mut conn = conn.clone();
         // A few entries at most per call: stale ones are cleaned on the way.
         for _ in 0..4 {
-            let Some((sid, id)) = self.next_entry(&mut conn).await? else {
+            let Some((sid, id)) = self.next_entry(conn).await? else {
                 return Ok(None);
             };
             let record = match id {
-                Some(id) => self.record(&mut conn, id).await?,
+                Some(id) => self.record(conn, id).await?,
                 None => None,
             };
             let mut pipe = redis::pipe();
@@ -263,12 +262,12 @@ impl RedisStore {
                 Some(r) if r.next_ms > now_ms => {
                     self.ack(&mut pipe, &sid);
                     self.put_back(&mut pipe, r.id);
-                    self.run(&mut conn, &pipe).await?;
+                    self.run(conn, &pipe).await?;
                     return Ok(None);
                 }
                 Some(record) => return Ok(Some(Claim { record, token: sid })),
             }
-            self.run(&mut conn, &pipe).await?;
+            self.run(conn, &pipe).await?;
         }
         Ok(None)
     }
