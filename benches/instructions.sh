@@ -19,6 +19,9 @@
 # another pizza JWT, as with the real factory, so the sidecar pays one RSA
 # verification per order; the others see one token again and again, which
 # its memory of recent tokens checks for free.
+# `sc-queue` is `sidecar` with an async-order queue configured (embedded
+# store) and orders without `Prefer: respond-async`: the happy path's cost
+# of the queue layer.
 #
 #   bash benches/instructions.sh                     all targets, c=32
 #   bash benches/instructions.sh --targets "sidecar sidecar-fresh"   one token vs fresh tokens
@@ -46,7 +49,7 @@ while (($#)); do
     --no-install) INSTALL=0 ;;
     --keep) KEEP=${2:?}; shift ;;
     --cache) CACHE=1 ;;
-    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "instructions.sh: unknown option '$1'" >&2; exit 1 ;;
     esac
     shift
@@ -133,10 +136,11 @@ run_once() { # target n
         "${TOOL[@]}" "$OUTFLAG=$out" "$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$TMP/v.log" 2>&1 &
         ;;
     *)
-        local attempts=3 breaker=true chaos=true otlp="" log=""
+        local attempts=3 breaker=true chaos=true otlp="" log="" queue=""
         case $target in
         sidecar) ;;
         sc-noaccess) log=$'[log]\naccess_log = false' ;;
+        sc-queue) queue="dir = \"$TMP/queue-$n\"" ;;
         sc-otlp) otlp=$OTLP ;;
         sc-noretry) attempts=1 breaker=false ;;
         sc-nochaos) chaos=false ;;
@@ -165,6 +169,8 @@ otlp_endpoint = "$otlp"
 export_interval = "1s"
 $log
 EOF
+        # Only for sc-queue: a build without the queue refuses the section.
+        [[ -z $queue ]] || printf '[queue]\n%s\n' "$queue" >>"$TMP/$target.toml"
         env TOKIO_WORKER_THREADS=1 "${TOOL[@]}" "$OUTFLAG=$out" \
             "$BIN" run --config "$TMP/$target.toml" >"$TMP/v.log" 2>&1 &
         ;;

@@ -11,6 +11,7 @@
 //! | `POST /circuit/close`  | bearer | operator override: close and resume automatic   |
 //! | `POST /chaos/resolve`  | bearer | follow the latest report link now               |
 //! | `POST /config/reload`  | bearer | as SIGHUP: apply the file again, or say why not |
+//! | `GET /queue/dead-letters`, `DELETE /queue/dead-letters/<id>` | bearer | async orders given up: list, drop one |
 //!
 //! Bearer endpoints compare the token in constant time and are refused (403)
 //! when no token is configured: an empty token never means "open". A known
@@ -69,6 +70,23 @@ pub trait AdminPart: Send + Sync {
                 body: serde_json::json!({"message": "unknown admin action"}),
             }
         })
+    }
+    /// The methods another endpoint of this part answers at `path` (as an
+    /// `Allow` value), `None` when `path` is not one of its own.
+    fn methods(&self, path: &str) -> Option<&'static str> {
+        let _ = path;
+        None
+    }
+    /// Handles `method path` (`path` one of [`AdminPart::methods`], with a
+    /// method it allows; token required), or `None` when it is not its own.
+    fn route<'a>(&'a self, method: &'a Method, path: &'a str) -> Option<ActionFuture<'a>> {
+        let _ = (method, path);
+        None
+    }
+    /// A degradation `/readyz` mentions while staying ready (the proxy
+    /// still serves).
+    fn readiness_note(&self) -> Option<String> {
+        None
     }
 }
 
@@ -148,7 +166,7 @@ impl AdminState {
             "/healthz" | "/readyz" => Some("GET, HEAD"),
             "/metrics" | "/status" => Some("GET"),
             p if self.parts.iter().any(|part| part.actions().contains(&p)) => Some("POST"),
-            _ => None,
+            p => self.parts.iter().find_map(|part| part.methods(p)),
         }
     }
 
@@ -164,7 +182,12 @@ impl AdminState {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
                 if self.readiness.is_ready() {
-                    text(StatusCode::OK, "ready\n")
+                    let mut body = String::from("ready\n");
+                    for note in self.parts.iter().filter_map(|p| p.readiness_note()) {
+                        body.push_str(&note);
+                        body.push('\n');
+                    }
+                    text(StatusCode::OK, body)
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 }
@@ -181,7 +204,7 @@ impl AdminState {
                 None => json(StatusCode::OK, self.status()),
                 Some(res) => res,
             },
-            (&Method::POST, p) => {
+            (&Method::POST, p) if self.parts.iter().any(|part| part.actions().contains(&p)) => {
                 let Some(part) = self.parts.iter().find(|part| part.actions().contains(&p)) else {
                     return not_found();
                 };
@@ -191,7 +214,16 @@ impl AdminState {
                 let answer = part.action(p).await;
                 json(answer.status, answer.body)
             }
-            _ => not_found(),
+            (m, p) => {
+                let Some(fut) = self.parts.iter().find_map(|part| part.route(m, p)) else {
+                    return not_found();
+                };
+                if let Some(res) = self.refusal(&req) {
+                    return res;
+                }
+                let answer = fut.await;
+                json(answer.status, answer.body)
+            }
         }
     }
 }

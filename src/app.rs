@@ -14,11 +14,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminPart, AdminState, Readiness};
+use crate::chaos::persist;
 use crate::config::Config;
 use crate::probe::{self, ProbeState};
 use crate::proxy::client::{ClientError, Forward};
 use crate::proxy::server::{self, ServeOptions};
 use crate::proxy::stack;
+use crate::queue::{self, Queue};
 use crate::reload::{Apply, Commit, ReloadReport, Reloader, Swap};
 use crate::telemetry::Tracing;
 use crate::telemetry::annotations::{AnnotationError, Annotator};
@@ -98,8 +100,38 @@ impl Sidecar {
             config.upstream.url().host(),
         )?);
         let metrics = Arc::clone(telemetry.metrics());
-        let parts = stack::Parts::new(&config, forward, Arc::clone(&metrics), telemetry.tracing());
+        let mut parts =
+            stack::Parts::new(&config, forward, Arc::clone(&metrics), telemetry.tracing());
+        // Async orders: the store first (the stack takes the layer), then
+        // the replayer over the stack below the server layer.
+        if config.queue.is_enabled() {
+            parts.queue = Some(
+                Queue::open(
+                    &config.queue,
+                    Arc::clone(&parts.breaker),
+                    Arc::clone(&metrics),
+                )
+                .await,
+            );
+        }
+        // The embedded store keeps chaos episodes across restarts.
+        let episode_store = parts
+            .queue
+            .as_ref()
+            .and_then(|q| q.embedded())
+            .map(|s| Arc::clone(s) as Arc<dyn crate::chaos::persist::EpisodeStore>);
+        let episode_saver = match &episode_store {
+            Some(store) => {
+                persist::restore(&parts.chaos, Arc::clone(store)).await;
+                Some(persist::spawn(Arc::clone(&parts.chaos), Arc::clone(store)))
+            }
+            None => None,
+        };
         let swap = Swap::new(stack::build(&config, &parts));
+        let queue_tasks = parts
+            .queue
+            .as_ref()
+            .map(|q| queue::replay::spawn(Arc::clone(q), stack::build_buffered(&config, &parts)));
         let annotator = Arc::new(Annotator::start(&config.grafana)?);
         let annotating = annotator.follow(parts.chaos.subscribe());
 
@@ -128,6 +160,9 @@ impl Sidecar {
         ];
         if annotator.is_enabled() {
             admin_parts.push(Arc::clone(&annotator) as Arc<dyn AdminPart>);
+        }
+        if let Some(q) = &parts.queue {
+            admin_parts.push(Arc::clone(q) as Arc<dyn AdminPart>);
         }
         let probe_state = Arc::new(ProbeState::default());
         if config.probe.enabled {
@@ -200,6 +235,7 @@ impl Sidecar {
         let mut opts = ServeOptions::from(&config.server);
         tweak(&mut opts);
         let ready = readiness.clone();
+        let chaos = Arc::clone(&parts.chaos);
         let task = tokio::spawn(async move {
             let stop_proxy = wait_for(watch_rx.clone());
             let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -211,6 +247,10 @@ impl Sidecar {
             let drain = async {
                 stop_proxy.await;
                 probe.stop();
+                // Replays in flight are cut: they are replayed after a restart.
+                for task in queue_tasks.iter().flatten() {
+                    task.abort();
+                }
                 // Tell load balancers first, then stop accepting and drain.
                 ready.set(false);
             };
@@ -219,6 +259,10 @@ impl Sidecar {
             let _ = admin_task.await;
             if let Some(task) = annotating {
                 task.abort();
+            }
+            if let (Some(saver), Some(store)) = (episode_saver, episode_store) {
+                saver.abort();
+                persist::save(&chaos, store).await;
             }
             annotator.shutdown(ANNOTATION_FLUSH).await;
             // The final export, once no request can record anything more.

@@ -39,6 +39,12 @@ pub enum ErrorKind {
     Malformed,
     /// A bug; logged. 500.
     Internal,
+    /// `GET /orders/<id>`: no such order for this caller: 404.
+    OrderNotFound,
+    /// `GET /orders/<id>`: the queue's store cannot be read: 503.
+    QueueUnavailable,
+    /// `GET /orders/<id>`: the order was given up with no factory answer: 502.
+    OrderGivenUp,
 }
 
 impl ErrorKind {
@@ -51,6 +57,9 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => "body-too-large",
             ErrorKind::Malformed => "malformed-request",
             ErrorKind::Internal => "internal",
+            ErrorKind::OrderNotFound => "order-not-found",
+            ErrorKind::QueueUnavailable => "queue-unavailable",
+            ErrorKind::OrderGivenUp => "order-given-up",
         }
     }
 
@@ -62,6 +71,9 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Malformed => StatusCode::BAD_REQUEST,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::OrderNotFound => StatusCode::NOT_FOUND,
+            ErrorKind::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::OrderGivenUp => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -77,8 +89,13 @@ impl RequestOutcome {
             Some(SidecarAnswer(kind)) => match kind {
                 ErrorKind::CircuitOpen => RequestOutcome::CircuitOpen,
                 ErrorKind::Timeout => RequestOutcome::Timeout,
-                ErrorKind::Unreachable | ErrorKind::Internal => RequestOutcome::Unreachable,
-                ErrorKind::BodyTooLarge | ErrorKind::Malformed => RequestOutcome::Rejected,
+                ErrorKind::Unreachable
+                | ErrorKind::Internal
+                | ErrorKind::QueueUnavailable
+                | ErrorKind::OrderGivenUp => RequestOutcome::Unreachable,
+                ErrorKind::BodyTooLarge | ErrorKind::Malformed | ErrorKind::OrderNotFound => {
+                    RequestOutcome::Rejected
+                }
             },
             None if res.status().is_server_error() => RequestOutcome::FactoryError,
             None if res
@@ -105,6 +122,15 @@ pub fn kind_of(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
         }
         if e.is::<http::Error>() || e.is::<http::uri::InvalidUri>() {
             return ErrorKind::Malformed;
+        }
+        if e.is::<crate::queue::error::OrderNotFound>() {
+            return ErrorKind::OrderNotFound;
+        }
+        if e.is::<crate::queue::error::QueueUnavailable>() {
+            return ErrorKind::QueueUnavailable;
+        }
+        if e.is::<crate::queue::error::OrderGivenUp>() {
+            return ErrorKind::OrderGivenUp;
         }
         cur = e.source();
     }
@@ -161,6 +187,13 @@ pub fn answer(err: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
                 }
                 ErrorKind::BodyTooLarge => "The request body is too large.",
                 ErrorKind::Malformed => "The request is malformed.",
+                ErrorKind::OrderNotFound => "No such order.",
+                ErrorKind::QueueUnavailable => {
+                    "Queued orders cannot be read right now. Please try again shortly."
+                }
+                ErrorKind::OrderGivenUp => {
+                    "The pizza factory could not make this order; it was given up."
+                }
                 _ => "Something went wrong in the factory sidecar.",
             };
             json_answer(kind, serde_json::json!({ "message": message }), None)

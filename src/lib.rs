@@ -14,6 +14,8 @@
 //!  └ telemetry        server span + http.server.request.duration + status counts
 //!   └ error::answer   typed errors become JSON answers (the one place)
 //!    └ proxy::collect body buffered up to max_body_bytes (413), CL+TE refused (400)
+//!     └ queue         [queue] only: Prefer: respond-async orders that fail are stored,
+//!                     answered 202, replayed later; GET /orders/<id>
 //!     └ proxy::headers hop-by-hop out, x-forwarded-proto
 //!     └ deadline      request_timeout over all tries (a task-local below)
 //!      └ retry        backoff with full jitter, retry budget, x-sidecar-attempts;
@@ -32,8 +34,9 @@
 //! `proxy::http1::chunked`, for the fast path, the guard and the client.
 //!
 //! Beside the stack: `admin` (health, readiness, metrics, status, overrides),
-//! [`sim`] (a faithful factory simulator), [`demo`], [`config`]; [`tls`] is
-//! shared with the telemetry exporters.
+//! `queue::replay` (replays stored async orders through the stack below the
+//! server layer, like `probe`), [`sim`] (a faithful factory simulator),
+//! [`demo`], [`config`]; [`tls`] is shared with the telemetry exporters.
 
 #![forbid(unsafe_code)]
 
@@ -46,6 +49,7 @@ pub mod demo;
 pub mod error;
 pub mod probe;
 pub mod proxy;
+pub mod queue;
 pub mod reload;
 pub mod resilience;
 pub mod sim;

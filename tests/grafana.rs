@@ -46,7 +46,9 @@ fn the_prometheus_rules_are_per_instance_documented_and_linked() {
             "PizzaFactorySuccessRateLow",
             "PizzaFactoryChaosUnresolved",
             "PizzaFactoryCircuitNotClosed",
-            "FactorySidecarConfigReloadFailed"
+            "FactorySidecarConfigReloadFailed",
+            "FactorySidecarAsyncOrderQueued",
+            "FactorySidecarAsyncOrdersOff"
         ]
     );
     let anchors = runbook_anchors();

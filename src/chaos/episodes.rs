@@ -44,7 +44,7 @@ const RESOLVES_KEPT: usize = 10;
 const EVENT_BUFFER: usize = 64;
 
 /// How an episode ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum How {
     /// The sidecar followed the link by itself.
     #[serde(rename = "auto")]
@@ -233,6 +233,18 @@ pub struct Registry {
     /// The id of the newest open episode, 0 when none (for the access log,
     /// read on every request without the lock).
     newest_open: AtomicU64,
+    /// Bumped after every change, for the optional episode store
+    /// ([`super::persist`]); nobody listens when none is configured.
+    changes: watch::Sender<u64>,
+}
+
+/// Bumps [`Registry::changes`] when dropped (after the lock is released).
+struct Changed<'a>(&'a watch::Sender<u64>);
+
+impl Drop for Changed<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -261,6 +273,7 @@ impl Registry {
             events,
             cooldown_us: AtomicU64::new(micros(cooldown)),
             newest_open: AtomicU64::new(0),
+            changes: watch::channel(0).0,
         }
     }
 
@@ -305,6 +318,7 @@ impl Registry {
         let wall = SystemTime::now();
         let link = link_text.and_then(ReportLink::parse);
         let status = status.map(|s| s.as_u16());
+        let _changed = Changed(&self.changes);
         let mut inner = self.inner.lock();
 
         // An order that was in flight while we resolved this very link.
@@ -475,6 +489,7 @@ impl Registry {
     pub fn finish(&self, ticket: FollowTicket, answer: &FactoryAnswer) {
         let now = Instant::now();
         let wall = SystemTime::now();
+        let _changed = Changed(&self.changes);
         self.metrics.chaos_resolution(answer.result);
         {
             let mut inner = self.inner.lock();
@@ -522,6 +537,7 @@ impl Registry {
         }
         let now = Instant::now();
         let wall = SystemTime::now();
+        let _changed = Changed(&self.changes);
         let mut inner = self.inner.lock();
         let open = std::mem::take(&mut inner.open);
         let mut kept = Vec::new();
@@ -607,6 +623,142 @@ impl Registry {
     pub fn open_count(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
+
+    /// Changes to watch (a new value after each).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Every episode as kept across restarts: open ones first, then the
+    /// closed ones oldest first. Masked links only: a restored episode
+    /// becomes followable again when the factory shows its link again.
+    pub fn export(&self) -> Vec<SavedEpisode> {
+        let now = Instant::now();
+        let inner = self.inner.lock();
+        inner
+            .open
+            .iter()
+            .chain(inner.closed.iter())
+            .map(|e| SavedEpisode {
+                id: e.id,
+                chaos: e.chaos,
+                first_seen: unix_ms(e.first_seen),
+                last_seen: unix_ms(e.last_seen),
+                attempts: e.attempts,
+                last_status: e.last_status,
+                link: e.shown.clone(),
+                resolved_at: e.resolved_at.map(unix_ms),
+                how: e.how,
+                duration_ms: u64::try_from(
+                    e.ended.unwrap_or(now).duration_since(e.started).as_millis(),
+                )
+                .unwrap_or(u64::MAX),
+                resolves: e
+                    .resolves
+                    .iter()
+                    .map(|r| SavedResolve {
+                        at: unix_ms(r.at),
+                        how: r.how,
+                        answer: r.answer.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Puts saved episodes back (at start, before any answer is seen).
+    /// Open ones count as active again (`sidecar.chaos.active`) and close
+    /// as usual, with a Grafana region from their first sighting.
+    pub fn import(&self, saved: Vec<SavedEpisode>) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let ago = |t: u64| wall.duration_since(from_ms(t)).unwrap_or(Duration::ZERO);
+        let at = |t: u64| now.checked_sub(ago(t)).unwrap_or(now);
+        let mut inner = self.inner.lock();
+        for s in saved {
+            let first_seen = from_ms(s.first_seen);
+            let started = at(s.first_seen);
+            let ep = Episode {
+                id: s.id,
+                chaos: s.chaos,
+                first_seen,
+                last_seen: from_ms(s.last_seen),
+                started,
+                last_seen_at: at(s.last_seen),
+                attempts: s.attempts,
+                last_status: s.last_status,
+                link: None,
+                shown: s.link,
+                resolved_at: s.resolved_at.map(from_ms),
+                ended: s
+                    .resolved_at
+                    .map(|_| started + Duration::from_millis(s.duration_ms)),
+                how: s.how,
+                resolves: s
+                    .resolves
+                    .into_iter()
+                    .map(|r| ResolveRecord {
+                        at: from_ms(r.at),
+                        how: r.how,
+                        answer: r.answer,
+                    })
+                    .collect(),
+                follow: None,
+                last_follow: None,
+            };
+            inner.next_id = inner.next_id.max(ep.id);
+            if ep.resolved_at.is_some() {
+                if inner.closed.len() >= HISTORY {
+                    inner.closed.pop_front();
+                }
+                inner.closed.push_back(ep);
+            } else if !inner.open.iter().any(|o| o.chaos == ep.chaos) {
+                self.metrics.chaos_active(ep.chaos, true);
+                inner.open.push(ep);
+            }
+        }
+        self.open.store(inner.open.len(), Ordering::Release);
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    u64::try_from(
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+fn from_ms(t: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(t)
+}
+
+/// An episode as saved by the episode store (times in Unix ms).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedEpisode {
+    pub id: u64,
+    pub chaos: ChaosType,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub attempts: u64,
+    pub last_status: Option<u16>,
+    /// Masked.
+    pub link: Option<String>,
+    pub resolved_at: Option<u64>,
+    pub how: Option<How>,
+    pub duration_ms: u64,
+    pub resolves: Vec<SavedResolve>,
+}
+
+/// A resolve attempt as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SavedResolve {
+    pub at: u64,
+    pub how: How,
+    pub answer: FactoryAnswer,
 }
 
 fn push_bounded(v: &mut VecDeque<ResolveRecord>, r: ResolveRecord) {
@@ -816,5 +968,43 @@ mod tests {
             r.healthy();
         }
         assert_eq!(r.snapshot().recent.len(), HISTORY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn episodes_export_and_import_whole() {
+        let r = registry(Duration::from_secs(10));
+        let changes = r.changes();
+        let t = go(r.record(
+            ChaosType::Fail,
+            Some(L1),
+            Some(StatusCode::INTERNAL_SERVER_ERROR),
+            true,
+        ));
+        assert!(
+            changes.has_changed().expect("open"),
+            "a change is announced"
+        );
+        r.finish(t, &answer(ResolveResult::Resolved));
+        let _ = r.record(ChaosType::Unknown, None, None, true);
+        let saved = r.export();
+        assert_eq!(saved.len(), 2);
+        let json = serde_json::to_string(&saved).expect("json");
+        assert!(
+            !json.contains("feedfacecafebeef0123456789abc0de"),
+            "masked only: {json}"
+        );
+
+        let back = registry(Duration::from_secs(10));
+        back.import(serde_json::from_str(&json).expect("parse"));
+        let snap = back.snapshot();
+        assert_eq!(snap.active.len(), 1);
+        assert_eq!(snap.active[0].chaos, ChaosType::Unknown);
+        assert_eq!(snap.recent.len(), 1);
+        assert_eq!(snap.recent[0].how, Some(How::Auto));
+        assert!(!snap.recent[0].followable);
+        // New episodes continue the numbering.
+        let _ = back.record(ChaosType::Throttle, Some(L2), Some(StatusCode::OK), false);
+        let ids: Vec<u64> = back.snapshot().active.iter().map(|e| e.id).collect();
+        assert!(ids.contains(&3), "{ids:?}");
     }
 }

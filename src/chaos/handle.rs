@@ -107,6 +107,11 @@ impl Chaos {
         self.registry.set_cooldown(config.resolve_cooldown);
     }
 
+    /// The episode registry (for the optional episode store).
+    pub fn episodes(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Episode events (started / resolved) for annotations.
     pub fn subscribe(&self) -> broadcast::Receiver<EpisodeEvent> {
         self.registry.subscribe()

@@ -16,6 +16,7 @@
 //! jwt.rs       JWKS cache (single flight, rate-limited refresh), memory of recent valid tokens
 //! jws.rs       RS256 check of one token: keys parsed once per fetch, header read in place
 //! episodes.rs  the episode registry: cooldown, single flight, metrics, events, status
+//! persist.rs   the optional episode store hook: episodes kept across restarts
 //! resolve.rs   the report-link GET (path only) and what the answer means
 //! settings.rs  the [chaos] settings an order reads, changeable by a reload
 //! side.rs      side requests through the inner service (path only)
@@ -36,6 +37,7 @@ pub mod layer;
 pub mod link;
 pub mod mask;
 mod order;
+pub mod persist;
 pub mod resolve;
 pub mod settings;
 pub mod side;
@@ -51,7 +53,7 @@ pub use mask::{Masked, mask_link, redact};
 pub use resolve::FactoryAnswer;
 
 /// What kind of chaos an answer shows, as `chaos.type` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChaosType {
     Fail,
@@ -79,7 +81,7 @@ impl ChaosType {
 }
 
 /// What following a report link achieved, as `sidecar.chaos.resolutions` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResolveResult {
     /// The factory said the problem is resolved (or no chaos was running).

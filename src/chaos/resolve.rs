@@ -25,7 +25,7 @@ const ANSWER_MAX_BYTES: usize = 4096;
 const MESSAGE_MAX_CHARS: usize = 200;
 
 /// What the factory said to a report-link GET.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FactoryAnswer {
     pub result: ResolveResult,

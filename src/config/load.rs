@@ -116,6 +116,7 @@ impl Config {
             telemetry: TelemetryConfig::default(),
             grafana: GrafanaConfig::default(),
             probe: ProbeConfig::default(),
+            queue: QueueConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -165,6 +166,9 @@ impl Config {
         }
         if let Some(v) = env.var("SIDECAR_PROBE_API_KEY") {
             self.probe.api_key = Secret(v);
+        }
+        if let Some(v) = env.var("SIDECAR_QUEUE_REDIS_URL") {
+            self.queue.redis_url = Secret(v);
         }
         // Standard OpenTelemetry variables win over the file.
         if let Some(v) = env
@@ -352,9 +356,72 @@ impl Config {
                 "an enabled probe needs api_key (or SIDECAR_PROBE_API_KEY)".into()
             });
         }
+        self.check_queue(&mut ensure);
         out
     }
+
+    /// `[queue]`: each key alone, then against `[upstream]`.
+    fn check_queue(&self, ensure: &mut Ensure<'_>) {
+        let q = &self.queue;
+        match q.backend {
+            QueueBackend::Embedded => ensure(q.redis_url.is_empty(), "queue.redis_url", &|| {
+                "redis_url needs backend = \"redis\"".into()
+            }),
+            QueueBackend::Redis => {
+                ensure(!q.redis_url.is_empty(), "queue.redis_url", &|| {
+                    "backend = \"redis\" needs redis_url (or SIDECAR_QUEUE_REDIS_URL)".into()
+                });
+                ensure(
+                    q.redis_url.is_empty() || q.redis_url.expose().starts_with("redis://"),
+                    "queue.redis_url",
+                    &|| "redis_url must start with redis:// (TLS is not built in)".into(),
+                );
+                ensure(q.dir.is_none(), "queue.dir", &|| {
+                    "dir is for backend = \"embedded\"; remove it or the redis backend".into()
+                });
+            }
+        }
+        ensure(!q.redis_prefix.is_empty(), "queue.redis_prefix", &|| {
+            "redis_prefix must not be empty".into()
+        });
+        ensure(q.ttl >= Duration::from_secs(1), "queue.ttl", &|| {
+            "ttl must be at least 1s".into()
+        });
+        ensure(
+            (1..=1000).contains(&q.replay_per_second),
+            "queue.replay_per_second",
+            &|| "replay_per_second must be between 1 and 1000".into(),
+        );
+        ensure(
+            (1..=64).contains(&q.replay_concurrency),
+            "queue.replay_concurrency",
+            &|| "replay_concurrency must be between 1 and 64".into(),
+        );
+        ensure(!q.replay_delay.is_zero(), "queue.replay_delay", &|| {
+            "replay_delay must be greater than 0".into()
+        });
+        ensure(
+            q.replay_max_delay >= q.replay_delay,
+            "queue.replay_max_delay",
+            &|| "replay_max_delay must not be less than replay_delay".into(),
+        );
+        ensure(
+            (1..=100).contains(&q.dead_letter_after),
+            "queue.dead_letter_after",
+            &|| "dead_letter_after must be between 1 and 100".into(),
+        );
+        ensure(
+            q.claim_idle > self.upstream.request_timeout,
+            "queue.claim_idle",
+            &|| {
+                "claim_idle must exceed upstream.request_timeout (a replay still running must not be taken over)".into()
+            },
+        );
+    }
 }
+
+/// Records a problem with a key when a check fails (see [`Config::check`]).
+type Ensure<'a> = dyn FnMut(bool, &'static str, &dyn Fn() -> String) + 'a;
 
 /// 1-based line and column (in characters) of byte offset `at` in `src`.
 fn line_col(src: &str, at: usize) -> (usize, usize) {
@@ -550,6 +617,67 @@ mod tests {
         let again = Config::parse(&out, "out", &no_env).expect("round trip");
         assert_eq!(again.retry.max_backoff, c.retry.max_backoff);
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_queue_is_off_by_default_and_its_keys_are_checked() {
+        let c = parse("[upstream]\nurl = \"http://a\"\n").expect("valid");
+        assert!(!c.queue.is_enabled());
+        assert_eq!(c.queue.ttl, Duration::from_secs(86_400));
+        assert_eq!(c.queue.backend, QueueBackend::Embedded);
+        let c = parse("[upstream]\nurl = \"http://a\"\n[queue]\ndir = \"/var/lib/sidecar\"\n")
+            .expect("valid");
+        assert!(c.queue.is_enabled());
+        let c = parse(
+            "[upstream]\nurl = \"http://a\"\n[queue]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n",
+        )
+        .expect("valid");
+        assert!(c.queue.is_enabled());
+        assert!(!c.to_masked_toml().contains("6379"), "redis_url is masked");
+
+        for (src, want) in [
+            ("backend = \"redis\"\n", "needs redis_url"),
+            (
+                "backend = \"redis\"\nredis_url = \"rediss://h\"\n",
+                "must start with redis://",
+            ),
+            ("redis_url = \"redis://h\"\n", "redis_url needs backend"),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://h\"\ndir = \"/x\"\n",
+                "dir is for backend",
+            ),
+            ("backend = \"kafka\"\n", "unknown variant"),
+            ("ttl = \"0s\"\n", "ttl must be at least 1s"),
+            (
+                "replay_per_second = 0\n",
+                "replay_per_second must be between",
+            ),
+            (
+                "replay_concurrency = 100\n",
+                "replay_concurrency must be between",
+            ),
+            (
+                "replay_delay = \"2s\"\nreplay_max_delay = \"1s\"\n",
+                "replay_max_delay must not be less",
+            ),
+            (
+                "dead_letter_after = 0\n",
+                "dead_letter_after must be between",
+            ),
+            ("claim_idle = \"5s\"\n", "claim_idle must exceed"),
+        ] {
+            let e = first_error(&format!("[upstream]\nurl = \"http://a\"\n[queue]\n{src}"));
+            assert!(e.contains(want), "{src}: {e}");
+            assert!(e.starts_with("sidecar.toml:"), "{e}");
+        }
+        let env = |k: &str| (k == "SIDECAR_QUEUE_REDIS_URL").then(|| "redis://r:1".to_owned());
+        let c = Config::parse(
+            "[upstream]\nurl = \"http://a\"\n[queue]\nbackend = \"redis\"\n",
+            "f",
+            &env,
+        )
+        .expect("env gives the url");
+        assert_eq!(c.queue.redis_url.expose(), "redis://r:1");
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Config {
     #[serde(default)]
     pub probe: ProbeConfig,
     #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -419,6 +421,81 @@ impl Default for LogConfig {
             level: "info".to_owned(),
             format: LogFormat::Text,
             access_log: true,
+        }
+    }
+}
+
+/// Where queued async orders are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// One redb file under `queue.dir`.
+    Embedded,
+    /// A Redis Streams consumer group shared by several sidecars.
+    Redis,
+}
+
+/// `[queue]`: durable async orders (`Prefer: respond-async`). Off until
+/// `dir` (embedded) or `redis_url` (redis) is set.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Embedded store directory (created 0700 if missing; the file 0600).
+    #[serde(with = "optional_path")]
+    pub dir: Option<PathBuf>,
+    pub backend: QueueBackend,
+    /// `redis://host:port[/db]` for `backend = "redis"` (never logged in clear).
+    pub redis_url: Secret,
+    /// Key prefix in Redis (several deployments can share one server).
+    pub redis_prefix: String,
+    /// How long an order is kept: a queued one from when it was accepted,
+    /// a made one (its answer) from when it was made.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+    /// Replays started per second at most (room left for live traffic).
+    pub replay_per_second: u32,
+    /// Replays in flight at most.
+    pub replay_concurrency: u32,
+    /// Wait before replaying an order queued while the circuit was closed
+    /// (its patience ran out), and the first wait after a failed replay
+    /// (doubling per failure up to `replay_max_delay`).
+    #[serde(with = "duration")]
+    pub replay_delay: Duration,
+    #[serde(with = "duration")]
+    pub replay_max_delay: Duration,
+    /// Failed replays (not counting half-open probes) before an order is
+    /// moved to the dead letters.
+    pub dead_letter_after: u32,
+    /// Redis: an order a replica claimed and did not finish within this is
+    /// taken over by another (XAUTOCLAIM min-idle).
+    #[serde(with = "duration")]
+    pub claim_idle: Duration,
+}
+
+impl QueueConfig {
+    /// Whether async orders are configured at all.
+    pub fn is_enabled(&self) -> bool {
+        match self.backend {
+            QueueBackend::Embedded => self.dir.is_some(),
+            QueueBackend::Redis => !self.redis_url.is_empty(),
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            backend: QueueBackend::Embedded,
+            redis_url: Secret::default(),
+            redis_prefix: "factory-sidecar".to_owned(),
+            ttl: Duration::from_secs(24 * 3600),
+            replay_per_second: 5,
+            replay_concurrency: 4,
+            replay_delay: Duration::from_secs(5),
+            replay_max_delay: Duration::from_secs(60),
+            dead_letter_after: 5,
+            claim_idle: Duration::from_secs(120),
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::client::Forward;
 use crate::proxy::collect::{CollectBodyLayer, RequestBody};
 use crate::proxy::headers::ForwardedHeadersLayer;
+use crate::queue::{AsyncOrderLayer, Queue};
 use crate::resilience::breaker::{Breaker, BreakerLayer};
 use crate::resilience::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::resilience::retry::{RetryBudget, RetryLayer};
@@ -34,6 +35,8 @@ pub struct Parts {
     pub breaker: Arc<Breaker>,
     pub budget: Arc<RetryBudget>,
     pub chaos: Arc<Chaos>,
+    /// Async orders (`[queue]`); `None` when not configured.
+    pub queue: Option<Arc<Queue>>,
 }
 
 impl Parts {
@@ -50,6 +53,7 @@ impl Parts {
             breaker: Breaker::new(&config.circuit_breaker, Arc::clone(&metrics)),
             budget: RetryBudget::new(&config.retry),
             chaos: Chaos::new(&config.chaos, Arc::clone(&metrics)),
+            queue: None,
             metrics,
             tracing,
         }
@@ -101,6 +105,8 @@ pub fn build(
         )
         .layer(RescueLayer)
         .layer(CollectBodyLayer::new(config.server.max_body_bytes))
+        // Above the deadline: sees each order's final outcome. Only with a queue.
+        .option_layer(parts.queue.clone().map(AsyncOrderLayer::new))
         .service(build_buffered(config, parts))
 }
 

@@ -22,6 +22,10 @@ pub const NEEDS_RESTART: &[(&str, &str)] = &[
     ),
     ("admin.listen", "a new admin listener"),
     (
+        "queue",
+        "the order store is opened and its replayer started when the sidecar starts",
+    ),
+    (
         "upstream.url",
         "the factory's connection pool and TLS client are kept across reloads",
     ),

@@ -201,6 +201,7 @@ pub struct Metrics {
     config_last_reload_time: Gauge<f64>,
     build_info: Gauge<i64>,
     _process: ProcessInstruments,
+    queue: QueueInstruments,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -320,6 +321,7 @@ impl Metrics {
                 .with_description("Always 1: the version, git commit, profile and features of this build.")
                 .build(),
             _process: ProcessInstruments::register(meter, SystemTime::now()),
+            queue: QueueInstruments::new(meter),
             provider,
             pull,
         };
@@ -616,6 +618,139 @@ fn epoch_seconds(at: SystemTime) -> f64 {
     at.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs_f64()
+}
+
+// ---- async orders (`[queue]`): every instrument of the queue, in one block ----
+
+/// How a replayed order ended, as `sidecar.queue.replayed` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplayResult {
+    /// The factory made it; its answer is stored.
+    Made,
+    /// The replay did not make it (retried later, or the factory's final refusal stored).
+    Failed,
+    /// Dropped unreplayed: its `ttl` passed while it was queued.
+    Expired,
+    /// Given up after `dead_letter_after` failed replays.
+    DeadLetter,
+}
+
+impl ReplayResult {
+    pub const ALL: [ReplayResult; 4] = [
+        ReplayResult::Made,
+        ReplayResult::Failed,
+        ReplayResult::Expired,
+        ReplayResult::DeadLetter,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayResult::Made => "made",
+            ReplayResult::Failed => "failed",
+            ReplayResult::Expired => "expired",
+            ReplayResult::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// Why async orders are not accepted, as `sidecar.queue.async_off` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AsyncOffReason {
+    /// The store could not be opened (corrupt file, wrong permissions, ...).
+    StoreUnavailable,
+    /// A write failed for lack of space.
+    DiskFull,
+    /// A write failed otherwise.
+    StoreError,
+    /// The Redis server cannot be reached.
+    RedisUnreachable,
+}
+
+impl AsyncOffReason {
+    pub const ALL: [AsyncOffReason; 4] = [
+        AsyncOffReason::StoreUnavailable,
+        AsyncOffReason::DiskFull,
+        AsyncOffReason::StoreError,
+        AsyncOffReason::RedisUnreachable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AsyncOffReason::StoreUnavailable => "store_unavailable",
+            AsyncOffReason::DiskFull => "disk_full",
+            AsyncOffReason::StoreError => "store_error",
+            AsyncOffReason::RedisUnreachable => "redis_unreachable",
+        }
+    }
+}
+
+struct QueueInstruments {
+    depth: Gauge<i64>,
+    oldest_age: Gauge<f64>,
+    replayed: Counter<u64>,
+    async_off: Gauge<i64>,
+}
+
+impl QueueInstruments {
+    /// Every series exists from start, at 0.
+    fn new(meter: &Meter) -> Self {
+        let q = QueueInstruments {
+            depth: meter
+                .i64_gauge("sidecar.queue.depth")
+                .with_description("Async orders queued, waiting to be replayed.")
+                .build(),
+            oldest_age: meter
+                .f64_gauge("sidecar.queue.oldest_age")
+                .with_unit("s")
+                .with_description("Age of the oldest queued async order (0 when none).")
+                .build(),
+            replayed: meter
+                .u64_counter("sidecar.queue.replayed")
+                .with_description("Queued async orders replayed or dropped, by result.")
+                .build(),
+            async_off: meter
+                .i64_gauge("sidecar.queue.async_off")
+                .with_description("1 while async orders are not accepted, by reason.")
+                .build(),
+        };
+        q.depth.record(0, &[]);
+        q.oldest_age.record(0.0, &[]);
+        for r in ReplayResult::ALL {
+            q.replayed.add(0, &[KeyValue::new(RESULT, r.as_str())]);
+        }
+        for r in AsyncOffReason::ALL {
+            q.async_off.record(0, &[KeyValue::new(REASON, r.as_str())]);
+        }
+        q
+    }
+}
+
+impl Metrics {
+    /// `sidecar.queue.depth` and `sidecar.queue.oldest_age`.
+    pub fn queue_gauges(&self, depth: u64, oldest_age: Duration) {
+        self.queue
+            .depth
+            .record(i64::try_from(depth).unwrap_or(i64::MAX), &[]);
+        self.queue.oldest_age.record(oldest_age.as_secs_f64(), &[]);
+    }
+
+    /// `sidecar.queue.replayed`.
+    pub fn queue_replayed(&self, result: ReplayResult) {
+        self.queue
+            .replayed
+            .add(1, &[KeyValue::new(RESULT, result.as_str())]);
+    }
+
+    /// `sidecar.queue.async_off`: 1 for `off`'s reason, 0 for the others.
+    pub fn queue_async_off(&self, off: Option<AsyncOffReason>) {
+        for r in AsyncOffReason::ALL {
+            self.queue.async_off.record(
+                i64::from(off == Some(r)),
+                &[KeyValue::new(REASON, r.as_str())],
+            );
+        }
+    }
 }
 
 /// Lets the provider own a reader the admin endpoint also holds.

@@ -138,6 +138,15 @@ impl Binary {
         self.child.try_wait().expect("try_wait")
     }
 
+    /// SIGKILL, and waits until the process is gone.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("the process ends after SIGKILL")
+            .expect("wait");
+    }
+
     /// SIGTERM, then waits for the exit code.
     pub async fn stop(mut self) -> Option<i32> {
         self.signal("TERM");

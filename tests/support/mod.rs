@@ -8,9 +8,10 @@
 //! - [`upstream`]: a scriptable fake upstream; [`raw`]: a raw-TCP one for faults.
 //! - [`sim`]: the factory simulator in-process; [`sidecar`]: the sidecar in-process.
 //! - [`rotel`]: a real OTLP receiver (`rotel-agent`) that prints what it gets.
-//! - [`binary`]: the real `factory-sidecar run` on a config file, signals by `kill`.
+//! - [`binary`]: the real `factory-sidecar run` on a config file, signals by `kill` (SIGKILL too).
 //! - [`grafana`]: the shipped dashboard, Grafana alerts and Prometheus rules, read.
 //! - [`prometheus`]: a real Prometheus scraping and evaluating rules.
+//! - [`redis`]: a real redis-server.
 #![allow(dead_code)]
 
 pub mod binary;
@@ -19,6 +20,7 @@ pub mod grafana;
 pub mod http;
 pub mod prometheus;
 pub mod raw;
+pub mod redis;
 pub mod rotel;
 pub mod sidecar;
 pub mod sim;
@@ -67,4 +69,21 @@ where
         Some(v) => v,
         None => panic!("timed out after {limit:?} waiting for {what}"),
     }
+}
+
+/// A free loopback port (bound, then released: for a server that must come
+/// back on the same port, such as a factory killed and restarted).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A fresh, empty temporary directory for one test.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = binary::temp_path(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
 }
