@@ -89,6 +89,7 @@ impl Sidecar {
             Arc::clone(&parts.breaker) as Arc<dyn AdminPart>,
             Arc::clone(&parts.budget) as Arc<dyn AdminPart>,
             Arc::clone(&parts.chaos) as Arc<dyn AdminPart>,
+            Arc::clone(&parts.patience) as Arc<dyn AdminPart>,
         ];
         if annotator.is_enabled() {
             admin_parts.push(Arc::clone(&annotator) as Arc<dyn AdminPart>);
@@ -120,6 +121,8 @@ impl Sidecar {
         let (shutdown, watch_rx) = watch::channel(false);
         let opts = ServeOptions::from(&config.server);
         let ready = readiness.clone();
+        let patience = Arc::clone(&parts.patience);
+        let grace = config.server.shutdown_grace;
         let task = tokio::spawn(async move {
             let stop_proxy = wait_for(watch_rx.clone());
             let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -135,6 +138,8 @@ impl Sidecar {
                 }
                 // Tell load balancers first, then stop accepting and drain.
                 ready.set(false);
+                // Parked orders are answered now, waiting ones within the grace.
+                patience.drain(grace);
             };
             server::serve(proxy_listener, service, opts, drain).await;
             let _ = admin_stop_tx.send(true);

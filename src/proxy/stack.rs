@@ -12,6 +12,7 @@ use crate::boxed::BoxError;
 use crate::chaos::{Chaos, ChaosLayer};
 use crate::config::Config;
 use crate::error::RescueLayer;
+use crate::orders::Patience;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::Forward;
 use crate::proxy::collect::{CollectBodyLayer, RequestBody};
@@ -33,6 +34,8 @@ pub struct Parts {
     pub breaker: Arc<Breaker>,
     pub budget: Arc<RetryBudget>,
     pub chaos: Arc<Chaos>,
+    /// Orders' patience: the waiting room and what the async queue asks.
+    pub patience: Arc<Patience>,
 }
 
 impl Parts {
@@ -43,12 +46,23 @@ impl Parts {
         metrics: Arc<Metrics>,
         tracing: Tracing,
     ) -> Parts {
+        let breaker = Breaker::new(&config.circuit_breaker, Arc::clone(&metrics));
+        let chaos = Chaos::new(&config.chaos, Arc::clone(&metrics));
+        let patience = Patience::new(
+            &config.orders,
+            &config.upstream,
+            &config.circuit_breaker,
+            Arc::clone(&breaker),
+            &chaos,
+            Arc::clone(&metrics),
+        );
         Parts {
             forward,
             counts: Arc::new(RequestCounts::default()),
-            breaker: Breaker::new(&config.circuit_breaker, Arc::clone(&metrics)),
+            breaker,
             budget: RetryBudget::new(&config.retry),
-            chaos: Chaos::new(&config.chaos, Arc::clone(&metrics)),
+            chaos,
+            patience,
             metrics,
             tracing,
         }
@@ -100,12 +114,18 @@ pub fn build_buffered(
 + 'static {
     ServiceBuilder::new()
         .layer(ForwardedHeadersLayer)
-        .layer(DeadlineLayer::new(config.upstream.request_timeout))
-        .layer(RetryLayer::new(
-            &config.retry,
-            Arc::clone(&parts.budget),
-            Arc::clone(&parts.metrics),
+        .layer(DeadlineLayer::new(config.upstream.request_timeout).orders(
+            Arc::clone(parts.patience.routes()),
+            parts.patience.patience(),
         ))
+        .layer(
+            RetryLayer::new(
+                &config.retry,
+                Arc::clone(&parts.budget),
+                Arc::clone(&parts.metrics),
+            )
+            .patience(Arc::clone(&parts.patience)),
+        )
         // Disabled: not in the stack at all (its handle still answers /status).
         .option_layer(
             config

@@ -1,4 +1,5 @@
-//! The retry loop, as a response future (no allocation of its own).
+//! The retry loop, as a response future (no allocation of its own); orders
+//! with patience take [`Patient`] instead.
 //!
 //! ```text
 //! Called ──try ends──▶ decide ──retry──▶ Waiting (backoff) ──▶ Calling (poll_ready)
@@ -19,6 +20,7 @@ use tokio::time::{Instant, Sleep, sleep};
 
 use super::backoff::Backoff;
 use super::error::Attempted;
+use super::patient::Patient;
 use super::policy::retry_after;
 use super::{Shared, X_SIDECAR_ATTEMPTS};
 use crate::boxed::BoxError;
@@ -47,9 +49,75 @@ pin_project_lite::pin_project! {
 }
 
 pin_project_lite::pin_project! {
-    /// See [`super::Retry`]. `tries` counts tries started, `reached` those
+    /// See [`super::Retry`]: the plain retry loop, or an order's patient one.
+    #[project = ResponseProj]
+    pub enum ResponseFuture<S>
+    where
+        S: tower::Service<Outgoing>,
+    {
+        Plain { #[pin] fut: Plain<S> },
+        Patient { #[pin] fut: Patient<S> },
+    }
+}
+
+impl<S> std::fmt::Debug for ResponseFuture<S>
+where
+    S: tower::Service<Outgoing>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseFuture::Plain { fut } => fut.fmt(f),
+            ResponseFuture::Patient { fut } => fut.fmt(f),
+        }
+    }
+}
+
+impl<S> ResponseFuture<S>
+where
+    S: tower::Service<Outgoing>,
+{
+    /// A request that is never retried: one try, then the header.
+    pub(super) fn once(fut: S::Future, shared: Arc<Shared>) -> Self {
+        ResponseFuture::Plain {
+            fut: Plain::once(fut, shared),
+        }
+    }
+
+    pub(super) fn retrying(
+        fut: S::Future,
+        shared: Arc<Shared>,
+        service: S,
+        template: Outgoing,
+        deadline: Option<Instant>,
+    ) -> Self {
+        ResponseFuture::Plain {
+            fut: Plain::retrying(fut, shared, service, template, deadline),
+        }
+    }
+
+    pub(super) fn patient(fut: Patient<S>) -> Self {
+        ResponseFuture::Patient { fut }
+    }
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: tower::Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError>,
+{
+    type Output = Result<Response<ProxyBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseProj::Plain { fut } => fut.poll(cx),
+            ResponseProj::Patient { fut } => fut.poll(cx),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The plain retry loop. `tries` counts tries started, `reached` those
     /// the breaker let through (the `x-sidecar-attempts` value).
-    pub struct ResponseFuture<S>
+    pub struct Plain<S>
     where
         S: tower::Service<Outgoing>,
     {
@@ -62,24 +130,23 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<S> std::fmt::Debug for ResponseFuture<S>
+impl<S> std::fmt::Debug for Plain<S>
 where
     S: tower::Service<Outgoing>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture")
+        f.debug_struct("Plain")
             .field("tries", &self.tries)
             .field("reached", &self.reached)
             .finish_non_exhaustive()
     }
 }
 
-impl<S> ResponseFuture<S>
+impl<S> Plain<S>
 where
     S: tower::Service<Outgoing>,
 {
-    /// A request that is never retried: one try, then the header.
-    pub(super) fn once(fut: S::Future, shared: Arc<Shared>) -> Self {
+    fn once(fut: S::Future, shared: Arc<Shared>) -> Self {
         Self {
             state: State::Called { fut },
             shared,
@@ -89,7 +156,7 @@ where
         }
     }
 
-    pub(super) fn retrying(
+    fn retrying(
         fut: S::Future,
         shared: Arc<Shared>,
         service: S,
@@ -111,7 +178,7 @@ where
     }
 }
 
-impl<S> Future for ResponseFuture<S>
+impl<S> Future for Plain<S>
 where
     S: tower::Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError>,
 {
@@ -240,7 +307,9 @@ fn attempts_value(n: u32) -> HeaderValue {
     }
 }
 
-fn finish(
+/// The answer with `x-sidecar-attempts: reached`, or the error wrapped in
+/// [`Attempted`] with the same count.
+pub(super) fn finish(
     result: Result<Response<ProxyBody>, BoxError>,
     reached: u32,
 ) -> Result<Response<ProxyBody>, BoxError> {
