@@ -10,12 +10,17 @@
 //! What happens to them is decided here, under one lock, so a burst of
 //! events releases each order once and in arrival order:
 //! - **Recovery** ([`Lot::recovered`]): the factory is known to answer again
-//!   at time T (a try sent at T answered promptly, the breaker closed, a
-//!   chaos episode was resolved). Every waiting order whose newest try left
-//!   before T is *released*: it may send one fresh try, at a slot handed out
-//!   oldest first, one every 1/`release_per_second`, so a lot of orders does
-//!   not land on a factory that just came back all at once. A slow try is
-//!   not cancelled by a release: whichever answers first wins.
+//!   as of time T. Every waiting order whose newest try left before T is
+//!   *released*: it may send one fresh try, at a slot handed out oldest
+//!   first, one every 1/`release_per_second`, so a lot of orders does not
+//!   land on a factory that just came back all at once. A slow try is not
+//!   cancelled by a release: whichever answers first wins. The evidence
+//!   decides which older tries count as stuck ([`Evidence`]): after the
+//!   breaker closed or a chaos episode was resolved, all of them (a
+//!   throttled try is not sped up by the resolve); after a try sent at T was
+//!   answered promptly, those unanswered for `attempt_timeout` (a younger
+//!   try may well be answered promptly too). An order that enters the lot
+//!   after a recovery its newest try predates is released as it enters.
 //! - **Probe duty** ([`Ticket::refused`]): while the breaker is open, the
 //!   oldest parked order is told to try when the breaker is due to
 //!   half-open; the breaker's probe limit still decides whether that try
@@ -42,6 +47,15 @@ use tokio::time::Instant;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::outcome::RequestOutcome;
 
+/// How the lot learned that the factory answers again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// A try sent at that moment was answered within `attempt_timeout`.
+    Answered,
+    /// The breaker closed, or a chaos episode was resolved, at that moment.
+    Confirmed,
+}
+
 /// What a waiting order is told to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Go {
@@ -63,8 +77,13 @@ pub struct LotFull {
 type Key = (Instant, u64);
 
 struct Entry {
+    /// Holds one of the `max_waiting` places.
     parked: bool,
+    /// No try of its own in flight (refused, or its tries failed).
+    idle: bool,
     newest_try: Option<Instant>,
+    /// Released for this slot, and not yet sent: not released again.
+    released: Option<Instant>,
     go: Option<Go>,
     waker: Option<Waker>,
 }
@@ -89,9 +108,27 @@ struct Inner {
     probe: Option<(Key, Instant)>,
     /// Set by [`Lot::drain`]: every order must be answered by then.
     drain: Option<Instant>,
+    /// The latest recovery: an order entering with an older try is
+    /// released at once.
+    last_recovery: Option<Instant>,
 }
 
 impl Inner {
+    /// Releases `entry` at the next free slot (at or after `now`).
+    fn release(&mut self, key: Key, now: Instant, pace: Duration) -> bool {
+        let slot = self.next_slot.map_or(now, |s| s.max(now));
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return false;
+        };
+        entry.released = Some(slot);
+        entry.tell(Go::Try(slot));
+        self.next_slot = Some(slot + pace);
+        if self.probe.is_some_and(|(k, _)| k == key) {
+            self.probe = None;
+        }
+        true
+    }
+
     /// Gives probe duty at `at` to the oldest parked order with nothing to
     /// do yet, if nobody has it.
     fn assign_probe(&mut self, at: Instant) {
@@ -101,7 +138,7 @@ impl Inner {
         if let Some((key, entry)) = self
             .entries
             .iter_mut()
-            .find(|(_, e)| e.parked && e.go.is_none())
+            .find(|(_, e)| e.parked && e.idle && e.go.is_none() && e.released.is_none())
         {
             entry.tell(Go::Try(at));
             self.probe = Some((*key, at));
@@ -109,11 +146,14 @@ impl Inner {
     }
 }
 
-/// Settings of a [`Lot`], from `[orders]`.
+/// Settings of a [`Lot`], from `[orders]` (and `upstream.attempt_timeout`).
 #[derive(Debug, Clone, Copy)]
 pub struct LotSettings {
     pub max_waiting: usize,
     pub release_per_second: u32,
+    /// How long a try may go unanswered before a prompt answer to a newer
+    /// one makes it presumed stuck.
+    pub attempt_timeout: Duration,
 }
 
 /// See the module docs.
@@ -123,6 +163,7 @@ pub struct Lot {
     max_waiting: usize,
     release_per_second: u32,
     pace: Duration,
+    attempt_timeout: Duration,
     metrics: Arc<Metrics>,
     parked_total: AtomicU64,
     released_total: AtomicU64,
@@ -148,6 +189,7 @@ impl Lot {
             max_waiting: settings.max_waiting,
             release_per_second: rate,
             pace: Duration::from_secs(1) / rate,
+            attempt_timeout: settings.attempt_timeout,
             metrics,
             parked_total: AtomicU64::new(0),
             released_total: AtomicU64::new(0),
@@ -182,12 +224,23 @@ impl Lot {
             key,
             Entry {
                 parked: false,
+                idle: false,
                 newest_try,
+                released: None,
                 go,
                 waker: None,
             },
         );
         self.waiting.fetch_add(1, Ordering::AcqRel);
+        // The factory came back while this try was on its way: it is stuck.
+        if inner.drain.is_none()
+            && inner
+                .last_recovery
+                .is_some_and(|r| newest_try.is_none_or(|t| t < r))
+            && inner.release(key, Instant::now(), self.pace)
+        {
+            self.released_total.fetch_add(1, Ordering::Relaxed);
+        }
         Ticket {
             lot: Arc::clone(self),
             key,
@@ -196,9 +249,12 @@ impl Lot {
     }
 
     /// The factory answers again as of `at`: releases every order whose
-    /// newest try left before `at`, oldest first, at the release pace.
-    pub fn recovered(&self, at: Instant) {
-        if self.waiting() == 0 {
+    /// newest try left before `at` and counts as stuck on this `evidence`,
+    /// oldest first, at the release pace.
+    pub fn recovered(&self, at: Instant, evidence: Evidence) {
+        // A confirmed recovery is remembered even with nobody waiting: an
+        // order whose try left before it enters the lot released.
+        if evidence == Evidence::Answered && self.waiting() == 0 {
             return;
         }
         let now = Instant::now();
@@ -206,27 +262,39 @@ impl Lot {
         if inner.drain.is_some() {
             return;
         }
-        let mut slot = inner.next_slot.map_or(now, |s| s.max(now));
+        inner.last_recovery = Some(inner.last_recovery.map_or(at, |r| r.max(at)));
+        let stuck: Vec<Key> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                let older = e.newest_try.is_none_or(|t| t < at);
+                let presumed_stuck = match evidence {
+                    Evidence::Confirmed => true,
+                    Evidence::Answered => {
+                        e.idle
+                            || e.newest_try.is_none_or(|t| {
+                                now.saturating_duration_since(t) >= self.attempt_timeout
+                            })
+                    }
+                };
+                !matches!(e.go, Some(Go::Drain(_)))
+                    && e.released.is_none()
+                    && older
+                    && presumed_stuck
+            })
+            .map(|(k, _)| *k)
+            .collect();
         let mut released = 0u64;
-        for entry in inner.entries.values_mut() {
-            match entry.go {
-                Some(Go::Drain(_)) => continue,
-                Some(Go::Try(t)) if t <= slot => continue,
-                _ => {}
-            }
-            if entry.newest_try.is_some_and(|t| t >= at) {
-                continue;
-            }
-            entry.tell(Go::Try(slot));
-            slot += self.pace;
-            released += 1;
+        for key in stuck {
+            released += u64::from(inner.release(key, now, self.pace));
         }
         if released > 0 {
-            inner.next_slot = Some(slot);
-            // Everyone with a reason to try has a slot; probe duty is moot.
-            inner.probe = None;
             self.released_total.fetch_add(released, Ordering::Relaxed);
-            tracing::debug!(released, "factory answers again: waiting orders released");
+            tracing::debug!(
+                released,
+                ?evidence,
+                "factory answers again: waiting orders released"
+            );
         }
     }
 
@@ -306,7 +374,8 @@ impl Ticket {
         self.key.0
     }
 
-    /// Takes one of the `max_waiting` places (once; later calls keep it).
+    /// The order has no try in flight any more, and takes one of the
+    /// `max_waiting` places (once; later calls keep it).
     pub fn park(&mut self) -> Result<(), LotFull> {
         let lot = &self.lot;
         let mut inner = lot.inner.lock();
@@ -314,6 +383,7 @@ impl Ticket {
         let Some(entry) = inner.entries.get_mut(&self.key) else {
             return Ok(());
         };
+        entry.idle = true;
         if entry.parked {
             return Ok(());
         }
@@ -335,6 +405,8 @@ impl Ticket {
         let mut inner = self.lot.inner.lock();
         if let Some(entry) = inner.entries.get_mut(&self.key) {
             entry.newest_try = Some(at);
+            entry.idle = false;
+            entry.released = None;
         }
         if inner.probe.is_some_and(|(k, _)| k == self.key) {
             inner.probe = None;
@@ -409,6 +481,7 @@ mod tests {
             LotSettings {
                 max_waiting,
                 release_per_second,
+                attempt_timeout: Duration::from_secs(5),
             },
             Arc::new(Metrics::default()),
         )
@@ -436,22 +509,56 @@ mod tests {
         assert_eq!(lot.waiting(), 3);
         tokio::time::advance(ms(100)).await;
         let now = Instant::now();
-        lot.recovered(t0 + ms(10));
+        lot.recovered(t0 + ms(10), Evidence::Confirmed);
         assert_eq!(go(&a), Some(Go::Try(now)));
         assert_eq!(go(&b), Some(Go::Try(now + ms(10))));
         assert_eq!(go(&fresh), None, "its newest try left after the recovery");
         assert_eq!(go(&a), None, "told once");
+        // Not yet sent: a second event does not release them again.
+        lot.recovered(t0 + ms(20), Evidence::Confirmed);
+        assert_eq!(go(&b), None);
         // They send their fresh tries; a later event releases only the
         // order whose newest try is older than it, at the next slot.
         a.sent(now);
         b.sent(now + ms(10));
-        lot.recovered(t0 + ms(60));
+        lot.recovered(t0 + ms(60), Evidence::Confirmed);
         assert_eq!(go(&a), None, "its fresh try is newer than the event");
         assert_eq!(go(&b), None);
         assert_eq!(go(&fresh), Some(Go::Try(now + ms(20))));
         assert_eq!(lot.snapshot().released_total, 3);
         drop((a, b, fresh));
         assert_eq!(lot.waiting(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prompt_answer_releases_only_tries_unanswered_for_attempt_timeout() {
+        let lot = lot(10, 100);
+        let t0 = Instant::now();
+        let dead = lot.register(t0, Some(t0));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let young = lot.register(t0, Some(Instant::now()));
+        let mut parked = lot.register(t0, Some(Instant::now()));
+        parked.park().expect("room");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        lot.recovered(Instant::now(), Evidence::Answered);
+        assert!(go(&dead).is_some(), "unanswered for 5 s: stuck");
+        assert_eq!(go(&young), None, "1 s old: may still be answered");
+        assert!(go(&parked).is_some(), "no try in flight");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_entering_after_a_recovery_its_try_predates_is_released() {
+        let lot = lot(10, 100);
+        let t0 = Instant::now();
+        let other = lot.register(t0, Some(t0));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        lot.recovered(Instant::now(), Evidence::Confirmed);
+        assert!(go(&other).is_some());
+        // Sent before the recovery, entering (slow) after it.
+        let late = lot.register(t0 + ms(500), Some(t0 + ms(500)));
+        assert!(go(&late).is_some());
+        let newer = lot.register(Instant::now(), Some(Instant::now()));
+        assert_eq!(go(&newer), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -498,8 +605,9 @@ mod tests {
         // The prober gives up before trying: the next oldest takes over.
         drop(old);
         assert_eq!(go(&young), Some(Go::Try(until)));
-        // Once its try is sent, the next refusal assigns the duty afresh.
+        // Its probe is refused in turn: it parks again and gets the duty afresh.
         young.sent(until);
+        young.park().expect("its place");
         young.refused(until + Duration::from_secs(5));
         assert_eq!(go(&young), Some(Go::Try(until + Duration::from_secs(5))));
     }
@@ -515,7 +623,7 @@ mod tests {
         lot.drain(by);
         assert_eq!(go(&parked), Some(Go::Drain(by)));
         assert_eq!(go(&slow), Some(Go::Drain(by)));
-        lot.recovered(now + Duration::from_secs(1));
+        lot.recovered(now + Duration::from_secs(1), Evidence::Confirmed);
         parked.refused(now + Duration::from_secs(1));
         assert_eq!(go(&slow), None, "no release while draining");
         let late = lot.register(now, None);

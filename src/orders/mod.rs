@@ -44,7 +44,7 @@ use crate::config::{BreakerConfig, OrdersConfig, UpstreamConfig};
 use crate::resilience::breaker::Breaker;
 use crate::telemetry::metrics::Metrics;
 
-pub use lot::{Go, Lot, LotFull, LotSettings, LotSnapshot, Ticket};
+pub use lot::{Evidence, Go, Lot, LotFull, LotSettings, LotSnapshot, Ticket};
 pub use routes::OrderRoutes;
 
 /// What an order arriving now would meet (see [`Patience::admission`]).
@@ -100,13 +100,14 @@ impl Patience {
             LotSettings {
                 max_waiting: orders.max_waiting,
                 release_per_second: orders.release_per_second,
+                attempt_timeout: upstream.attempt_timeout,
             },
             metrics,
         );
         let weak = Arc::downgrade(&lot);
         breaker.on_close(move || {
             if let Some(lot) = weak.upgrade() {
-                lot.recovered(Instant::now());
+                lot.recovered(Instant::now(), Evidence::Confirmed);
             }
         });
         follow_episodes(chaos, Arc::downgrade(&lot));
@@ -221,7 +222,7 @@ fn follow_episodes(chaos: &Chaos, lot: Weak<Lot>) {
                 continue;
             }
             match lot.upgrade() {
-                Some(lot) => lot.recovered(Instant::now()),
+                Some(lot) => lot.recovered(Instant::now(), Evidence::Confirmed),
                 None => return,
             }
         }

@@ -43,7 +43,7 @@ use super::backoff::Backoff;
 use super::future::finish;
 use super::policy::{Stop, retry_after};
 use crate::boxed::BoxError;
-use crate::orders::{Go, Patience, Ticket};
+use crate::orders::{Evidence, Go, Patience, Ticket};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::{Outgoing, recycle};
 use crate::resilience::breaker::CircuitOpen;
@@ -369,7 +369,7 @@ where
                 if lot.waiting() > 0
                     && now.saturating_duration_since(sent) < self.patience.attempt_timeout()
                 {
-                    lot.recovered(sent);
+                    lot.recovered(sent, Evidence::Answered);
                 }
                 Some(self.finish(result, hedge))
             }

@@ -338,6 +338,32 @@ async fn a_prompt_success_releases_orders_waiting_on_dead_tries() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_try_sent_before_a_resolve_is_replaced_when_it_turns_slow() {
+    let rig = rig_with(
+        no_budget(),
+        BreakerConfig::default(),
+        OrdersConfig::default(),
+    );
+    let (_never, rx) = oneshot::channel();
+    rig.script.push(Step::Wait(rx));
+    let start = Instant::now();
+    let stuck = rig.spawn_order();
+    until(|| rig.script.calls() == 1).await;
+    // A chaos episode is resolved while the try is young (nobody waits yet).
+    tokio::time::advance(s(2)).await;
+    rig.patience
+        .lot()
+        .recovered(Instant::now(), crate::orders::Evidence::Confirmed);
+    let res = stuck.await.expect("task").expect("answer");
+    assert_eq!((res.status().as_u16(), attempts(&res)), (200, "2"));
+    assert_eq!(
+        Instant::now() - start,
+        ATTEMPT,
+        "replaced as it turned slow"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn draining_answers_parked_orders_at_once() {
     let rig = rig();
     rig.breaker.force_open().expect("enabled");
