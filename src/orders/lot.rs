@@ -397,6 +397,12 @@ impl Ticket {
         inner.parked += 1;
         lot.parked_total.fetch_add(1, Ordering::Relaxed);
         lot.metrics.orders_parked(inner.parked);
+        if inner.parked == 1 {
+            tracing::warn!(
+                max_waiting = lot.max_waiting,
+                "orders parking: the factory refuses or fails them; they wait for it"
+            );
+        }
         Ok(())
     }
 
@@ -460,6 +466,13 @@ impl Drop for Ticket {
         if entry.parked {
             inner.parked -= 1;
             lot.metrics.orders_parked(inner.parked);
+            if inner.parked == 0 {
+                tracing::info!(
+                    released = lot.released_total.load(Ordering::Relaxed),
+                    turned_away = lot.turned_away_total.load(Ordering::Relaxed),
+                    "parked orders all answered"
+                );
+            }
         }
         if let Some((key, at)) = inner.probe
             && key == self.key
