@@ -360,19 +360,17 @@ where
         if outcome == Outcome::Rejected {
             self.reached = self.reached.saturating_sub(1);
         }
+        if let Outcome::Success | Outcome::CallerError = outcome {
+            // A prompt answer to a try sent at `sent`: orders waiting on
+            // older tries may try again (one atomic load when none waits).
+            let lot = self.patience.lot();
+            if lot.waiting() > 0 && sent.elapsed() < self.patience.attempt_timeout() {
+                lot.recovered(sent, Evidence::Answered);
+            }
+            return Some(self.finish(result, hedge));
+        }
         let now = Instant::now();
         match outcome {
-            Outcome::Success | Outcome::CallerError => {
-                // A prompt answer to a try sent at `sent`: orders waiting on
-                // older tries may try again.
-                let lot = self.patience.lot();
-                if lot.waiting() > 0
-                    && now.saturating_duration_since(sent) < self.patience.attempt_timeout()
-                {
-                    lot.recovered(sent, Evidence::Answered);
-                }
-                Some(self.finish(result, hedge))
-            }
             Outcome::Rejected if others => None,
             Outcome::Rejected => {
                 let wait = refusal(&result).unwrap_or(MIN_RETRY_AFTER);
