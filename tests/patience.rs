@@ -373,6 +373,62 @@ async fn no_hedge_is_sent_beyond_the_retry_budget() {
 }
 
 #[tokio::test]
+async fn a_hedge_wins_and_the_dropped_try_leaves_no_connection_behind() {
+    // The first request is never answered; every later one at once.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let up = FakeUpstream::start(move |_r| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                std::future::pending::<()>().await;
+            }
+            answer(200, "{\"jwt\":\"pizza\"}")
+        }
+    })
+    .await;
+    // Without inspection a dropped try is dropped outright (no background
+    // read for a report link).
+    let sc = start(&up.url(), |c| {
+        c.chaos.detect = false;
+        c.chaos.verify_jwt = false;
+        c.chaos.redact_in_responses = false;
+    })
+    .await;
+    let http = Http::new();
+    let url = format!("{}/api/order", sc.url);
+    let hedged = http
+        .post_json(&url, Some("key"), SAMPLE_ORDER)
+        .await
+        .expect("answer");
+    assert_eq!((hedged.status.as_u16(), attempts(&hedged)), (200, 2));
+    // Later orders go on a clean connection: the dropped try's, with its
+    // request unanswered, was closed rather than pooled.
+    for _ in 0..3 {
+        let next = http
+            .post_json(&url, Some("key"), SAMPLE_ORDER)
+            .await
+            .expect("answer");
+        assert_eq!((next.status.as_u16(), attempts(&next)), (200, 1));
+    }
+    assert_eq!(up.request_count(), 5);
+    assert_eq!(
+        up.connection_count(),
+        2,
+        "the hedge's connection was reused"
+    );
+    let metrics = Http::new()
+        .get(&format!("{}/metrics", sc.admin))
+        .await
+        .expect("metrics")
+        .text();
+    assert!(
+        metrics.contains("sidecar_hedges_total{result=\"won\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn sigterm_answers_parked_orders_with_503() {
     use std::process::Stdio;
 
