@@ -791,6 +791,7 @@ async fn connections_counts_tcp_connections_and_requests_skip_control() {
             "chaos",
             "connections",
             "dropped",
+            "held",
             "jwksRequests",
             "orders",
             "ordersOk",
