@@ -102,6 +102,22 @@ async fn delivered(pending: Vec<JoinHandle<Result<Reply, Error>>>) -> Vec<Reply>
     replies
 }
 
+/// A factory that never answers its first `n` requests and answers every
+/// later one at once with a (made-up) pizza.
+async fn hangs_first(n: usize) -> FakeUpstream {
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    FakeUpstream::start(move |_r| {
+        let i = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if i < n {
+                std::future::pending::<()>().await;
+            }
+            answer(200, "{\"jwt\":\"pizza\"}")
+        }
+    })
+    .await
+}
+
 fn attempts(reply: &Reply) -> u64 {
     reply
         .header("x-sidecar-attempts")
@@ -152,18 +168,7 @@ async fn a_resolved_throttle_releases_the_orders_waiting_on_throttled_tries() {
 async fn a_prompt_answer_releases_orders_waiting_on_dead_tries() {
     // The first three orders reach a factory that never answers them; it
     // answers everything after at once.
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = seen.clone();
-    let up = FakeUpstream::start(move |_r| {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async move {
-            if n < 3 {
-                std::future::pending::<()>().await;
-            }
-            answer(200, "{\"jwt\":\"pizza\"}")
-        }
-    })
-    .await;
+    let up = hangs_first(3).await;
     let sc = start(&up.url(), |c| {
         no_budget(c);
         c.chaos.detect = false;
@@ -375,18 +380,7 @@ async fn no_hedge_is_sent_beyond_the_retry_budget() {
 #[tokio::test]
 async fn a_hedge_wins_and_the_dropped_try_leaves_no_connection_behind() {
     // The first request is never answered; every later one at once.
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = seen.clone();
-    let up = FakeUpstream::start(move |_r| {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async move {
-            if n == 0 {
-                std::future::pending::<()>().await;
-            }
-            answer(200, "{\"jwt\":\"pizza\"}")
-        }
-    })
-    .await;
+    let up = hangs_first(1).await;
     // Without inspection a dropped try is dropped outright (no background
     // read for a report link).
     let sc = start(&up.url(), |c| {

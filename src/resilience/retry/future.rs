@@ -78,9 +78,7 @@ where
 {
     /// A request that is never retried: one try, then the header.
     pub(super) fn once(fut: S::Future, shared: Arc<Shared>) -> Self {
-        ResponseFuture::Plain {
-            fut: Plain::once(fut, shared),
-        }
+        Self::plain(fut, shared, None)
     }
 
     pub(super) fn retrying(
@@ -90,8 +88,24 @@ where
         template: Outgoing,
         deadline: Option<Instant>,
     ) -> Self {
+        let again = Again {
+            service,
+            template: Some(template),
+            deadline,
+            backoff: None,
+        };
+        Self::plain(fut, shared, Some(again))
+    }
+
+    fn plain(fut: S::Future, shared: Arc<Shared>, again: Option<Again<S>>) -> Self {
         ResponseFuture::Plain {
-            fut: Plain::retrying(fut, shared, service, template, deadline),
+            fut: Plain {
+                state: State::Called { fut },
+                shared,
+                again,
+                tries: 0,
+                reached: 0,
+            },
         }
     }
 
@@ -139,42 +153,6 @@ where
             .field("tries", &self.tries)
             .field("reached", &self.reached)
             .finish_non_exhaustive()
-    }
-}
-
-impl<S> Plain<S>
-where
-    S: tower::Service<Outgoing>,
-{
-    fn once(fut: S::Future, shared: Arc<Shared>) -> Self {
-        Self {
-            state: State::Called { fut },
-            shared,
-            again: None,
-            tries: 0,
-            reached: 0,
-        }
-    }
-
-    fn retrying(
-        fut: S::Future,
-        shared: Arc<Shared>,
-        service: S,
-        template: Outgoing,
-        deadline: Option<Instant>,
-    ) -> Self {
-        Self {
-            state: State::Called { fut },
-            shared,
-            again: Some(Again {
-                service,
-                template: Some(template),
-                deadline,
-                backoff: None,
-            }),
-            tries: 0,
-            reached: 0,
-        }
     }
 }
 

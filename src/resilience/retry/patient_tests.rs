@@ -94,6 +94,15 @@ fn rig_with(retry: RetryConfig, breaker: BreakerConfig, orders: OrdersConfig) ->
     }
 }
 
+/// A rig whose retry budget is empty: no hedge, no retry.
+fn unbudgeted() -> Rig {
+    rig_with(
+        no_budget(),
+        BreakerConfig::default(),
+        OrdersConfig::default(),
+    )
+}
+
 fn rig() -> Rig {
     rig_with(
         retry_config(),
@@ -126,6 +135,13 @@ async fn ticks_until(cond: impl Fn() -> bool) {
 }
 
 impl Rig {
+    /// The next try is never answered (while the returned sender lives).
+    fn dead_try(&self) -> oneshot::Sender<()> {
+        let (never, rx) = oneshot::channel();
+        self.script.push(Step::Wait(rx));
+        never
+    }
+
     /// Sends an order on a task of its own (orders wait concurrently).
     fn spawn_order(&self) -> tokio::task::JoinHandle<Result<Response<ProxyBody>, BoxError>> {
         let svc = self.svc.clone();
@@ -175,11 +191,7 @@ async fn the_first_good_answer_wins() {
 
 #[tokio::test(start_paused = true)]
 async fn no_hedge_is_sent_beyond_the_retry_budget() {
-    let rig = rig_with(
-        no_budget(),
-        BreakerConfig::default(),
-        OrdersConfig::default(),
-    );
+    let rig = unbudgeted();
     rig.script.push(Step::Slow(s(32)));
     let res = send(&rig.svc, order()).await.expect("answer");
     assert_eq!((res.status().as_u16(), attempts(&res)), (200, "1"));
@@ -192,13 +204,8 @@ async fn no_hedge_is_sent_beyond_the_retry_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn patience_over_answers_504_on_a_dead_try() {
-    let rig = rig_with(
-        no_budget(),
-        BreakerConfig::default(),
-        OrdersConfig::default(),
-    );
-    let (_never, rx) = oneshot::channel();
-    rig.script.push(Step::Wait(rx));
+    let rig = unbudgeted();
+    let _never = rig.dead_try();
     let start = Instant::now();
     let err = send(&rig.svc, order()).await.expect_err("no answer");
     assert_eq!(kind_of(err.as_ref()), ErrorKind::Timeout);
@@ -317,13 +324,8 @@ async fn beyond_max_waiting_an_order_is_answered_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_prompt_success_releases_orders_waiting_on_dead_tries() {
-    let rig = rig_with(
-        no_budget(),
-        BreakerConfig::default(),
-        OrdersConfig::default(),
-    );
-    let (_never, rx) = oneshot::channel();
-    rig.script.push(Step::Wait(rx));
+    let rig = unbudgeted();
+    let _never = rig.dead_try();
     let stuck = rig.spawn_order();
     until(|| rig.script.calls() == 1).await;
     // Past attempt_timeout it waits in the lot (no budget: no hedge).
@@ -339,13 +341,8 @@ async fn a_prompt_success_releases_orders_waiting_on_dead_tries() {
 
 #[tokio::test(start_paused = true)]
 async fn a_try_sent_before_a_resolve_is_replaced_when_it_turns_slow() {
-    let rig = rig_with(
-        no_budget(),
-        BreakerConfig::default(),
-        OrdersConfig::default(),
-    );
-    let (_never, rx) = oneshot::channel();
-    rig.script.push(Step::Wait(rx));
+    let rig = unbudgeted();
+    let _never = rig.dead_try();
     let start = Instant::now();
     let stuck = rig.spawn_order();
     until(|| rig.script.calls() == 1).await;
