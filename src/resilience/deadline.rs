@@ -73,10 +73,10 @@ impl Deadline {
         DEADLINE.try_with(|s| s.at).ok()
     }
 
-    /// The deadline, and whether the request is an order with patience
-    /// (its tries are hedged, not cut: see [`crate::orders`]).
-    pub fn current_with_patience() -> Option<(Instant, bool)> {
-        DEADLINE.try_with(|s| (s.at, s.patient)).ok()
+    /// Whether the request being called or polled is an order with
+    /// patience (its tries are hedged, not cut: see [`crate::orders`]).
+    pub fn patient() -> bool {
+        DEADLINE.try_with(|s| s.patient).unwrap_or(false)
     }
 
     /// Runs `f` with `at` as the deadline (an enclosing one, for a caller

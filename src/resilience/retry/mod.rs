@@ -91,7 +91,7 @@ where
         self.shared.budget.deposit();
         let req = Arc::new(req);
         if let Some(patience) = &self.shared.patience
-            && let Some((deadline, true)) = Deadline::current_with_patience()
+            && Deadline::patient()
         {
             let may_repeat = self.shared.policy.may_retry(&req);
             let service = self.inner.clone();
@@ -102,7 +102,6 @@ where
                 Arc::clone(patience),
                 service,
                 req,
-                Some(deadline),
                 may_repeat,
             ));
         }

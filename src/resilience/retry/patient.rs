@@ -24,10 +24,14 @@
 //!
 //! Cost on the happy path: one try inline and one timer, the hedge timer,
 //! which takes the place of the attempt timeout's (patient tries get none,
-//! see [`crate::resilience::deadline`]); no allocation, no lock. A prompt
-//! success reads one atomic (are orders waiting?) and, only then, tells the
-//! lot the factory answers. Everything else (the ticket, hedges, the
-//! patience timer) lives in one box made when the order first waits.
+//! see [`crate::resilience::deadline`]); no allocation, no lock, and a
+//! future no larger than the plain retry loop's (every layer above moves
+//! it, so its size is paid in copies per order). A prompt success reads
+//! one atomic (are orders waiting?) and, only then, tells the lot the
+//! factory answers. Everything else (backoff, the ticket, hedges, the
+//! patience timer's schedule) lives in one box made the first time the
+//! order leaves the happy path (its try is slow, fails or is refused); the
+//! request's deadline is read from the deadline layer's task-local.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,7 +52,7 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::{Outgoing, recycle};
 use crate::resilience::breaker::CircuitOpen;
 use crate::resilience::classify::{Outcome, classify};
-use crate::resilience::deadline::{DeadlineExceeded, later};
+use crate::resilience::deadline::{Deadline, DeadlineExceeded, later};
 use crate::telemetry::outcome::RequestOutcome;
 
 type Answer = Result<Response<ProxyBody>, BoxError>;
@@ -95,14 +99,22 @@ struct Extra<F> {
     hedge: bool,
 }
 
-/// Everything past the happy path, boxed when the order first waits.
+/// Everything past the happy path, boxed the first time the order leaves
+/// it (its try ran `attempt_timeout`, failed, or was refused).
 struct Slow<F> {
     extra: Vec<Extra<F>>,
-    ticket: Ticket,
+    /// The order's place in the lot, once it waits.
+    ticket: Option<Ticket>,
     parked: Option<Parked>,
     /// A moment before the request's deadline (or the drain's): answer then.
     give_up_at: Option<Instant>,
     draining: bool,
+    arrived: Instant,
+    /// When the newest try left.
+    newest: Instant,
+    due: Due,
+    due_at: Instant,
+    backoff: Option<Backoff>,
     hedges: u32,
     metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
@@ -115,28 +127,24 @@ impl<F> Drop for Slow<F> {
     }
 }
 
-/// What a patient order keeps between polls (the unpinned part).
+/// What a patient order keeps between polls (the unpinned part): on the
+/// happy path only this, the inline try and the hedge timer.
 struct State<S: tower::Service<Outgoing>> {
     shared: Arc<Shared>,
     patience: Arc<Patience>,
     service: S,
     /// The request; every try is another handle on it.
     req: Option<Outgoing>,
-    deadline: Option<Instant>,
+    /// When the inline try left (the first: when the order arrived).
+    sent: Instant,
+    main_hedge: bool,
     /// Whether a try may be sent twice (`retry` rules for the path).
     may_repeat: bool,
-    arrived: Instant,
-    main_sent: Instant,
-    main_hedge: bool,
-    newest: Instant,
-    due: Due,
-    due_at: Instant,
     rearm: bool,
     /// Tries started since the order arrived or was last released.
     round: u32,
     /// Tries that reached the factory (`x-sidecar-attempts`).
     reached: u32,
-    backoff: Option<Backoff>,
     slow: Option<Box<Slow<S::Future>>>,
 }
 
@@ -171,14 +179,15 @@ impl<S> Patient<S>
 where
     S: tower::Service<Outgoing>,
 {
-    /// The first try, `fut`, has just been sent.
+    /// The first try, `fut`, has just been sent. The request's deadline is
+    /// read from the task-local when needed (the deadline layer polls this
+    /// future inside its scope).
     pub(super) fn new(
         fut: S::Future,
         shared: Arc<Shared>,
         patience: Arc<Patience>,
         service: S,
         req: Outgoing,
-        deadline: Option<Instant>,
         may_repeat: bool,
     ) -> Self {
         let now = Instant::now();
@@ -191,18 +200,12 @@ where
                 patience,
                 service,
                 req: Some(req),
-                deadline,
-                may_repeat,
-                arrived: now,
-                main_sent: now,
+                sent: now,
                 main_hedge: false,
-                newest: now,
-                due: Due::Hedge,
-                due_at: hedge_at,
+                may_repeat,
                 rearm: false,
                 round: 1,
                 reached: 1,
-                backoff: None,
                 slow: None,
             },
         }
@@ -228,7 +231,7 @@ where
                 && let Poll::Ready(result) = fut.poll(cx)
             {
                 this.main.set(Slot::Idle);
-                let (sent, hedge) = (st.main_sent, st.main_hedge);
+                let (sent, hedge) = (st.sent, st.main_hedge);
                 let others = st.slow.as_ref().is_some_and(|s| !s.extra.is_empty());
                 if let Some(out) = st.on_result(result, sent, hedge, others) {
                     return Poll::Ready(out);
@@ -271,44 +274,60 @@ impl<S> State<S>
 where
     S: tower::Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError>,
 {
+    /// Leaves the happy path (once): the box, with the hedge timer's
+    /// schedule (the only thing due until then).
+    fn slow(&mut self) -> &mut Slow<S::Future> {
+        let (sent, attempt) = (self.sent, self.patience.attempt_timeout());
+        let metrics = &self.shared.metrics;
+        self.slow.get_or_insert_with(|| {
+            Box::new(Slow {
+                extra: Vec::new(),
+                ticket: None,
+                parked: None,
+                give_up_at: Deadline::current()
+                    .map(|d| d.checked_sub(Duration::from_millis(1)).unwrap_or(d)),
+                draining: false,
+                arrived: sent,
+                newest: sent,
+                due: Due::Hedge,
+                due_at: later(sent, attempt),
+                backoff: None,
+                hedges: 0,
+                metrics: Arc::clone(metrics),
+            })
+        })
+    }
+
+    /// Enters the lot (once): the order waits.
+    fn wait(&mut self) -> &mut Slow<S::Future> {
+        let lot = Arc::clone(self.patience.lot());
+        let slow = self.slow();
+        if slow.ticket.is_none() {
+            slow.ticket = Some(lot.register(slow.arrived, Some(slow.newest)));
+        }
+        self.rearm = true;
+        // Just filled in: the reference is the box's.
+        self.slow()
+    }
+
     fn set_due(&mut self, due: Due, at: Instant) {
-        self.due = due;
-        self.due_at = at;
+        let slow = self.slow();
+        slow.due = due;
+        slow.due_at = at;
         self.rearm = true;
     }
 
-    /// When the timer must fire next.
+    /// When the timer must fire next (off the happy path).
     fn target(&self) -> Instant {
-        let due = (self.due != Due::Nothing).then_some(self.due_at);
-        let give_up = self.slow.as_ref().and_then(|s| s.give_up_at);
-        match (due, give_up) {
+        let Some(slow) = self.slow.as_ref() else {
+            return later(self.sent, self.patience.attempt_timeout());
+        };
+        let due = (slow.due != Due::Nothing).then_some(slow.due_at);
+        match (due, slow.give_up_at) {
             (Some(a), Some(b)) => a.min(b),
             (Some(t), None) | (None, Some(t)) => t,
             (None, None) => later(Instant::now(), Duration::from_secs(86_400)),
         }
-    }
-
-    /// Enters the lot (once): the order is no longer a quick one.
-    fn ensure_slow(&mut self) -> &mut Slow<S::Future> {
-        let slow = self.slow.get_or_insert_with(|| {
-            let ticket = self
-                .patience
-                .lot()
-                .register(self.arrived, Some(self.newest));
-            Box::new(Slow {
-                extra: Vec::new(),
-                ticket,
-                parked: None,
-                give_up_at: self
-                    .deadline
-                    .map(|d| d.checked_sub(Duration::from_millis(1)).unwrap_or(d)),
-                draining: false,
-                hedges: 0,
-                metrics: Arc::clone(&self.shared.metrics),
-            })
-        });
-        self.rearm = true;
-        slow
     }
 
     fn poll_extras(&mut self, cx: &mut Context<'_>) -> Option<(Answer, Instant, bool)> {
@@ -326,7 +345,7 @@ where
     /// `None`: nothing from the lot.
     fn poll_lot(&mut self, cx: &mut Context<'_>) -> Option<Option<Answer>> {
         let slow = self.slow.as_mut()?;
-        let go = match slow.ticket.poll_go(cx) {
+        let go = match slow.ticket.as_ref()?.poll_go(cx) {
             Poll::Ready(go) => go,
             Poll::Pending => return None,
         };
@@ -399,7 +418,7 @@ where
     /// The plain retry loop's decision, except that running out of tries,
     /// budget or time parks the order instead of answering.
     fn after_failure(&mut self, now: Instant, result: &Answer, outcome: Outcome) -> AfterFailure {
-        let shared = &self.shared;
+        let shared = Arc::clone(&self.shared);
         let policy = &shared.policy;
         let Some(reason) = policy.retry_reason(outcome) else {
             return AfterFailure::Answer;
@@ -412,10 +431,11 @@ where
             .ok()
             .and_then(|res| retry_after(res, SystemTime::now()));
         let drawn = self
+            .slow()
             .backoff
             .get_or_insert_with(|| policy.backoff())
             .next_delay();
-        match policy.schedule(now, self.deadline, drawn, factory_wait) {
+        match policy.schedule(now, Deadline::current(), drawn, factory_wait) {
             Ok(delay) if shared.budget.withdraw() => {
                 shared.metrics.retry(reason);
                 tracing::debug!(
@@ -436,17 +456,18 @@ where
     /// any connection), or answers it at once when the lot is full.
     fn park(&mut self, why: Parked, result: Answer) -> Option<Answer> {
         let recheck = self.patience.recheck();
-        let slow = self.ensure_slow();
-        if slow.ticket.park().is_err() {
+        let slow = self.wait();
+        let room = slow.ticket.as_mut().is_none_or(|t| t.park().is_ok());
+        if !room {
             tracing::debug!("order lot full: answering at once");
             return Some(self.finish(result, false));
         }
         slow.parked = Some(why);
         let draining = slow.draining;
-        if let Parked::Refused { until } = why
+        if let (Parked::Refused { until }, Some(ticket)) = (why, slow.ticket.as_ref())
             && !draining
         {
-            slow.ticket.refused(until);
+            ticket.refused(until);
         }
         drop(result);
         if draining {
@@ -466,12 +487,12 @@ where
         main: Pin<&mut Slot<S::Future>>,
     ) -> Poll<Option<Answer>> {
         let now = Instant::now();
-        if let Some(slow) = &self.slow
-            && slow.give_up_at.is_some_and(|at| now >= at)
-        {
+        let slow = self.slow();
+        if slow.give_up_at.is_some_and(|at| now >= at) {
             return Poll::Ready(Some(self.give_up(now)));
         }
-        if self.due == Due::Nothing || now < self.due_at {
+        let due = slow.due;
+        if due == Due::Nothing || now < slow.due_at {
             return Poll::Ready(None);
         }
         // Every due thing sends a try: the service must be ready for it.
@@ -482,15 +503,13 @@ where
         }
         let attempt = self.patience.attempt_timeout();
         let max = self.shared.policy.max_attempts();
-        match self.due {
+        match due {
             Due::Hedge => {
-                self.ensure_slow();
+                self.wait();
                 let may_hedge = self.may_repeat && self.round < max;
                 if may_hedge && self.shared.budget.withdraw() {
                     self.send(main, now, true);
-                    if let Some(slow) = self.slow.as_mut() {
-                        slow.hedges += 1;
-                    }
+                    self.slow().hedges += 1;
                     tracing::debug!(tries = self.round, "slow order: hedged");
                 }
                 if may_hedge && self.round < max {
@@ -509,7 +528,7 @@ where
             Due::Fresh | Due::Recheck => {
                 // A new round: the tries before said nothing about now.
                 self.round = 0;
-                self.backoff = None;
+                self.slow().backoff = None;
                 self.send(main, now, false);
                 self.set_due(Due::Hedge, later(now, attempt));
             }
@@ -523,18 +542,18 @@ where
         let fut = self.service.call(req);
         self.round += 1;
         self.reached += 1;
-        self.newest = now;
-        if let Some(slow) = self.slow.as_mut() {
-            slow.parked = None;
-            slow.ticket.sent(now);
+        let slow = self.slow();
+        slow.newest = now;
+        slow.parked = None;
+        if let Some(ticket) = &slow.ticket {
+            ticket.sent(now);
         }
         if matches!(*main, Slot::Idle) {
             let mut main = main;
             main.set(Slot::Running { fut });
-            self.main_sent = now;
+            self.sent = now;
             self.main_hedge = hedge;
         } else {
-            let slow = self.ensure_slow();
             slow.extra.push(Extra {
                 fut: Box::pin(fut),
                 sent: now,
@@ -545,13 +564,14 @@ where
 
     /// Patience is over: 503 when parked on an open circuit, else 504.
     fn give_up(&mut self, now: Instant) -> Answer {
-        let err: BoxError = match self.slow.as_ref().and_then(|s| s.parked) {
+        let slow = self.slow();
+        let err: BoxError = match slow.parked {
             Some(Parked::Refused { until }) => Box::new(CircuitOpen {
                 retry_after: until.saturating_duration_since(now).max(MIN_RETRY_AFTER),
             }),
             _ => Box::new(DeadlineExceeded),
         };
-        tracing::debug!(waited = ?now.saturating_duration_since(self.arrived), "order patience over");
+        tracing::debug!(waited = ?now.saturating_duration_since(slow.arrived), "order patience over");
         self.finish(Err(err), false)
     }
 
@@ -572,15 +592,17 @@ where
                 slow.metrics.hedges(won, slow.hedges - won);
                 slow.hedges = 0;
             }
-            let outcome = match &result {
-                Ok(res) => RequestOutcome::of(res),
-                Err(e) => RequestOutcome::of_error(e.as_ref()),
-            };
-            slow.ticket.done(outcome);
+            if let Some(ticket) = slow.ticket.as_mut() {
+                let outcome = match &result {
+                    Ok(res) => RequestOutcome::of(res),
+                    Err(e) => RequestOutcome::of_error(e.as_ref()),
+                };
+                ticket.done(outcome);
+            }
             // Losing tries go now (their connections with them).
             slow.extra.clear();
+            slow.due = Due::Nothing;
         }
-        self.due = Due::Nothing;
         if let Some(Ok(req)) = self.req.take().map(Arc::try_unwrap) {
             recycle::recycle(req.into_parts().0.headers);
         }
