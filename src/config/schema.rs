@@ -317,7 +317,8 @@ pub struct ChaosConfig {
     pub slow_threshold: Duration,
     /// Factory JSON answers larger than this are passed on uninspected.
     pub inspect_max_bytes: usize,
-    /// An order try cut by `attempt_timeout` may finish in the background this
+    /// An order try cut by `attempt_timeout` (or dropped: another try of a
+    /// patient order answered first) may finish in the background this
     /// long, only to learn its report link.
     #[serde(with = "duration")]
     pub background_timeout: Duration,
