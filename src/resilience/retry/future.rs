@@ -15,14 +15,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderValue, Response};
+use http::Response;
 use tokio::time::{Instant, Sleep, sleep};
 
+use super::Shared;
+use super::attempts::finish;
 use super::backoff::Backoff;
 use super::error::Attempted;
 use super::patient::Patient;
 use super::policy::retry_after;
-use super::{Shared, X_SIDECAR_ATTEMPTS};
 use crate::boxed::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::{Outgoing, recycle};
@@ -264,44 +265,6 @@ fn decide<S>(
     shared.metrics.retry(reason);
     tracing::debug!(tries, reason = reason.as_str(), ?delay, "retrying");
     Some(delay)
-}
-
-/// The header value; static for the counts `max_attempts` allows (1 to 10),
-/// so the common case allocates nothing.
-fn attempts_value(n: u32) -> HeaderValue {
-    match n {
-        0 => HeaderValue::from_static("0"),
-        1 => HeaderValue::from_static("1"),
-        2 => HeaderValue::from_static("2"),
-        3 => HeaderValue::from_static("3"),
-        4 => HeaderValue::from_static("4"),
-        5 => HeaderValue::from_static("5"),
-        6 => HeaderValue::from_static("6"),
-        7 => HeaderValue::from_static("7"),
-        8 => HeaderValue::from_static("8"),
-        9 => HeaderValue::from_static("9"),
-        10 => HeaderValue::from_static("10"),
-        n => HeaderValue::from(n),
-    }
-}
-
-/// The answer with `x-sidecar-attempts: reached`, or the error wrapped in
-/// [`Attempted`] with the same count.
-pub(super) fn finish(
-    result: Result<Response<ProxyBody>, BoxError>,
-    reached: u32,
-) -> Result<Response<ProxyBody>, BoxError> {
-    match result {
-        Ok(mut res) => {
-            res.headers_mut()
-                .insert(X_SIDECAR_ATTEMPTS, attempts_value(reached));
-            Ok(res)
-        }
-        Err(source) => Err(Box::new(Attempted {
-            attempts: reached,
-            source,
-        })),
-    }
 }
 
 /// Unreachable by construction (a retry is only scheduled with its service

@@ -41,6 +41,7 @@ use crate::proxy::body::ProxyBody;
 use crate::resilience::deadline::Deadline;
 use crate::telemetry::metrics::Metrics;
 
+mod attempts;
 pub mod backoff;
 pub mod budget;
 pub mod error;

@@ -43,8 +43,8 @@ use http::Response;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::Shared;
+use super::attempts::finish;
 use super::backoff::Backoff;
-use super::future::finish;
 use super::policy::{Stop, retry_after};
 use crate::boxed::BoxError;
 use crate::orders::{Evidence, Go, Patience, Ticket};
