@@ -157,6 +157,7 @@ impl Sidecar {
             Arc::clone(&parts.breaker) as Arc<dyn AdminPart>,
             Arc::clone(&parts.budget) as Arc<dyn AdminPart>,
             Arc::clone(&parts.chaos) as Arc<dyn AdminPart>,
+            Arc::clone(&parts.patience) as Arc<dyn AdminPart>,
         ];
         if annotator.is_enabled() {
             admin_parts.push(Arc::clone(&annotator) as Arc<dyn AdminPart>);
@@ -236,6 +237,8 @@ impl Sidecar {
         tweak(&mut opts);
         let ready = readiness.clone();
         let chaos = Arc::clone(&parts.chaos);
+        let patience = Arc::clone(&parts.patience);
+        let grace = config.server.shutdown_grace;
         let task = tokio::spawn(async move {
             let stop_proxy = wait_for(watch_rx.clone());
             let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -253,6 +256,8 @@ impl Sidecar {
                 }
                 // Tell load balancers first, then stop accepting and drain.
                 ready.set(false);
+                // Parked orders are answered now, waiting ones within the grace.
+                patience.drain(grace);
             };
             server::serve(proxy_listener, swap.service(), opts, drain).await;
             let _ = admin_stop_tx.send(true);

@@ -86,17 +86,7 @@ impl RequestOutcome {
     /// The outcome of a finished request, from the answer that goes back.
     pub fn of<B>(res: &Response<B>) -> RequestOutcome {
         match res.extensions().get::<SidecarAnswer>() {
-            Some(SidecarAnswer(kind)) => match kind {
-                ErrorKind::CircuitOpen => RequestOutcome::CircuitOpen,
-                ErrorKind::Timeout => RequestOutcome::Timeout,
-                ErrorKind::Unreachable
-                | ErrorKind::Internal
-                | ErrorKind::QueueUnavailable
-                | ErrorKind::OrderGivenUp => RequestOutcome::Unreachable,
-                ErrorKind::BodyTooLarge | ErrorKind::Malformed | ErrorKind::OrderNotFound => {
-                    RequestOutcome::Rejected
-                }
-            },
+            Some(SidecarAnswer(kind)) => Self::of_kind(*kind),
             None if res.status().is_server_error() => RequestOutcome::FactoryError,
             None if res
                 .extensions()
@@ -106,6 +96,25 @@ impl RequestOutcome {
                 RequestOutcome::FactoryError
             }
             None => RequestOutcome::Ok,
+        }
+    }
+
+    /// The outcome of a request the sidecar answers itself for `err`.
+    pub fn of_error(err: &(dyn std::error::Error + 'static)) -> RequestOutcome {
+        Self::of_kind(kind_of(err))
+    }
+
+    fn of_kind(kind: ErrorKind) -> RequestOutcome {
+        match kind {
+            ErrorKind::CircuitOpen => RequestOutcome::CircuitOpen,
+            ErrorKind::Timeout => RequestOutcome::Timeout,
+            ErrorKind::Unreachable
+            | ErrorKind::Internal
+            | ErrorKind::QueueUnavailable
+            | ErrorKind::OrderGivenUp => RequestOutcome::Unreachable,
+            ErrorKind::BodyTooLarge | ErrorKind::Malformed | ErrorKind::OrderNotFound => {
+                RequestOutcome::Rejected
+            }
         }
     }
 }

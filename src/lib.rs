@@ -17,12 +17,15 @@
 //!     └ queue         [queue] only: Prefer: respond-async orders that fail are stored,
 //!                     answered 202, replayed later; GET /orders/<id>
 //!     └ proxy::headers hop-by-hop out, x-forwarded-proto
-//!     └ deadline      request_timeout over all tries (a task-local below)
+//!     └ deadline      request_timeout over all tries (a task-local below);
+//!                     orders: orders.patience, and marked patient
 //!      └ retry        backoff with full jitter, retry budget, x-sidecar-attempts;
-//!                     below it the request is shared (proxy::Outgoing), not copied
+//!                     below it the request is shared (proxy::Outgoing), not copied;
+//!                     patient orders: hedges past attempt_timeout, park in
+//!                     orders::Lot when refused or failed, released on recovery
 //!       └ breaker     fail fast while open (503), half-open probes
 //!        └ telemetry  client span + http.client.request.duration per try
-//!         └ deadline  attempt_timeout per try
+//!         └ deadline  attempt_timeout per try (not for patient orders)
 //!          └ chaos    inspect order answers: report link, JWT, episodes, resolve, mask
 //!           └ proxy::client  Forward over proxy::pool (keep-alive): HTTP/1.1 by
 //!                            proxy::http1::client, h2 by ALPN through hyper;
@@ -33,7 +36,8 @@
 //! answers, chunked coding) is written once, in `proxy::http1::common` and
 //! `proxy::http1::chunked`, for the fast path, the guard and the client.
 //!
-//! Beside the stack: `admin` (health, readiness, metrics, status, overrides),
+//! Beside the stack: [`orders`] (which requests are orders, their patience,
+//! the waiting room), `admin` (health, readiness, metrics, status, overrides),
 //! `queue::replay` (replays stored async orders through the stack below the
 //! server layer, like `probe`), [`sim`] (a faithful factory simulator),
 //! [`demo`], [`config`]; [`tls`] is shared with the telemetry exporters.
@@ -47,6 +51,8 @@ pub mod chaos;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod live;
+pub mod orders;
 pub mod probe;
 pub mod proxy;
 pub mod queue;

@@ -188,7 +188,7 @@ fn free_port() -> u16 {
 }
 
 #[test]
-fn the_demo_ends_by_itself_and_loses_no_order_to_fail_or_badjwt() {
+fn the_demo_ends_by_itself_and_loses_no_order() {
     let out = Command::new(BIN)
         .args(["demo", "--duration", "8s", "--rate", "5"])
         .output()
@@ -210,7 +210,15 @@ fn the_demo_ends_by_itself_and_loses_no_order_to_fail_or_badjwt() {
             .map(str::to_owned)
             .collect()
     };
-    for phase in ["healthy", "blip", "fail", "badjwt", "throttle"] {
+    for phase in [
+        "healthy",
+        "blip",
+        "fail",
+        "badjwt",
+        "throttle",
+        "down",
+        "recovered",
+    ] {
         let r = row(phase);
         // phase orders ok failed ...
         assert!(
@@ -220,4 +228,8 @@ fn the_demo_ends_by_itself_and_loses_no_order_to_fail_or_badjwt() {
         assert_eq!(r[3], "0", "{phase}: no failed order\n{stdout}");
     }
     assert!(stdout.contains("resolved (auto)"), "{stdout}");
+    assert!(
+        stdout.lines().all(|l| l.chars().count() <= 100),
+        "a line wider than 100 columns:\n{stdout}"
+    );
 }

@@ -70,6 +70,11 @@ fn parses(src: &str) -> Result<Config, String> {
     Config::parse(src, "config/sidecar.toml", &no_env).map_err(|e| e.to_string())
 }
 
+/// The documented default of an optional key that has no value of its own
+/// (left out, something else decides; say, `retry.retry_non_idempotent`
+/// follows `orders.paths`).
+const NOT_SET: &str = "not set";
+
 /// A key no config section has, to make the parser list the ones it has.
 const PROBE_KEY: &str = "zz_not_a_config_key";
 
@@ -211,11 +216,13 @@ fn documented() -> (BTreeMap<String, Row>, Vec<String>) {
         let default = row[2].clone();
         let default = if default.starts_with("required") {
             "required".to_owned()
+        } else if default.starts_with(NOT_SET) {
+            NOT_SET.to_owned()
         } else if let Some(lit) = default.strip_prefix('`').and_then(|d| d.strip_suffix('`')) {
             lit.to_owned()
         } else {
             problems.push(format!(
-                "docs/configuration.md:{number}: `{dotted}`: the default must be a TOML literal in backticks or \"required\", not {default:?}"
+                "docs/configuration.md:{number}: `{dotted}`: the default must be a TOML literal in backticks, \"required\" or \"not set\", not {default:?}"
             ));
             continue;
         };
@@ -277,7 +284,7 @@ fn documented_defaults_are_the_real_defaults() {
     let defaults = defaults();
     let (rows, mut problems) = documented();
     for (key, row) in &rows {
-        if row.default == "required" {
+        if row.default == "required" || row.default == NOT_SET {
             continue;
         }
         let Some(actual) = defaults.get(key) else {
@@ -312,6 +319,10 @@ fn a_key_is_documented_as_required_exactly_when_a_file_without_it_is_refused() {
     let reference = table(REFERENCE_FILE, "config/sidecar.toml");
     let (rows, mut problems) = documented();
     for (key, row) in &rows {
+        if row.default == NOT_SET {
+            // Optional with no value of its own: shown commented out.
+            continue;
+        }
         let path: Vec<&str> = key.split('.').collect();
         let mut without = reference.clone();
         if !remove(&mut without, &path) {
@@ -339,8 +350,19 @@ fn the_reference_file_sets_every_key_to_its_default() {
     let defaults = defaults();
     let reference = leaves(&table(REFERENCE_FILE, "config/sidecar.toml"));
     let mut problems = Vec::new();
+    let (rows, _) = documented();
     for key in accepted_keys() {
-        if !reference.contains_key(&key) {
+        let not_set = rows.get(&key).is_some_and(|r| r.default == NOT_SET);
+        let leaf = key.rsplit('.').next().unwrap_or(&key);
+        if not_set {
+            // A key whose default is "not set" cannot be written at its
+            // default: the reference shows it commented out.
+            if reference.contains_key(&key) || !REFERENCE_FILE.contains(&format!("# {leaf} = ")) {
+                problems.push(format!(
+                    "config/sidecar.toml must show `{key}` commented out (`# {leaf} = ...`): its default is not set"
+                ));
+            }
+        } else if !reference.contains_key(&key) {
             problems.push(format!("config/sidecar.toml does not show `{key}`"));
         }
     }

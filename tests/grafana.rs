@@ -47,6 +47,7 @@ fn the_prometheus_rules_are_per_instance_documented_and_linked() {
             "PizzaFactoryChaosUnresolved",
             "PizzaFactoryCircuitNotClosed",
             "FactorySidecarConfigReloadFailed",
+            "PizzaOrdersParked",
             "FactorySidecarAsyncOrderQueued",
             "FactorySidecarAsyncOrdersOff"
         ]
@@ -159,6 +160,7 @@ fn rendered_names() -> BTreeSet<String> {
     m.chaos_detected(ChaosType::Fail);
     m.chaos_active(ChaosType::Fail, true);
     m.chaos_resolution(ResolveResult::Resolved);
+    m.order_wait(RequestOutcome::Ok, Duration::from_secs(3));
     sample_names(&m.prometheus_text())
 }
 
@@ -226,21 +228,27 @@ fn the_dashboard_is_provisioning_ready_with_the_asked_panels() {
         "chaos episodes detected",
         "chaos active",
         "chaos resolutions",
+        "orders waiting",
+        "order wait",
+        "hedges",
     ] {
         assert!(
             titles.iter().any(|t| t.contains(wanted)),
             "no panel for {wanted:?}: {titles:?}"
         );
     }
-    let exprs = expressions(DASHBOARD_JSON, "dashboard")
+    let latency: Vec<String> = expressions(DASHBOARD_JSON, "dashboard")
         .expect("json")
-        .join("\n");
+        .into_iter()
+        .filter(|e| e.contains("_request_duration_seconds_bucket"))
+        .collect();
+    let latency = latency.join("\n");
     for q in [
         "histogram_quantile(0.5,",
         "histogram_quantile(0.95,",
         "histogram_quantile(0.99,",
     ] {
-        assert_eq!(exprs.matches(q).count(), 2, "{q} for client and server");
+        assert_eq!(latency.matches(q).count(), 2, "{q} for client and server");
     }
     let annotations = d["annotations"]["list"].as_array().expect("annotations");
     assert!(

@@ -73,7 +73,7 @@ async fn metrics_and_status_counts_follow_the_traffic() {
 /// Every metric the shipped Grafana dashboard and alert rules query is one
 /// `/metrics` really exports after traffic that exercises it all (healthy
 /// orders, a fail episode found, resolved and retried, an opened circuit
-/// refusing an order). A renamed metric would leave an empty panel and an
+/// refusing an order that parks until it closes). A renamed metric would leave an empty panel and an
 /// alert that never fires; this catches it.
 #[tokio::test]
 async fn metrics_hold_every_series_the_grafana_files_query() {
@@ -106,7 +106,47 @@ async fn metrics_hold_every_series_the_grafana_files_query() {
         )
         .await;
     assert_eq!(opened.status, 200, "{}", opened.text());
-    assert_eq!(order().await.status, 503, "refused while open");
+    // Refused while open, the order parks until the circuit closes.
+    let parked = {
+        let client = client.clone();
+        let (url, auth) = (order_url.clone(), auth.clone());
+        tokio::spawn(async move {
+            let headers = [
+                ("authorization", auth.as_str()),
+                ("content-type", "application/json"),
+            ];
+            client
+                .request(Method::POST, &url, &headers, SAMPLE_ORDER)
+                .await
+        })
+    };
+    let status_url = format!("{}/status", sc.admin);
+    support::eventually(
+        "the order to park",
+        std::time::Duration::from_secs(20),
+        || {
+            let client = client.clone();
+            let url = status_url.clone();
+            async move {
+                let s = client
+                    .get_with_token(&url, sidecar::ADMIN_TOKEN)
+                    .await
+                    .json();
+                (s["orders"]["parked"] == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    let closed = client
+        .request(
+            Method::POST,
+            &format!("{}/circuit/close", sc.admin),
+            &[("authorization", admin_auth.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(closed.status, 200, "{}", closed.text());
+    assert_eq!(parked.await.expect("task").status, 200, "released on close");
 
     let text = client.get(&format!("{}/metrics", sc.admin)).await.text();
     let exported = sample_names(&text);

@@ -432,7 +432,7 @@ async fn blips_and_bad_pizzas_over_grpc() {
 }
 
 /// A factory that only fails: the breaker opens, later orders are refused
-/// at once, and the circuit metrics say so.
+/// at once (orders without patience), and the circuit metrics say so.
 async fn circuit_metrics(protocol: OtlpProtocol) {
     use support::upstream::{FakeUpstream, answer};
     let collector = Collector::start().await;
@@ -443,6 +443,8 @@ async fn circuit_metrics(protocol: OtlpProtocol) {
         c.telemetry.otlp_protocol = protocol;
         c.telemetry.export_interval = std::time::Duration::from_millis(200);
         c.retry.max_attempts = 1;
+        // Orders fail fast here: this is about the circuit's own metrics.
+        c.orders.patience = std::time::Duration::ZERO;
         c.circuit_breaker.consecutive_failures = 2;
         c.circuit_breaker.open_for = std::time::Duration::from_secs(600);
     }))

@@ -117,7 +117,11 @@ async fn all_made(
     out
 }
 
+/// The queue's own contract is tested with orders that fail fast (no
+/// patience), so "cannot be made now" is immediate; patience and the queue
+/// together are tested apart.
 fn queue_config(c: &mut factory_sidecar::config::Config, dir: &Path) {
+    c.orders.patience = Duration::ZERO;
     c.queue.dir = Some(dir.to_path_buf());
     c.queue.replay_delay = Duration::from_millis(50);
     c.queue.replay_max_delay = Duration::from_millis(200);
@@ -440,6 +444,7 @@ async fn a_corrupt_store_turns_async_off_and_the_sidecar_still_proxies() {
 fn binary_toml(port: u16, queue: &str) -> String {
     format!(
         "[upstream]\nurl = \"http://127.0.0.1:{port}\"\nattempt_timeout = \"5s\"\nrequest_timeout = \"10s\"\n\
+         [orders]\npatience = \"0s\"\n\
          [queue]\n{queue}\nreplay_delay = \"50ms\"\nreplay_max_delay = \"200ms\"\nreplay_per_second = 50\ndead_letter_after = 100\n"
     )
 }
@@ -506,6 +511,7 @@ async fn kill_9_loses_no_accepted_order_and_a_restart_replays_each_once() {
 }
 
 fn redis_tweak(c: &mut factory_sidecar::config::Config, url: &str) {
+    c.orders.patience = Duration::ZERO;
     c.queue.backend = QueueBackend::Redis;
     c.queue.redis_url = Secret::new(url);
     c.queue.redis_prefix = format!("t{}", free_port());
@@ -573,6 +579,7 @@ async fn a_replica_killed_mid_replay_leaves_its_orders_to_the_other() {
     let prefix = format!("t{}", free_port());
     let toml = format!(
         "[upstream]\nurl = {:?}\nattempt_timeout = \"3s\"\nrequest_timeout = \"3s\"\n\
+         [orders]\npatience = \"0s\"\n\
          [chaos]\nauto_resolve = false\nslow_threshold = \"10s\"\n\
          [queue]\nbackend = \"redis\"\nredis_url = {:?}\nredis_prefix = {prefix:?}\nreplay_delay = \"50ms\"\nreplay_max_delay = \"200ms\"\nreplay_per_second = 50\nreplay_concurrency = 8\nclaim_idle = \"4s\"\n",
         factory.url(),
@@ -733,4 +740,49 @@ async fn start_binary(toml: &str) -> Binary {
         "{toml}\n[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n"
     ))
     .await
+}
+
+/// With patience (the default), an async order still does not wait on an
+/// open circuit: it is queued at once, while an order without the
+/// preference parks and is delivered when the circuit closes.
+#[tokio::test]
+async fn with_patience_async_orders_queue_at_once_and_plain_ones_park() {
+    let setup = Setup::start("queue-patience", |c| {
+        c.orders.patience = Duration::from_secs(60);
+    })
+    .await;
+    let (factory, key, sc) = (&setup.factory, setup.key.as_str(), &setup.sc);
+    let client = TestClient::http1();
+    assert_eq!(
+        admin(&client, &sc.admin, Method::POST, "/circuit/open")
+            .await
+            .status,
+        200
+    );
+    let location = accepted_location(&async_order(&client, &sc.url, key).await);
+    let plain = {
+        let (client, url, key) = (client.clone(), sc.url.clone(), key.to_owned());
+        tokio::spawn(async move { plain_order(&client, &url, &key).await })
+    };
+    eventually("the plain order to park", LIMIT, || {
+        let (client, admin_url) = (client.clone(), sc.admin.clone());
+        async move {
+            let status = admin(&client, &admin_url, Method::GET, "/status")
+                .await
+                .json();
+            (status["orders"]["parked"] == 1).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(factory.stats().orders, 0, "nothing sent while open");
+    admin(&client, &sc.admin, Method::POST, "/circuit/close").await;
+    let plain = plain.await.expect("the plain order's task");
+    assert_eq!(
+        plain.status,
+        200,
+        "parked, then delivered: {}",
+        plain.text()
+    );
+    let made = all_made(&client, &sc.url, &[location], key).await;
+    assert_eq!(made[0].header("x-sidecar-order-state"), Some("made"));
 }

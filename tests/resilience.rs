@@ -31,7 +31,10 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Short timeouts and backoff; no chaos resolving (each test decides when
 /// the factory recovers), and a retry floor high enough for a few requests.
+/// Orders fail fast (`patience = "0s"`): these tests pin the mechanics every
+/// route but a patient order uses; orders with patience are tests/patience.rs.
 fn base(c: &mut Config) {
+    c.orders.patience = Duration::ZERO;
     c.upstream.attempt_timeout = Duration::from_secs(2);
     c.upstream.request_timeout = Duration::from_secs(5);
     c.retry.initial_backoff = Duration::from_millis(10);

@@ -755,6 +755,44 @@ async fn down_also_drops_pooled_connections_and_can_be_a_blip() {
 }
 
 #[tokio::test]
+async fn hang_holds_requests_unanswered_and_drops_them_when_it_ends() {
+    let sim = start().await;
+    let fresh = Http::fresh_connections();
+    let control = Http::new();
+    set_chaos(&control, &sim, r#"{"type":"hang"}"#).await;
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let (fresh, url, key) = (fresh.clone(), sim.url(), sim.api_key().to_owned());
+            tokio::spawn(async move {
+                fresh
+                    .post_json(&format!("{url}/api/order"), Some(&key), sim::SAMPLE_ORDER)
+                    .await
+            })
+        })
+        .collect();
+    // Read and held: counted, unanswered; control still answers.
+    let all_held = eventually(Duration::from_secs(20), || async {
+        stats(&control, &sim).await.held == 3
+    })
+    .await;
+    assert!(all_held, "three orders held");
+    let s = stats(&control, &sim).await;
+    assert_eq!((s.orders, s.orders_ok, s.chaos), (3, 0, ChaosKind::Hang));
+    assert!(held.iter().all(|h| !h.is_finished()));
+    set_chaos(&control, &sim, r#"{"type":"none"}"#).await;
+    for h in held {
+        let r = h.await.expect("task");
+        assert!(r.is_err(), "dropped without an answer, got {r:?}");
+    }
+    let s = stats(&control, &sim).await;
+    assert_eq!((s.held, s.dropped), (0, 3));
+    assert_eq!(
+        sample_order(&fresh, &sim).await.expect("answer").status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn connections_counts_tcp_connections_and_requests_skip_control() {
     let sim = start().await;
     let pooled = Http::new();
@@ -783,6 +821,7 @@ async fn connections_counts_tcp_connections_and_requests_skip_control() {
             "chaos",
             "connections",
             "dropped",
+            "held",
             "jwksRequests",
             "orders",
             "ordersOk",

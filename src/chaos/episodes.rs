@@ -34,6 +34,7 @@ use crate::chaos::link::ReportLink;
 use crate::chaos::mask::mask_link;
 use crate::chaos::resolve::FactoryAnswer;
 use crate::chaos::{ChaosType, ResolveResult};
+use crate::live::LiveDuration;
 use crate::telemetry::metrics::Metrics;
 
 /// Closed episodes kept for `/status`.
@@ -228,8 +229,8 @@ pub struct Registry {
     open: AtomicUsize,
     metrics: Arc<Metrics>,
     events: broadcast::Sender<EpisodeEvent>,
-    /// `resolve_cooldown` in microseconds (a reload may change it).
-    cooldown_us: AtomicU64,
+    /// `resolve_cooldown` (a reload may change it).
+    cooldown: LiveDuration,
     /// The id of the newest open episode, 0 when none (for the access log,
     /// read on every request without the lock).
     newest_open: AtomicU64,
@@ -255,10 +256,6 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
 fn time(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -271,7 +268,7 @@ impl Registry {
             open: AtomicUsize::new(0),
             metrics,
             events,
-            cooldown_us: AtomicU64::new(micros(cooldown)),
+            cooldown: LiveDuration::new(cooldown),
             newest_open: AtomicU64::new(0),
             changes: watch::channel(0).0,
         }
@@ -279,11 +276,11 @@ impl Registry {
 
     /// A reload's new `resolve_cooldown`.
     pub fn set_cooldown(&self, cooldown: Duration) {
-        self.cooldown_us.store(micros(cooldown), Ordering::Relaxed);
+        self.cooldown.set(cooldown);
     }
 
     fn cooldown(&self) -> Duration {
-        Duration::from_micros(self.cooldown_us.load(Ordering::Relaxed))
+        self.cooldown.get()
     }
 
     /// The newest open episode's id, if any (no lock: one load).

@@ -6,8 +6,9 @@
 //! awaited in place and the healthy order is judged there at once, with no
 //! allocation; only an answer that makes the try wait (a body still coming,
 //! a key fetch, chaos to act on) boxes the rest. When the caller stops
-//! waiting (the attempt timeout above cuts the try) the unfinished try
-//! moves to a task of its own and goes on,
+//! waiting (the attempt timeout above cuts the try, or, for an order with
+//! patience, another of its tries answered first or its patience ran out)
+//! the unfinished try moves to a task of its own and goes on,
 //! bounded by `background_timeout` counted from the start of the try, only
 //! to learn the report link and resolve it: a throttled factory answers
 //! after about 32 s, well after a 5 s attempt timeout, and that late answer

@@ -1,17 +1,14 @@
 //! The `[chaos]` settings as an order reads them, changeable while orders
 //! run: a config reload stores new values and the next order sees them.
 //!
-//! Each is a relaxed atomic: on the order path a read is a plain load, no
-//! lock and no reference count (an `ArcSwap<ChaosConfig>` would cost a few
-//! atomic operations per read, and an order reads several). Values are
-//! independent flags and limits, so an order that sees some old and some
-//! new ones during the store is still consistent with one of the configs
-//! for each decision it makes.
+//! Each is a relaxed atomic (see [`crate::live`]): an `ArcSwap<ChaosConfig>`
+//! would cost a few atomic operations per read, and an order reads several.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::ChaosConfig;
+use crate::live::LiveDuration;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -20,7 +17,7 @@ pub struct ChaosSettings {
     auto_resolve: AtomicBool,
     redact_in_responses: AtomicBool,
     verify_jwt: AtomicBool,
-    slow_threshold_us: AtomicU64,
+    slow_threshold: LiveDuration,
     inspect_max_bytes: AtomicUsize,
     /// Fixed at start: the side channel's timeout is derived from it.
     background_timeout: Duration,
@@ -33,7 +30,7 @@ impl ChaosSettings {
             auto_resolve: AtomicBool::new(false),
             redact_in_responses: AtomicBool::new(false),
             verify_jwt: AtomicBool::new(false),
-            slow_threshold_us: AtomicU64::new(0),
+            slow_threshold: LiveDuration::new(Duration::ZERO),
             inspect_max_bytes: AtomicUsize::new(0),
             background_timeout: config.background_timeout,
         };
@@ -49,8 +46,7 @@ impl ChaosSettings {
         self.redact_in_responses
             .store(config.redact_in_responses, relaxed);
         self.verify_jwt.store(config.verify_jwt, relaxed);
-        let us = u64::try_from(config.slow_threshold.as_micros()).unwrap_or(u64::MAX);
-        self.slow_threshold_us.store(us, relaxed);
+        self.slow_threshold.set(config.slow_threshold);
         self.inspect_max_bytes
             .store(config.inspect_max_bytes, relaxed);
     }
@@ -68,7 +64,7 @@ impl ChaosSettings {
         self.verify_jwt.load(Ordering::Relaxed)
     }
     pub fn slow_threshold(&self) -> Duration {
-        Duration::from_micros(self.slow_threshold_us.load(Ordering::Relaxed))
+        self.slow_threshold.get()
     }
     pub fn inspect_max_bytes(&self) -> usize {
         self.inspect_max_bytes.load(Ordering::Relaxed)

@@ -88,6 +88,11 @@ impl Config {
                 message: super::explain::explain(src, e.message().trim(), e.span()),
             }])
         })?;
+        // Unless the file says otherwise, the order routes are the POST
+        // paths that may be retried (and hedged).
+        if locate(src, "retry.retry_non_idempotent").is_none() {
+            config.retry.retry_non_idempotent = config.orders.paths.clone();
+        }
         let mut errors = Vec::new();
         config.apply_env(env, &mut errors);
         for (key, message) in config.check() {
@@ -110,6 +115,7 @@ impl Config {
             server: ServerConfig::default(),
             upstream: UpstreamConfig::new(url),
             retry: RetryConfig::default(),
+            orders: OrdersConfig::default(),
             circuit_breaker: BreakerConfig::default(),
             chaos: ChaosConfig::default(),
             admin: AdminConfig::default(),
@@ -271,6 +277,30 @@ impl Config {
             r.budget_window >= Duration::from_secs(1),
             "retry.budget_window",
             &|| "budget_window must be at least 1s".into(),
+        );
+
+        let o = &self.orders;
+        ensure(
+            o.patience.is_zero()
+                || (OrdersConfig::MIN_PATIENCE..=OrdersConfig::MAX_PATIENCE).contains(&o.patience),
+            "orders.patience",
+            &|| {
+                format!(
+                    "patience must be 0s (orders fail fast) or between {}s and {}s (the pizza service gives up at 300s)",
+                    OrdersConfig::MIN_PATIENCE.as_secs(),
+                    OrdersConfig::MAX_PATIENCE.as_secs()
+                )
+            },
+        );
+        ensure(
+            o.patience.is_zero() || u.attempt_timeout < o.patience,
+            "upstream.attempt_timeout",
+            &|| "attempt_timeout must be shorter than orders.patience".into(),
+        );
+        ensure(
+            (1..=100_000).contains(&o.release_per_second),
+            "orders.release_per_second",
+            &|| "release_per_second must be between 1 and 100000".into(),
         );
 
         let b = &self.circuit_breaker;
@@ -577,6 +607,56 @@ mod tests {
     }
 
     #[test]
+    fn orders_have_patience_by_default_and_it_is_bounded() {
+        let c = parse("[upstream]\nurl = \"http://a\"\n").expect("valid");
+        assert_eq!(c.orders.paths, ["/api/order"]);
+        assert_eq!(c.orders.patience, Duration::from_secs(60));
+        assert_eq!(c.orders.max_waiting, 1000);
+        for ok in ["0s", "45s", "280s", "2m"] {
+            let src = format!("[upstream]\nurl = \"http://a\"\n[orders]\npatience = \"{ok}\"\n");
+            parse(&src).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["44s", "281s", "5m", "1ms"] {
+            let src = format!("[upstream]\nurl = \"http://a\"\n[orders]\npatience = \"{bad}\"\n");
+            let e = first_error(&src);
+            assert!(
+                e.starts_with("sidecar.toml:4:1: patience must be 0s"),
+                "{bad}: {e}"
+            );
+        }
+        let e = first_error(
+            "[upstream]\nurl = \"http://a\"\nattempt_timeout = \"50s\"\nrequest_timeout = \"60s\"\n[orders]\npatience = \"45s\"\n",
+        );
+        assert!(
+            e.contains("attempt_timeout must be shorter than orders.patience"),
+            "{e}"
+        );
+        let e = first_error("[upstream]\nurl = \"http://a\"\n[orders]\npaths = [\"api/order\"]\n");
+        assert!(e.starts_with("sidecar.toml:4:9: "), "{e}");
+    }
+
+    #[test]
+    fn order_paths_are_the_retryable_posts_unless_retry_says_otherwise() {
+        let c = parse(
+            "[upstream]\nurl = \"http://a\"\n[orders]\npaths = [\"/api/order\", \"/api/pizza\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.retry.retry_non_idempotent, ["/api/order", "/api/pizza"]);
+        let c = parse(
+            "[upstream]\nurl = \"http://a\"\n[retry]\nretry_non_idempotent = []\n[orders]\npaths = [\"/api/pizza\"]\n",
+        )
+        .expect("valid");
+        assert!(
+            c.retry.retry_non_idempotent.is_empty(),
+            "the file's choice stands"
+        );
+        // `check` prints both, and its output reads back the same.
+        let again = parse(&c.to_masked_toml()).expect("round trip");
+        assert!(again.retry.retry_non_idempotent.is_empty());
+        assert_eq!(again.orders.paths, ["/api/pizza"]);
+    }
+
+    #[test]
     fn missing_upstream_url_is_an_error_unless_env_gives_it() {
         let e = first_error("[upstream]\nconnect_timeout = \"1s\"\n");
         assert!(e.contains("upstream.url is required"), "{e}");
@@ -718,6 +798,8 @@ mod tests {
                 "export_interval",
                 "interval",
                 "enabled",
+                "patience",
+                "max_waiting",
                 "bogus",
             ]);
             let value = prop_oneof![
@@ -747,6 +829,7 @@ mod tests {
                 "[telemetry]",
                 "[grafana]",
                 "[probe]",
+                "[orders]",
                 "[nope]",
             ]);
             prop_oneof![

@@ -27,6 +27,8 @@ pub struct Config {
     #[serde(default)]
     pub retry: RetryConfig,
     #[serde(default)]
+    pub orders: OrdersConfig,
+    #[serde(default)]
     pub circuit_breaker: BreakerConfig,
     #[serde(default)]
     pub chaos: ChaosConfig,
@@ -192,7 +194,9 @@ pub struct RetryConfig {
     /// How far back "recent traffic" reaches for the budget.
     #[serde(with = "duration")]
     pub budget_window: Duration,
-    /// POST (and other non-idempotent) paths that are safe to retry.
+    /// POST (and other non-idempotent) paths that are safe to retry. Not
+    /// set in the file: `orders.paths` (an order may be sent twice: the
+    /// factory keeps no order state).
     #[serde(deserialize_with = "paths")]
     pub retry_non_idempotent: Vec<String>,
     pub on: Vec<RetryOn>,
@@ -214,6 +218,48 @@ impl Default for RetryConfig {
                 RetryOn::Status5xx,
                 RetryOn::BadJwt,
             ],
+        }
+    }
+}
+
+/// `[orders]`: which requests are pizza orders, and how long one may wait.
+///
+/// The pizza service waits for the factory as long as it takes (Node's
+/// limit is 300 s), so a slow or absent factory should cost an order time,
+/// not the order: see [`crate::orders`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// The order routes (`POST`); also the default of `retry.retry_non_idempotent`.
+    #[serde(deserialize_with = "paths")]
+    pub paths: Vec<String>,
+    /// One order's whole deadline: slow tries are waited for (and hedged),
+    /// refused or failed orders park. `0s`: orders fail fast like other
+    /// routes; else between 45 s and 280 s (the service gives up at 300 s).
+    #[serde(with = "duration")]
+    pub patience: Duration,
+    /// Orders parked at most; one more is answered 503 at once.
+    pub max_waiting: usize,
+    /// When the factory answers again, waiting orders get a fresh try each,
+    /// oldest first, at most this many per second.
+    pub release_per_second: u32,
+}
+
+impl OrdersConfig {
+    /// The shortest patience allowed (besides `0s`): the factory's 32 s
+    /// throttle plus a resolve and a retry.
+    pub const MIN_PATIENCE: Duration = Duration::from_secs(45);
+    /// The longest: the pizza service's own limit (300 s) must never fire first.
+    pub const MAX_PATIENCE: Duration = Duration::from_secs(280);
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            paths: vec!["/api/order".to_owned()],
+            patience: Duration::from_secs(60),
+            max_waiting: 1000,
+            release_per_second: 100,
         }
     }
 }
@@ -273,7 +319,8 @@ pub struct ChaosConfig {
     pub slow_threshold: Duration,
     /// Factory JSON answers larger than this are passed on uninspected.
     pub inspect_max_bytes: usize,
-    /// An order try cut by `attempt_timeout` may finish in the background this
+    /// An order try cut by `attempt_timeout` (or dropped: another try of a
+    /// patient order answered first) may finish in the background this
     /// long, only to learn its report link.
     #[serde(with = "duration")]
     pub background_timeout: Duration,

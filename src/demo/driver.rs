@@ -6,7 +6,7 @@
 //! the diner would only find out about later.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,32 +58,35 @@ impl Results {
     }
 }
 
-/// Which phase new orders belong to, and a pause for phase switches: the
-/// demo stops sending and lets in-flight orders finish before it changes the
-/// factory's chaos, so every order is counted in the phase it really met.
+/// Which phase new orders belong to, and the counts the live line shows:
+/// orders sent since the last look, and orders under way (sent, not yet
+/// answered: waiting for the factory, as the pizza service would).
 #[derive(Default)]
 pub struct PhaseGate {
     phase: AtomicUsize,
-    paused: AtomicBool,
     in_flight: AtomicUsize,
+    sent: AtomicUsize,
 }
 
 impl PhaseGate {
-    /// Pauses sending and waits (bounded) for in-flight orders to finish.
-    pub async fn pause(&self, limit: Duration) {
-        self.paused.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + limit;
-        while self.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    /// New orders belong to `phase`.
+    pub fn enter(&self, phase: usize) {
+        self.phase.store(phase, Ordering::SeqCst);
     }
 
-    /// Resumes sending; new orders belong to `phase`.
-    pub fn resume(&self, phase: usize) {
-        self.phase.store(phase, Ordering::SeqCst);
-        self.paused.store(false, Ordering::SeqCst);
+    /// Orders sent and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Orders sent since the last call.
+    pub fn take_sent(&self) -> usize {
+        self.sent.swap(0, Ordering::SeqCst)
     }
 }
+
+/// How long the demo waits for one order: the pizza service's own limit.
+const ORDER_LIMIT: Duration = Duration::from_secs(300);
 
 /// Sends orders to `sidecar_url` at `rate` per second until `stop` resolves;
 /// each order is its own task so a slow one never holds the rate back.
@@ -107,10 +110,8 @@ pub async fn drive(
             break;
         }
         tick.tick().await;
-        if gate.paused.load(Ordering::SeqCst) {
-            continue;
-        }
         gate.in_flight.fetch_add(1, Ordering::SeqCst);
+        gate.sent.fetch_add(1, Ordering::SeqCst);
         let phase_now = gate.phase.load(Ordering::SeqCst);
         let (client, url, sim, results, gate) = (
             client.clone(),
@@ -125,8 +126,9 @@ pub async fn drive(
         });
         while in_flight.try_join_next().is_some() {}
     }
-    // Let the last orders finish (bounded: the sidecar has its own deadline).
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+    // Let the last orders finish (bounded: the sidecar answers every order
+    // within its patience).
+    let _ = tokio::time::timeout(ORDER_LIMIT, async {
         while in_flight.join_next().await.is_some() {}
     })
     .await;
@@ -152,7 +154,7 @@ async fn order(
         .header(header::AUTHORIZATION, format!("Bearer {}", sim.api_key()))
         .body(Full::new(Bytes::from_static(sim::SAMPLE_ORDER.as_bytes())));
     let Ok(req) = req else { return result };
-    let answer = tokio::time::timeout(Duration::from_secs(60), client.request(req)).await;
+    let answer = tokio::time::timeout(ORDER_LIMIT, client.request(req)).await;
     let Ok(Ok(res)) = answer else {
         result.latency = started.elapsed();
         return result;

@@ -52,43 +52,49 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "blip",
             chaos: ChaosSpec::fail().count(2),
-            weight: 5,
+            weight: 4,
             what: "two orders fail, then the factory recovers by itself",
         },
         Phase {
             name: "fail",
             chaos: ChaosSpec::fail(),
-            weight: 7,
+            weight: 6,
             what: "chaos `fail`: every order gets a 500 with a report link",
         },
         Phase {
             name: "badjwt",
             chaos: ChaosSpec::badjwt(),
-            weight: 7,
+            weight: 6,
             what: "chaos `badjwt`: 200s with pizza JWTs that do not verify",
         },
         Phase {
             name: "throttle",
-            chaos: ChaosSpec::throttle().delay(Duration::from_millis(1500)),
-            weight: 7,
-            what: "chaos `throttle`: orders take 1.5 s (32 s in production)",
+            chaos: ChaosSpec::throttle().delay(THROTTLE),
+            weight: 8,
+            what: "chaos `throttle`: orders take 4 s (32 s in production); they wait, none is cut",
         },
         Phase {
             name: "down",
             chaos: ChaosSpec::down(),
             weight: 6,
-            what: "the factory is down: no answers, no report link",
+            what: "the factory is down (no answers, no link): orders park, none fails",
         },
         Phase {
             name: "recovered",
             chaos: ChaosSpec::none(),
-            weight: 5,
-            what: "the factory is back",
+            weight: 7,
+            what: "the factory is back: a probe finds it and the parked orders are delivered",
         },
     ]
 }
 
+/// The throttle phase's delay (the real factory's is 32 s).
+const THROTTLE: Duration = Duration::from_secs(4);
+
 const DEMO_TOKEN: &str = "demo-admin-token";
+
+/// An order answered after this long waited (the demo's attempt timeout).
+const WAITED: Duration = Duration::from_secs(1);
 
 fn sidecar_config(upstream: &str, otlp: Option<&str>) -> Result<Config, String> {
     let url = UpstreamUrl::parse(upstream)?;
@@ -98,7 +104,9 @@ fn sidecar_config(upstream: &str, otlp: Option<&str>) -> Result<Config, String> 
     c.admin.listen = any_port;
     c.admin.token = Secret::new(DEMO_TOKEN);
     // Demo-sized timings: production defaults are in config/sidecar.toml.
-    c.upstream.attempt_timeout = Duration::from_secs(3);
+    // Orders keep their patience (60 s): a slow or absent factory makes them
+    // wait, not fail.
+    c.upstream.attempt_timeout = Duration::from_secs(1);
     c.upstream.request_timeout = Duration::from_secs(8);
     c.retry.initial_backoff = Duration::from_millis(50);
     c.retry.max_backoff = Duration::from_millis(400);
@@ -155,15 +163,15 @@ pub async fn main(args: DemoArgs) -> ExitCode {
         "  orders             {} per second, each checked against the factory's JWKS",
         args.rate
     );
-    println!();
-    println!("each line: the last second's orders (ord), ok, failed, saved by a retry, fast 503s,");
-    println!("latency p50/p99, the circuit, and the newest chaos episode");
+    println!(
+        "  each second        orders sent, delivered (a pizza that verifies), failed, waiting"
+    );
+    println!("                     (sent, not answered yet), parked (waiting for the factory)");
     println!();
 
     let phases = phases();
     let total_weight: u32 = phases.iter().map(|p| p.weight).sum();
     let gate = Arc::new(driver::PhaseGate::default());
-    gate.pause(Duration::ZERO).await;
     let results = Arc::new(driver::Results::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let driving = tokio::spawn(driver::drive(
@@ -178,12 +186,14 @@ pub async fn main(args: DemoArgs) -> ExitCode {
     let started = Instant::now();
     let status = StatusReader::new(&admin);
     let mut seen = 0usize;
+    let mut chaos_shown = "-".to_owned();
     for (i, phase) in phases.iter().enumerate() {
-        gate.pause(Duration::from_secs(10)).await;
+        // Orders count in the phase they were sent in, even when they are
+        // answered in a later one (a parked order is delivered after the
+        // factory is back).
         sim.set_chaos(phase.chaos.clone());
-        gate.resume(i);
+        gate.enter(i);
         println!("--- {}: {}", phase.name, phase.what);
-        println!("{}", view::live_header());
         let length = args.duration * phase.weight / total_weight.max(1);
         let phase_end = Instant::now() + length;
         let mut tick = tokio::time::interval_at(
@@ -193,23 +203,39 @@ pub async fn main(args: DemoArgs) -> ExitCode {
         while Instant::now() < phase_end {
             tick.tick().await;
             let all = results.snapshot();
-            let last = view::Tally::of(all.get(seen..).unwrap_or_default());
+            let last = view::Tally::of(all.get(seen..).unwrap_or_default(), WAITED);
             seen = all.len();
             let sidecar_view = status.read().await;
+            let line = view::Second {
+                sent: gate.take_sent(),
+                waiting: gate.in_flight(),
+                last: &last,
+            };
             println!(
                 "{}",
-                view::live_line(started.elapsed(), phase.name, &last, &sidecar_view)
+                view::live_line(started.elapsed(), phase.name, &line, &sidecar_view)
             );
+            if sidecar_view.chaos_key != chaos_shown {
+                println!("{:>16}chaos: {}", "", sidecar_view.chaos);
+                chaos_shown = sidecar_view.chaos_key;
+            }
         }
     }
     let _ = stop_tx.send(true);
+    let waiting = gate.in_flight();
+    if waiting > 0 {
+        println!("--- end: no more orders; waiting for the {waiting} still under way");
+    }
     let _ = driving.await;
 
     let all = results.snapshot();
     let names: Vec<&str> = phases.iter().map(|p| p.name).collect();
     println!();
-    println!("summary (ok = 200 with a pizza JWT that verifies)");
-    print!("{}", view::summary(&names, &all));
+    println!(
+        "summary (ok = 200 with a pizza JWT that verifies; waited = answered after {}s or more)",
+        WAITED.as_secs()
+    );
+    print!("{}", view::summary(&names, &all, WAITED));
     let final_status = status.raw().await;
     let episodes: Vec<&serde_json::Value> = ["/chaos/active", "/chaos/recent"]
         .iter()
@@ -280,5 +306,19 @@ impl StatusReader {
 
     async fn read(&self) -> view::SidecarView {
         view::SidecarView::from_status(&self.raw().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_headers_fit_the_terminal() {
+        for p in phases() {
+            let line = format!("--- {}: {}", p.name, p.what);
+            assert!(line.len() <= view::WIDTH, "{} columns: {line}", line.len());
+            assert!(p.name.len() <= 9, "the live line's phase column");
+        }
     }
 }

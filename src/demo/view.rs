@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use super::driver::OrderResult;
 
+/// The widest line the demo prints (a terminal's 100 columns).
+pub const WIDTH: usize = 100;
+
 /// Counts over a set of orders.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
@@ -13,13 +16,16 @@ pub struct Tally {
     pub ok: usize,
     pub failed: usize,
     pub saved_by_retry: usize,
+    /// Answered after `waited` or more: the order waited for the factory.
+    pub waited: usize,
     pub fast_503: usize,
     pub p50: Option<Duration>,
     pub p99: Option<Duration>,
+    pub slowest: Option<Duration>,
 }
 
 impl Tally {
-    pub fn of<'a>(results: impl IntoIterator<Item = &'a OrderResult>) -> Tally {
+    pub fn of<'a>(results: impl IntoIterator<Item = &'a OrderResult>, waited: Duration) -> Tally {
         let mut t = Tally::default();
         let mut latencies = Vec::new();
         for r in results {
@@ -30,14 +36,27 @@ impl Tally {
                 t.failed += 1;
             }
             t.saved_by_retry += usize::from(r.saved_by_retry());
+            t.waited += usize::from(r.latency >= waited);
             t.fast_503 += usize::from(r.fast_circuit_open());
             latencies.push(r.latency);
         }
         latencies.sort_unstable();
         t.p50 = percentile(&latencies, 0.50);
         t.p99 = percentile(&latencies, 0.99);
+        t.slowest = latencies.last().copied();
         t
     }
+}
+
+/// What the live line shows for the last second.
+#[derive(Debug)]
+pub struct Second<'a> {
+    /// Orders sent in the last second.
+    pub sent: usize,
+    /// Orders under way now (sent, not answered).
+    pub waiting: usize,
+    /// The orders answered in the last second.
+    pub last: &'a Tally,
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
@@ -49,9 +68,6 @@ fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
         .get(rank.saturating_sub(1).min(sorted.len() - 1))
         .copied()
 }
-
-/// The widest line the demo prints: fits a 100-column terminal.
-pub const WIDTH: usize = 100;
 
 /// A duration as a person reads it, `-` when there is none.
 pub fn took(d: Option<Duration>) -> String {
@@ -91,6 +107,11 @@ pub fn fit(line: String) -> String {
 pub struct SidecarView {
     pub circuit: String,
     pub chaos: String,
+    /// Which episode `chaos` describes, and whether it is over: the live
+    /// view prints `chaos` when this changes (not every second).
+    pub chaos_key: String,
+    /// Orders parked by the sidecar (waiting for the factory to come back).
+    pub parked: Option<u64>,
 }
 
 impl SidecarView {
@@ -107,12 +128,28 @@ impl SidecarView {
                 .pointer(&format!("/chaos/{key}"))
                 .and_then(|v| v.as_array())
                 .and_then(|eps| eps.first())
-                .map(describe_episode)
+                .cloned()
         };
-        let chaos = newest("active")
-            .or_else(|| newest("recent"))
-            .unwrap_or_else(|| "none seen".to_owned());
-        SidecarView { circuit, chaos }
+        let episode = newest("active").or_else(|| newest("recent"));
+        let chaos = episode
+            .as_ref()
+            .map_or_else(|| "none seen".to_owned(), describe_episode);
+        let chaos_key = episode.map_or_else(String::new, |ep| {
+            let field = |k: &str| ep.get(k).map(ToString::to_string).unwrap_or_default();
+            format!(
+                "{} {} {}",
+                field("type"),
+                field("firstSeen"),
+                field("resolvedAt")
+            )
+        });
+        let parked = status.pointer("/orders/parked").and_then(|v| v.as_u64());
+        SidecarView {
+            circuit,
+            chaos,
+            chaos_key,
+            parked,
+        }
     }
 }
 
@@ -134,64 +171,59 @@ pub fn describe_episode(ep: &serde_json::Value) -> String {
     }
 }
 
-/// The heading over the lines printed each second.
-pub fn live_header() -> String {
-    format!(
-        "{:>4} {:<9}{:>5}{:>5}{:>5}{:>6}{:>5}{:>7}{:>7} {:<9} {}",
-        "time", "phase", "ord", "ok", "fail", "saved", "503", "p50", "p99", "circuit", "chaos"
-    )
-}
-
-/// The line printed each second, under [`live_header`]; at most [`WIDTH`]
-/// columns.
+/// The line printed each second (the chaos is printed apart, on change).
 pub fn live_line(
     elapsed: Duration,
     phase: &str,
-    last_second: &Tally,
+    second: &Second<'_>,
     view: &SidecarView,
 ) -> String {
-    fit(format!(
-        "{:>3}s {:<9}{:>5}{:>5}{:>5}{:>6}{:>5}{:>7}{:>7} {:<9} {}",
+    let parked = view
+        .parked
+        .map_or_else(|| "-".to_owned(), |n| n.to_string());
+    format!(
+        "{:>4}s  {:<9} sent {:>3}  delivered {:>3}  failed {:>3}  waiting {:>4}  parked {:>4}  circuit {}",
         elapsed.as_secs(),
         phase,
-        last_second.orders,
-        last_second.ok,
-        last_second.failed,
-        last_second.saved_by_retry,
-        last_second.fast_503,
-        took(last_second.p50),
-        took(last_second.p99),
+        second.sent,
+        second.last.ok,
+        second.last.failed,
+        second.waiting,
+        parked,
         view.circuit,
-        view.chaos,
-    ))
+    )
 }
 
-/// The closing table: one row per phase, then the total.
-pub fn summary(phases: &[&str], results: &[OrderResult]) -> String {
+/// The closing table: one row per phase (orders by the phase they were
+/// sent in), then the total.
+pub fn summary(phases: &[&str], results: &[OrderResult], waited: Duration) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<11}{:>7}{:>7}{:>8}{:>16}{:>10}{:>9}{:>9}",
-        "phase", "orders", "ok", "failed", "saved-by-retry", "fast-503", "p50", "p99"
+        "{:<11}{:>7}{:>7}{:>8}{:>16}{:>8}{:>9}{:>9}",
+        "phase", "orders", "ok", "failed", "saved-by-retry", "waited", "p50", "slowest"
     );
     let mut row = |name: &str, t: &Tally| {
         let _ = writeln!(
             out,
-            "{:<11}{:>7}{:>7}{:>8}{:>16}{:>10}{:>9}{:>9}",
+            "{:<11}{:>7}{:>7}{:>8}{:>16}{:>8}{:>9}{:>9}",
             name,
             t.orders,
             t.ok,
             t.failed,
             t.saved_by_retry,
-            t.fast_503,
+            t.waited,
             took(t.p50),
-            took(t.p99)
+            took(t.slowest)
         );
     };
     for (i, name) in phases.iter().enumerate() {
-        row(name, &Tally::of(results.iter().filter(|r| r.phase == i)));
+        row(
+            name,
+            &Tally::of(results.iter().filter(|r| r.phase == i), waited),
+        );
     }
-    row("total", &Tally::of(results));
+    row("total", &Tally::of(results, waited));
     out
 }
 
@@ -219,8 +251,10 @@ mod tests {
         let rs: Vec<_> = (1..=100)
             .map(|i| result(0, i % 10 != 0, if i % 5 == 0 { 2 } else { 1 }, i))
             .collect();
-        let t = Tally::of(&rs);
+        let t = Tally::of(&rs, Duration::from_millis(90));
         assert_eq!((t.orders, t.ok, t.failed), (100, 90, 10));
+        assert_eq!(t.waited, 11, "90 ms to 100 ms");
+        assert_eq!(t.slowest, Some(Duration::from_millis(100)));
         assert_eq!(
             t.saved_by_retry, 10,
             "attempts 2 and ok: multiples of 5 but not of 10"
@@ -233,9 +267,10 @@ mod tests {
     #[test]
     fn summary_has_a_row_per_phase_and_a_total() {
         let rs = vec![result(0, true, 1, 3), result(1, false, 1, 1)];
-        let s = summary(&["healthy", "down"], &rs);
+        let s = summary(&["healthy", "down"], &rs, Duration::from_secs(1));
         assert_eq!(s.lines().count(), 4);
         assert!(s.lines().nth(3).is_some_and(|l| l.starts_with("total")));
+        assert!(s.lines().all(|l| l.len() <= WIDTH));
     }
 
     #[test]
@@ -256,43 +291,26 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_sensibly() {
-        let d = |us: u64| human(Duration::from_micros(us));
-        assert_eq!(d(40), "40µs");
-        assert_eq!(d(999), "999µs");
-        assert_eq!(d(1_000), "1.0ms");
-        assert_eq!(d(3_250), "3.2ms");
-        assert_eq!(d(14_400), "14ms");
-        assert_eq!(d(2_500_000), "2.5s");
-        assert_eq!(d(65_000_000), "1m05s");
-        assert_eq!(took(None), "-");
-    }
-
-    #[test]
-    fn live_lines_fit_100_columns() {
-        let t = Tally {
-            orders: 9_999,
-            ok: 9_999,
-            failed: 9_999,
-            saved_by_retry: 9_999,
-            fast_503: 9_999,
-            p50: Some(Duration::from_secs(59)),
-            p99: Some(Duration::from_secs(3_600)),
+    fn the_live_line_fits_the_terminal_at_its_widest() {
+        let wide = Tally {
+            ok: 999,
+            failed: 999,
+            ..Tally::default()
+        };
+        let second = Second {
+            sent: 999,
+            waiting: 9999,
+            last: &wide,
         };
         let view = SidecarView {
             circuit: "half_open".to_owned(),
-            chaos: "throttle resolved (manual) in 12.5s".to_owned(),
+            parked: Some(9999),
+            ..SidecarView::default()
         };
-        let line = live_line(Duration::from_secs(999), "recovered", &t, &view);
-        assert!(line.chars().count() <= WIDTH, "{line}");
-        assert!(line.ends_with("in 12.5s"), "nothing cut: {line}");
-        assert!(live_header().chars().count() <= WIDTH);
-        let long = SidecarView {
-            chaos: "x".repeat(200),
-            ..view
-        };
-        let line = live_line(Duration::from_secs(1), "fail", &t, &long);
-        assert_eq!(line.chars().count(), WIDTH);
+        let line = live_line(Duration::from_secs(9999), "recovered", &second, &view);
+        assert!(line.len() <= WIDTH, "{} columns: {line}", line.len());
+        let status = serde_json::json!({"orders": {"parked": 3}, "circuit": {"state": "open"}});
+        assert_eq!(SidecarView::from_status(&status).parked, Some(3));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::boxed::BoxError;
 use crate::chaos::{Chaos, ChaosLayer};
 use crate::config::Config;
 use crate::error::RescueLayer;
+use crate::orders::Patience;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::client::Forward;
 use crate::proxy::collect::{CollectBodyLayer, RequestBody};
@@ -37,6 +38,8 @@ pub struct Parts {
     pub chaos: Arc<Chaos>,
     /// Async orders (`[queue]`); `None` when not configured.
     pub queue: Option<Arc<Queue>>,
+    /// Orders' patience: the waiting room and what the async queue asks.
+    pub patience: Arc<Patience>,
 }
 
 impl Parts {
@@ -47,13 +50,24 @@ impl Parts {
         metrics: Arc<Metrics>,
         tracing: Tracing,
     ) -> Parts {
+        let breaker = Breaker::new(&config.circuit_breaker, Arc::clone(&metrics));
+        let chaos = Chaos::new(&config.chaos, Arc::clone(&metrics));
+        let patience = Patience::new(
+            &config.orders,
+            &config.upstream,
+            &config.circuit_breaker,
+            Arc::clone(&breaker),
+            &chaos,
+            Arc::clone(&metrics),
+        );
         Parts {
             forward,
             counts: Arc::new(RequestCounts::default()),
-            breaker: Breaker::new(&config.circuit_breaker, Arc::clone(&metrics)),
+            breaker,
             budget: RetryBudget::new(&config.retry),
-            chaos: Chaos::new(&config.chaos, Arc::clone(&metrics)),
+            chaos,
             queue: None,
+            patience,
             metrics,
             tracing,
         }
@@ -61,12 +75,15 @@ impl Parts {
 }
 
 impl Parts {
-    /// Takes a reloaded config: the breaker, the retry budget and the chaos
-    /// handle get its settings and keep their state (see `crate::reload`).
+    /// Takes a reloaded config: the breaker, the retry budget, the chaos
+    /// handle and the orders' patience get its settings and keep their
+    /// state (see `crate::reload`).
     pub fn reconfigure(&self, config: &Config) {
         self.breaker.reconfigure(&config.circuit_breaker);
         self.budget.reconfigure(&config.retry);
         self.chaos.reconfigure(&config.chaos);
+        self.patience
+            .reconfigure(&config.orders, &config.upstream, &config.circuit_breaker);
     }
 }
 
@@ -106,7 +123,12 @@ pub fn build(
         .layer(RescueLayer)
         .layer(CollectBodyLayer::new(config.server.max_body_bytes))
         // Above the deadline: sees each order's final outcome. Only with a queue.
-        .option_layer(parts.queue.clone().map(AsyncOrderLayer::new))
+        .option_layer(
+            parts
+                .queue
+                .clone()
+                .map(|queue| AsyncOrderLayer::new(queue, Arc::clone(parts.patience.routes()))),
+        )
         .service(build_buffered(config, parts))
 }
 
@@ -129,12 +151,18 @@ pub fn build_buffered(
 + use<> {
     ServiceBuilder::new()
         .layer(ForwardedHeadersLayer)
-        .layer(DeadlineLayer::new(config.upstream.request_timeout))
-        .layer(RetryLayer::new(
-            &config.retry,
-            Arc::clone(&parts.budget),
-            Arc::clone(&parts.metrics),
+        .layer(DeadlineLayer::new(config.upstream.request_timeout).orders(
+            Arc::clone(parts.patience.routes()),
+            parts.patience.patience(),
         ))
+        .layer(
+            RetryLayer::new(
+                &config.retry,
+                Arc::clone(&parts.budget),
+                Arc::clone(&parts.metrics),
+            )
+            .patience(Arc::clone(&parts.patience)),
+        )
         // Disabled: not in the stack at all (its handle still answers /status).
         .option_layer(
             config

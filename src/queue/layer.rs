@@ -26,29 +26,23 @@ use super::replay::Stack;
 use super::{Queue, QueuedBecause};
 use crate::boxed::BoxError;
 use crate::error::{ErrorKind, kind_of};
+use crate::orders::OrderRoutes;
 use crate::proxy::body::ProxyBody;
 use crate::resilience::breaker::CircuitState;
 use tower::ServiceExt;
-
-/// The order routes: the paths whose `POST` may be queued. The one place
-/// they are read (`[orders] paths` once that section exists).
-pub fn order_routes() -> &'static [&'static str] {
-    &["/api/order"]
-}
-
-fn is_order(req: &Request<Bytes>) -> bool {
-    req.method() == Method::POST && order_routes().contains(&req.uri().path())
-}
 
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct AsyncOrderLayer {
     queue: Arc<Queue>,
+    routes: Arc<OrderRoutes>,
 }
 
 impl AsyncOrderLayer {
-    pub fn new(queue: Arc<Queue>) -> Self {
-        Self { queue }
+    /// Orders are the `POST`s to `routes` (`[orders] paths`, shared with
+    /// the deadline and retry layers).
+    pub fn new(queue: Arc<Queue>, routes: Arc<OrderRoutes>) -> Self {
+        Self { queue, routes }
     }
 }
 
@@ -58,6 +52,7 @@ impl<S> tower::Layer<S> for AsyncOrderLayer {
         AsyncOrders {
             inner,
             queue: Arc::clone(&self.queue),
+            routes: Arc::clone(&self.routes),
         }
     }
 }
@@ -67,6 +62,7 @@ impl<S> tower::Layer<S> for AsyncOrderLayer {
 pub struct AsyncOrders<S> {
     inner: S,
     queue: Arc<Queue>,
+    routes: Arc<OrderRoutes>,
 }
 
 type Boxed = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, BoxError>> + Send>>;
@@ -124,7 +120,7 @@ impl<S: Stack> tower::Service<Request<Bytes>> for AsyncOrders<S> {
                 fut: Box::pin(async move { order_answer(&queue, &id, &headers).await }),
             };
         }
-        if !is_order(&req) || !wants_async(req.headers()) || !self.queue.is_accepting() {
+        if !self.routes.matches(&req) || !wants_async(req.headers()) || !self.queue.is_accepting() {
             return AsyncFuture::Through {
                 inner: self.inner.call(req),
             };
@@ -181,6 +177,10 @@ mod tests {
     use tower::{Layer, ServiceExt};
 
     use super::*;
+
+    fn routes() -> Arc<OrderRoutes> {
+        Arc::new(OrderRoutes::new(&["/api/order"]))
+    }
     use crate::config::{BreakerConfig, QueueConfig};
     use crate::proxy::client::UpstreamError;
     use crate::queue::record::OrderRecord;
@@ -286,7 +286,8 @@ mod tests {
     async fn only_async_orders_are_queued() {
         let store = Arc::new(FakeStore::default());
         let calls = Arc::new(AtomicUsize::new(0));
-        let svc = AsyncOrderLayer::new(queue(Arc::clone(&store))).layer(unreachable(calls.clone()));
+        let svc = AsyncOrderLayer::new(queue(Arc::clone(&store)), routes())
+            .layer(unreachable(calls.clone()));
 
         let err = svc
             .clone()
@@ -329,7 +330,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let q = queue(Arc::clone(&store));
         q.breaker().force_open().expect("enabled");
-        let svc = AsyncOrderLayer::new(Arc::clone(&q)).layer(unreachable(calls.clone()));
+        let svc = AsyncOrderLayer::new(Arc::clone(&q), routes()).layer(unreachable(calls.clone()));
         let res = svc
             .oneshot(order(Some("respond-async")))
             .await
@@ -344,7 +345,7 @@ mod tests {
         store.full.store(true, Ordering::SeqCst);
         let calls = Arc::new(AtomicUsize::new(0));
         let q = queue(Arc::clone(&store));
-        let svc = AsyncOrderLayer::new(Arc::clone(&q)).layer(unreachable(calls.clone()));
+        let svc = AsyncOrderLayer::new(Arc::clone(&q), routes()).layer(unreachable(calls.clone()));
 
         let err = svc
             .clone()

@@ -46,7 +46,7 @@ use crate::config::{QueueBackend, QueueConfig};
 use crate::resilience::breaker::Breaker;
 use crate::telemetry::metrics::{AsyncOffReason, Metrics, ReplayResult};
 
-pub use layer::{AsyncOrderLayer, order_routes};
+pub use layer::AsyncOrderLayer;
 pub use record::{AuthHash, OrderId, OrderRecord, OrderState, QueuedBecause};
 pub use store::{Claim, Lookup, QueueStats, Store, StoreError};
 

@@ -22,6 +22,10 @@ pub const NEEDS_RESTART: &[(&str, &str)] = &[
     ),
     ("admin.listen", "a new admin listener"),
     (
+        "orders.paths",
+        "the order routes are shared by the deadline, retry and queue layers, set up at start",
+    ),
+    (
         "queue",
         "the order store is opened and its replayer started when the sidecar starts",
     ),

@@ -16,6 +16,12 @@
 //! and every order would pay them. Work below the layer that leaves its
 //! poll (a spawned task) does not see it, and needs no deadline of its own.
 //!
+//! Orders with patience ([`crate::orders`]) get `orders.patience` instead of
+//! `request_timeout`, and are marked *patient* in the task-local: the
+//! attempt timeout leaves their tries alone (a slow try is not a failed
+//! one; the retry layer hedges it instead, with the timer this layer would
+//! have used).
+//!
 //! Both read `tokio::time::Instant`, so paused-clock tests drive them. The
 //! timer is a [`Sleep`] stored inside the response future: no allocation.
 
@@ -24,10 +30,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use http::Request;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::boxed::BoxError;
+use crate::orders::routes::OrderRoutes;
 
 /// The whole request (all tries and backoff) ran past `request_timeout`.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -39,9 +48,17 @@ pub struct DeadlineExceeded;
 #[error("factory did not answer within the attempt timeout")]
 pub struct AttemptTimedOut;
 
+/// What the deadline layer publishes to the layers below it.
+#[derive(Debug, Clone, Copy)]
+struct Scope {
+    at: Instant,
+    /// An order with patience: its tries are not cut by `attempt_timeout`.
+    patient: bool,
+}
+
 tokio::task_local! {
     /// See [`Deadline`].
-    static DEADLINE: Instant;
+    static DEADLINE: Scope;
 }
 
 /// When the request being served must be answered. Layers below
@@ -53,18 +70,29 @@ impl Deadline {
     /// The deadline of the request being called or polled, if a
     /// [`DeadlineLayer`] (or [`Deadline::scope`]) is above.
     pub fn current() -> Option<Instant> {
-        DEADLINE.try_with(|at| *at).ok()
+        DEADLINE.try_with(|s| s.at).ok()
+    }
+
+    /// Whether the request being called or polled is an order with
+    /// patience (its tries are hedged, not cut: see [`crate::orders`]).
+    pub fn patient() -> bool {
+        DEADLINE.try_with(|s| s.patient).unwrap_or(false)
     }
 
     /// Runs `f` with `at` as the deadline (an enclosing one, for a caller
     /// inside the process; [`DeadlineLayer`] keeps the earlier of the two).
     pub fn scope<R>(at: Instant, f: impl FnOnce() -> R) -> R {
-        DEADLINE.sync_scope(at, f)
+        DEADLINE.sync_scope(Scope { at, patient: false }, f)
     }
 
     /// [`Deadline::scope`] for every poll of `fut`.
     pub async fn within<F: Future>(at: Instant, fut: F) -> F::Output {
-        DEADLINE.scope(at, fut).await
+        DEADLINE.scope(Scope { at, patient: false }, fut).await
+    }
+
+    /// [`Deadline::within`] for an order with patience.
+    pub async fn within_patient<F: Future>(at: Instant, fut: F) -> F::Output {
+        DEADLINE.scope(Scope { at, patient: true }, fut).await
     }
 }
 
@@ -77,19 +105,38 @@ pub(crate) fn later(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-/// Gives each request a [`Deadline`] of `now + request_timeout` and fails it
-/// with [`DeadlineExceeded`] when it passes. An earlier enclosing deadline
-/// (one set by a caller inside the process) is kept.
-#[derive(Debug, Clone, Copy)]
+/// Gives each request a [`Deadline`] of `now + request_timeout` (orders:
+/// `now + patience`) and fails it with [`DeadlineExceeded`] when it passes.
+/// An earlier enclosing deadline (one set by a caller inside the process)
+/// is kept.
+#[derive(Debug, Clone)]
 pub struct DeadlineLayer {
     timeout: Duration,
+    orders: Option<Patient>,
+}
+
+/// Orders and their patience, for [`DeadlineLayer::orders`].
+#[derive(Debug, Clone)]
+struct Patient {
+    routes: Arc<OrderRoutes>,
+    patience: Duration,
 }
 
 impl DeadlineLayer {
     pub fn new(request_timeout: Duration) -> Self {
         Self {
             timeout: request_timeout,
+            orders: None,
         }
+    }
+
+    /// Requests `routes` matches get `patience` instead of
+    /// `request_timeout`, and are patient for the layers below. A zero
+    /// `patience` changes nothing (orders fail fast).
+    pub fn orders(mut self, routes: Arc<OrderRoutes>, patience: Duration) -> Self {
+        self.orders =
+            (!patience.is_zero() && !routes.is_empty()).then_some(Patient { routes, patience });
+        self
     }
 }
 
@@ -99,6 +146,7 @@ impl<S> tower::Layer<S> for DeadlineLayer {
         DeadlineService {
             inner,
             timeout: self.timeout,
+            orders: self.orders.clone(),
         }
     }
 }
@@ -108,6 +156,7 @@ impl<S> tower::Layer<S> for DeadlineLayer {
 pub struct DeadlineService<S> {
     inner: S,
     timeout: Duration,
+    orders: Option<Patient>,
 }
 
 impl<S, B> tower::Service<Request<B>> for DeadlineService<S>
@@ -123,15 +172,20 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let mut at = later(Instant::now(), self.timeout);
+        let (timeout, patient) = match &self.orders {
+            Some(o) if o.routes.matches(&req) => (o.patience, true),
+            _ => (self.timeout, false),
+        };
+        let mut at = later(Instant::now(), timeout);
         if let Some(earlier) = Deadline::current() {
             at = at.min(earlier);
         }
+        let scope = Scope { at, patient };
         let inner = &mut self.inner;
         DeadlineFuture {
-            inner: Deadline::scope(at, || inner.call(req)),
+            inner: DEADLINE.sync_scope(scope, || inner.call(req)),
             sleep: sleep_until(at),
-            at,
+            scope,
         }
     }
 }
@@ -144,7 +198,7 @@ pin_project_lite::pin_project! {
         inner: F,
         #[pin]
         sleep: Sleep,
-        at: Instant,
+        scope: Scope,
     }
 }
 
@@ -159,7 +213,7 @@ where
         // The inner future first: when a try's clipped timer and this one fire
         // together, the try's own outcome (a counted timeout) wins.
         let inner = this.inner;
-        if let Poll::Ready(r) = Deadline::scope(*this.at, || inner.poll(cx)) {
+        if let Poll::Ready(r) = DEADLINE.sync_scope(*this.scope, || inner.poll(cx)) {
             return Poll::Ready(r);
         }
         ready!(this.sleep.poll(cx));
@@ -169,7 +223,8 @@ where
 
 /// Bounds each try by `attempt_timeout`, clipped to the request's
 /// [`Deadline`]. Over the limit: [`AttemptTimedOut`]. A try whose deadline
-/// has already passed is not started: [`DeadlineExceeded`].
+/// has already passed is not started: [`DeadlineExceeded`]. A patient
+/// order's try is left alone (no timer at all).
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptTimeoutLayer {
     timeout: Duration,
@@ -213,11 +268,17 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
+        let scope = DEADLINE.try_with(|s| *s).ok();
+        if scope.is_some_and(|s| s.patient) {
+            return AttemptFuture::Unbounded {
+                inner: self.inner.call(req),
+            };
+        }
         let now = Instant::now();
         let own = later(now, self.timeout);
-        let at = match Deadline::current() {
-            Some(deadline) if deadline <= now => return AttemptFuture::Expired,
-            Some(deadline) => deadline.min(own),
+        let at = match scope {
+            Some(s) if s.at <= now => return AttemptFuture::Expired,
+            Some(s) => s.at.min(own),
             None => own,
         };
         AttemptFuture::Running {
@@ -233,6 +294,7 @@ pin_project_lite::pin_project! {
     #[derive(Debug)]
     pub enum AttemptFuture<F> {
         Running { #[pin] inner: F, #[pin] sleep: Sleep },
+        Unbounded { #[pin] inner: F },
         Expired,
     }
 }
@@ -252,6 +314,7 @@ where
                 ready!(sleep.poll(cx));
                 Poll::Ready(Err(Box::new(AttemptTimedOut)))
             }
+            AttemptProj::Unbounded { inner } => inner.poll(cx),
             AttemptProj::Expired => Poll::Ready(Err(Box::new(DeadlineExceeded))),
         }
     }
@@ -362,6 +425,41 @@ mod tests {
             .expect_err("expired");
         assert!(err.is::<DeadlineExceeded>());
         assert_eq!(calls.load(Ordering::SeqCst), 0, "inner must not be called");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn orders_get_patience_and_their_tries_are_not_cut() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let start = Instant::now();
+        let routes = Arc::new(OrderRoutes::new(&["/api/order"]));
+        let inner = AttemptTimeoutLayer::new(Duration::from_secs(5))
+            .layer(slow(Duration::from_secs(32), calls.clone()));
+        let svc = DeadlineLayer::new(Duration::from_secs(20))
+            .orders(routes, Duration::from_secs(60))
+            .layer(inner);
+        let order = || {
+            let mut r = Request::new(());
+            *r.method_mut() = http::Method::POST;
+            *r.uri_mut() = "/api/order".parse().expect("uri");
+            r
+        };
+        // 32 s is past both attempt_timeout and request_timeout: waited for.
+        let seen = svc.clone().oneshot(order()).await.expect("waited for");
+        assert_eq!(seen, Some(start + Duration::from_secs(60)));
+        assert_eq!(Instant::now(), start + Duration::from_secs(32));
+        // Any other request keeps request_timeout and the attempt timeout.
+        let err = svc
+            .oneshot(Request::new(()))
+            .await
+            .expect_err("cut by the attempt timeout");
+        assert!(err.is::<AttemptTimedOut>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_patience_leaves_orders_alone() {
+        let layer = DeadlineLayer::new(Duration::from_secs(20))
+            .orders(Arc::new(OrderRoutes::new(&["/api/order"])), Duration::ZERO);
+        assert!(layer.orders.is_none());
     }
 
     #[tokio::test(start_paused = true)]

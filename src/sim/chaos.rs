@@ -6,8 +6,9 @@
 //! the right fix code. [`ChaosState`] is that record for the simulator's one
 //! vendor, plus what tests need on top: a *blip* (`count`: only the next N
 //! orders are hit, then the episode ends by itself), a `Retry-After` on
-//! `fail` answers, a per-episode throttle delay, and `down` (no answer at
-//! all, as when the factory or its load balancer is gone).
+//! `fail` answers, a per-episode throttle delay, `down` (no answer at all,
+//! as when the factory or its load balancer is gone) and `hang` (requests
+//! accepted and read, never answered while it lasts: a stuck process).
 //!
 //! It is a plain synchronous state machine, with no I/O and no clock, so it is
 //! tested here directly; the server keeps it behind one short lock.
@@ -39,6 +40,10 @@ pub enum ChaosKind {
     /// Every other request's connection is closed without an answer; the
     /// others get a load balancer's 502 page. No report link anywhere.
     Down,
+    /// Every request is accepted and read, and held without an answer while
+    /// the episode lasts; when it ends, the held connections are closed
+    /// (a stuck process restarted). No report link anywhere.
+    Hang,
 }
 
 impl ChaosKind {
@@ -49,6 +54,7 @@ impl ChaosKind {
             ChaosKind::Throttle => "throttle",
             ChaosKind::BadJwt => "badjwt",
             ChaosKind::Down => "down",
+            ChaosKind::Hang => "hang",
         }
     }
 }
@@ -59,9 +65,9 @@ impl fmt::Display for ChaosKind {
     }
 }
 
-/// A chaos name that is not one of `none|fail|throttle|badjwt|down`.
+/// A chaos name that is not one of `none|fail|throttle|badjwt|down|hang`.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown chaos type {0:?} (expected none, fail, throttle, badjwt or down)")]
+#[error("unknown chaos type {0:?} (expected none, fail, throttle, badjwt, down or hang)")]
 pub struct UnknownChaosKind(String);
 
 impl FromStr for ChaosKind {
@@ -74,6 +80,7 @@ impl FromStr for ChaosKind {
             "throttle" => Ok(ChaosKind::Throttle),
             "badjwt" => Ok(ChaosKind::BadJwt),
             "down" => Ok(ChaosKind::Down),
+            "hang" => Ok(ChaosKind::Hang),
             other => Err(UnknownChaosKind(other.to_owned())),
         }
     }
@@ -123,6 +130,9 @@ impl ChaosSpec {
     }
     pub fn down() -> Self {
         Self::new(ChaosKind::Down)
+    }
+    pub fn hang() -> Self {
+        Self::new(ChaosKind::Hang)
     }
     #[must_use]
     pub fn count(mut self, n: u32) -> Self {
@@ -213,13 +223,16 @@ pub(crate) enum OrderChaos {
     },
 }
 
-/// What `down` does to one request.
+/// What `down` or `hang` does to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DownAction {
     /// Close the connection without an answer.
     Drop,
     /// Answer like a load balancer with no healthy target.
     BadGateway,
+    /// Hold it, unanswered, until the `hang` episode with this number ends;
+    /// then close its connection.
+    Hang(u64),
 }
 
 /// The answer to a report-link GET, as the real support route decides it.
@@ -308,21 +321,35 @@ impl ChaosState {
         self.episode.as_ref().map_or(ChaosKind::None, |e| e.kind)
     }
 
-    /// Decides what `down` does to a request (any path but `/sim/*`), before
-    /// routing: a load balancer in front of the factory knows nothing of
-    /// vendors. Only orders use up a blip's count.
+    /// The number of the `hang` episode running, 0 when none is: a held
+    /// request waits for this to change.
+    pub(crate) fn hanging(&self) -> u64 {
+        if self.kind() == ChaosKind::Hang {
+            self.episodes_started
+        } else {
+            0
+        }
+    }
+
+    /// Decides what `down` or `hang` does to a request (any path but
+    /// `/sim/*`), before routing: a load balancer in front of the factory
+    /// knows nothing of vendors. Only orders use up a blip's count.
     pub(crate) fn on_request(&mut self, is_order: bool) -> (Option<DownAction>, Ended) {
+        let hanging = self.hanging();
         let Some(episode) = self.episode.as_mut() else {
             return (None, Ended::No);
         };
-        if episode.kind != ChaosKind::Down {
-            return (None, Ended::No);
-        }
-        episode.down_seen += 1;
-        let action = if episode.down_seen % 2 == 1 {
-            DownAction::Drop
-        } else {
-            DownAction::BadGateway
+        let action = match episode.kind {
+            ChaosKind::Down => {
+                episode.down_seen += 1;
+                if episode.down_seen % 2 == 1 {
+                    DownAction::Drop
+                } else {
+                    DownAction::BadGateway
+                }
+            }
+            ChaosKind::Hang => DownAction::Hang(hanging),
+            _ => return (None, Ended::No),
         };
         let ended = if is_order { self.use_one() } else { Ended::No };
         (Some(action), ended)
@@ -345,8 +372,8 @@ impl ChaosState {
                 delay: episode.delay,
             },
             ChaosKind::BadJwt => OrderChaos::BadJwt { fix_code },
-            // `down` answered before routing; nothing reaches here under it.
-            ChaosKind::Down | ChaosKind::None => return (None, Ended::No),
+            // `down` and `hang` act before routing; nothing reaches here under them.
+            ChaosKind::Down | ChaosKind::Hang | ChaosKind::None => return (None, Ended::No),
         };
         (Some(chaos), self.use_one())
     }
@@ -494,6 +521,36 @@ mod tests {
             (Some(DownAction::Drop), Ended::CountReached(ChaosKind::Down))
         );
         assert_eq!(s.on_request(true), (None, Ended::No));
+    }
+
+    #[test]
+    fn hang_holds_every_request_of_its_episode() {
+        let mut s = ChaosState::default();
+        assert_eq!(s.hanging(), 0);
+        s.start(&ChaosSpec::hang().count(2), "hhhhhhhh");
+        let episode = s.hanging();
+        assert_eq!(episode, 1);
+        assert_eq!(
+            s.on_request(false),
+            (Some(DownAction::Hang(episode)), Ended::No)
+        );
+        assert_eq!(
+            s.on_request(true),
+            (Some(DownAction::Hang(episode)), Ended::No)
+        );
+        assert_eq!(
+            s.on_request(true),
+            (
+                Some(DownAction::Hang(episode)),
+                Ended::CountReached(ChaosKind::Hang)
+            )
+        );
+        assert_eq!(s.hanging(), 0, "over: the held requests are let go");
+        assert_eq!("hang".parse::<ChaosKind>().expect("known"), ChaosKind::Hang);
+        assert_eq!(
+            ChaosSpec::from_json(br#"{"type":"hang"}"#).expect("valid"),
+            ChaosSpec::hang()
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The simulator's own control endpoints (`/sim/*`), answered whatever the
-//! chaos, `down` included, and never counted in the stats:
+//! chaos, `down` and `hang` included, and never counted in the stats:
 //!
 //! | endpoint | answer |
 //! |---|---|

@@ -550,7 +550,7 @@ pub(crate) fn docs_json() -> Bytes {
         "simulator": {
             "description": "factory-sidecar sim: a simulator of this factory. Control endpoints, always answered:",
             "endpoints": [
-                { "method": "PUT", "path": "/sim/chaos", "body": { "type": "none|fail|throttle|badjwt|down", "count": "N (optional)", "retryAfter": "seconds (optional)", "delay": "e.g. 2s (optional)" } },
+                { "method": "PUT", "path": "/sim/chaos", "body": { "type": "none|fail|throttle|badjwt|down|hang", "count": "N (optional)", "retryAfter": "seconds (optional)", "delay": "e.g. 2s (optional)" } },
                 { "method": "GET", "path": "/sim/chaos" },
                 { "method": "GET", "path": "/sim/stats" }
             ]

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! ```text
-//! server.rs   accept (HTTP/1.1 + h2c), `down`, dispatch; SimOptions, SimHandle
+//! server.rs   accept (HTTP/1.1 + h2c), `down` and `hang`, dispatch; SimOptions, SimHandle
 //! control.rs  /sim/chaos, /sim/stats: switch chaos, read counters
 //! factory.rs  the factory API, answer for answer (order, verify, jwks, support, docs, 404)
 //! chaos.rs    the chaos record: type, fix code, blips, resolve (pure state machine)
@@ -20,9 +20,10 @@
 //! "No chaos currently executing". Report links are
 //! `https://<Host header without port>/api/support/<apiKey>/report/<fixCode>`
 //! unless `--public-url` gives another base. Added for tests: blips
-//! (`count`), `Retry-After` on `fail`, per-episode throttle delay, and
-//! `down` (every other request's connection closed without an answer, the
-//! others a load balancer's 502, no report link).
+//! (`count`), `Retry-After` on `fail`, per-episode throttle delay, `down`
+//! (every other request's connection closed without an answer, the others a
+//! load balancer's 502, no report link) and `hang` (every request read and
+//! held unanswered while it lasts, its connection closed when it ends).
 //!
 //! # Speed
 //! An order without chaos costs a body read, a constant-time key check and a

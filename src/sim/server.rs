@@ -2,9 +2,11 @@
 //! builder), dispatching each request to the control or factory routes, and
 //! the in-process [`SimHandle`] that tests and the demo hold.
 //!
-//! `down` is decided here, before routing: the request's connection is
-//! dropped by failing the hyper service (HTTP/1.1: the connection closes with
-//! no answer; h2: that stream is reset), or a load balancer's 502 is sent.
+//! `down` and `hang` are decided here, before routing: the request's
+//! connection is dropped by failing the hyper service (HTTP/1.1: the
+//! connection closes with no answer; h2: that stream is reset), or a load
+//! balancer's 502 is sent; under `hang` the request is held unanswered until
+//! the episode ends, then dropped the same way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -352,6 +354,8 @@ async fn accept_loop(
 enum NoAnswer {
     #[error("dropped: the simulated factory is down")]
     Down,
+    #[error("dropped: the simulated factory hung")]
+    Hung,
     #[error(transparent)]
     BodyLost(#[from] factory::BodyLost),
 }
@@ -382,6 +386,11 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<Answer, NoA
             return Err(NoAnswer::Down);
         }
         Some(DownAction::BadGateway) => return Ok(factory::bad_gateway()),
+        Some(DownAction::Hang(episode)) => {
+            shared.hold(episode).await;
+            bump(&counters.dropped);
+            return Err(NoAnswer::Hung);
+        }
     }
 
     let origin = parts.headers.get(header::ORIGIN).cloned();

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::chaos::{
     ChaosKind, ChaosSpec, ChaosState, ChaosStatus, DownAction, Ended, OrderChaos, ResolveOutcome,
@@ -46,8 +47,12 @@ pub struct SimStats {
     pub support_requests: u64,
     /// GETs of `/.well-known/jwks.json`.
     pub jwks_requests: u64,
-    /// Requests whose connection was closed without an answer (`down`).
+    /// Requests whose connection was closed without an answer (`down`, and
+    /// `hang` when it ends).
     pub dropped: u64,
+    /// Requests held unanswered right now (`hang`).
+    #[serde(default)]
+    pub held: u64,
     /// The chaos running now.
     pub chaos: ChaosKind,
 }
@@ -62,6 +67,7 @@ pub(crate) struct Counters {
     pub support_requests: AtomicU64,
     pub jwks_requests: AtomicU64,
     pub dropped: AtomicU64,
+    pub held: AtomicU64,
 }
 
 /// Adds one to a counter (relaxed: counts need no ordering with anything).
@@ -97,6 +103,8 @@ pub(crate) struct Shared {
     pub docs: Bytes,
     chaos_active: AtomicBool,
     chaos: Mutex<ChaosState>,
+    /// The running `hang` episode's number (0: none), for held requests.
+    hanging: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -109,6 +117,7 @@ impl Shared {
             docs,
             chaos_active: AtomicBool::new(false),
             chaos: Mutex::new(ChaosState::default()),
+            hanging: watch::Sender::new(0),
         }
     }
 
@@ -118,7 +127,22 @@ impl Shared {
         let out = f(&mut state);
         self.chaos_active
             .store(state.is_active(), Ordering::Release);
+        let hanging = state.hanging();
+        self.hanging.send_if_modified(|h| {
+            let changed = *h != hanging;
+            *h = hanging;
+            changed
+        });
         out
+    }
+
+    /// Holds a request until `hang` episode `episode` is over.
+    pub(crate) async fn hold(&self, episode: u64) {
+        let mut rx = self.hanging.subscribe();
+        self.counters.held.fetch_add(1, Ordering::Relaxed);
+        // The sender lives as long as `self`: an error cannot happen here.
+        let _ = rx.wait_for(|h| *h != episode).await;
+        self.counters.held.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn chaos_active(&self) -> bool {
@@ -196,6 +220,7 @@ impl Shared {
             support_requests: get(&c.support_requests),
             jwks_requests: get(&c.jwks_requests),
             dropped: get(&c.dropped),
+            held: get(&c.held),
             chaos: self.chaos_kind(),
         }
     }

@@ -202,6 +202,7 @@ pub struct Metrics {
     build_info: Gauge<i64>,
     _process: ProcessInstruments,
     queue: QueueInstruments,
+    orders: OrderInstruments,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -322,6 +323,7 @@ impl Metrics {
                 .build(),
             _process: ProcessInstruments::register(meter, SystemTime::now()),
             queue: QueueInstruments::new(meter),
+            orders: OrderInstruments::new(meter),
             provider,
             pull,
         };
@@ -752,6 +754,83 @@ impl Metrics {
         }
     }
 }
+
+// ---- Orders with patience (`[orders]`): hedges, parked orders, waits. ----
+
+/// Bucket boundaries in seconds for how long an order waited: from a slow
+/// try just past `attempt_timeout` to the longest patience (280 s).
+const WAIT_BUCKETS: [f64; 13] = [
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 90.0, 120.0, 180.0, 300.0,
+];
+const HEDGE_WON: &str = "won";
+const HEDGE_LOST: &str = "lost";
+
+/// `sidecar.hedges`, `sidecar.orders.parked`, `sidecar.orders.wait`.
+struct OrderInstruments {
+    hedges: Counter<u64>,
+    parked: Gauge<i64>,
+    wait: Histogram<f64>,
+}
+
+impl OrderInstruments {
+    fn new(meter: &Meter) -> Self {
+        let orders = OrderInstruments {
+            hedges: meter
+                .u64_counter("sidecar.hedges")
+                .with_description(
+                    "Hedged tries (one more try beside a slow one), by whether theirs was the answer.",
+                )
+                .build(),
+            parked: meter
+                .i64_gauge("sidecar.orders.parked")
+                .with_description("Orders parked, waiting for the factory to answer again.")
+                .build(),
+            wait: meter
+                .f64_histogram("sidecar.orders.wait")
+                .with_unit("s")
+                .with_description(
+                    "How long orders that waited (parked or on a slow try) took, by outcome.",
+                )
+                .with_boundaries(WAIT_BUCKETS.to_vec())
+                .build(),
+        };
+        for result in [HEDGE_WON, HEDGE_LOST] {
+            orders.hedges.add(0, &[KeyValue::new(RESULT, result)]);
+        }
+        orders.parked.record(0, &[]);
+        orders
+    }
+}
+
+impl Metrics {
+    /// `sidecar.hedges`: of one order's hedges, `won` gave its answer.
+    pub fn hedges(&self, won: u32, lost: u32) {
+        let h = &self.orders.hedges;
+        if won > 0 {
+            h.add(u64::from(won), &[KeyValue::new(RESULT, HEDGE_WON)]);
+        }
+        if lost > 0 {
+            h.add(u64::from(lost), &[KeyValue::new(RESULT, HEDGE_LOST)]);
+        }
+    }
+
+    /// `sidecar.orders.parked`: orders parked now.
+    pub fn orders_parked(&self, parked: usize) {
+        self.orders
+            .parked
+            .record(i64::try_from(parked).unwrap_or(i64::MAX), &[]);
+    }
+
+    /// `sidecar.orders.wait`: an order that waited was answered.
+    pub fn order_wait(&self, outcome: RequestOutcome, waited: Duration) {
+        self.orders.wait.record(
+            waited.as_secs_f64(),
+            &[KeyValue::new(OUTCOME, outcome.as_str())],
+        );
+    }
+}
+
+// ---- End of the orders block. ----
 
 /// Lets the provider own a reader the admin endpoint also holds.
 #[derive(Debug)]

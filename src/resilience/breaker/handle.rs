@@ -6,8 +6,8 @@
 //! Logging and metrics happen after it is released: a transition is logged
 //! once, by the call that caused it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
@@ -37,6 +37,21 @@ pub struct Breaker {
     /// For `/status` and log lines (never read per call).
     config: RwLock<BreakerConfig>,
     rejections: AtomicU64,
+    on_close: CloseHook,
+}
+
+/// What runs when the circuit closes (orders parked on it are released).
+#[derive(Default)]
+struct CloseHook(OnceLock<Box<dyn Fn() + Send + Sync>>);
+
+impl std::fmt::Debug for CloseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "set"
+        } else {
+            "none"
+        })
+    }
 }
 
 impl Breaker {
@@ -50,7 +65,31 @@ impl Breaker {
             metrics,
             config: RwLock::new(config.clone()),
             rejections: AtomicU64::new(0),
+            on_close: CloseHook::default(),
         })
+    }
+
+    /// Runs `hook` (without the breaker's lock) each time the circuit
+    /// closes: a probe succeeded, or the operator closed it. Set once.
+    pub fn on_close(&self, hook: impl Fn() + Send + Sync + 'static) {
+        if self.on_close.0.set(Box::new(hook)).is_err() {
+            tracing::debug!("the breaker's close hook was already set");
+        }
+    }
+
+    /// Whether a try made now would be let through, without taking a
+    /// half-open probe slot (a caller deciding before it calls the stack).
+    pub fn would_admit(&self) -> bool {
+        if !self.is_enabled() {
+            return true;
+        }
+        let (admits, transition) = {
+            let mut m = self.machine.lock();
+            let t = m.tick(Instant::now());
+            (m.would_admit(), t)
+        };
+        self.report(transition);
+        admits
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -216,7 +255,12 @@ impl Breaker {
                 probes,
                 "circuit half-open: probing the factory"
             ),
-            CircuitState::Closed => tracing::info!(from, to, reason, "circuit closed"),
+            CircuitState::Closed => {
+                tracing::info!(from, to, reason, "circuit closed");
+                if let Some(hook) = self.on_close.0.get() {
+                    hook();
+                }
+            }
         }
     }
 }
@@ -453,6 +497,34 @@ mod tests {
             Some(OverrideAction::Close)
         );
         assert!(b.admit().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_runs_the_hook_and_would_admit_takes_no_probe() {
+        let b = breaker(BreakerConfig {
+            consecutive_failures: 1,
+            ..BreakerConfig::default()
+        });
+        let closes = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&closes);
+        b.on_close(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(b.would_admit());
+        b.admit()
+            .expect("closed")
+            .finish(Outcome::Failure(FailureKind::Connect));
+        assert!(!b.would_admit(), "open");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(b.would_admit(), "half-open with a free probe slot");
+        assert!(b.would_admit(), "asking took no slot");
+        let probe = b.admit().expect("the probe");
+        assert!(!b.would_admit(), "the only slot is taken");
+        probe.finish(Outcome::Success);
+        assert_eq!(closes.load(Ordering::SeqCst), 1);
+        b.force_open().expect("enabled");
+        b.force_close().expect("enabled");
+        assert_eq!(closes.load(Ordering::SeqCst), 2, "an operator close too");
     }
 
     #[tokio::test]

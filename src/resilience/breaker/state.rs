@@ -282,6 +282,16 @@ impl Machine {
         mode_state(self.mode)
     }
 
+    /// Whether [`Machine::admit`] would let a call through now (after
+    /// [`Machine::tick`]), without taking a probe slot.
+    pub fn would_admit(&self) -> bool {
+        match self.mode {
+            Mode::Closed => true,
+            Mode::HalfOpen { in_flight } => in_flight < self.settings.probes,
+            Mode::Open { .. } | Mode::ForcedOpen => false,
+        }
+    }
+
     pub fn is_forced_open(&self) -> bool {
         self.mode == Mode::ForcedOpen
     }

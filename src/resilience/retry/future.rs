@@ -1,4 +1,5 @@
-//! The retry loop, as a response future (no allocation of its own).
+//! The retry loop, as a response future (no allocation of its own); orders
+//! with patience take [`Patient`] instead.
 //!
 //! ```text
 //! Called ──try ends──▶ decide ──retry──▶ Waiting (backoff) ──▶ Calling (poll_ready)
@@ -14,13 +15,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderValue, Response};
+use http::Response;
 use tokio::time::{Instant, Sleep, sleep};
 
+use super::Shared;
+use super::attempts::finish;
 use super::backoff::Backoff;
 use super::error::Attempted;
+use super::patient::Patient;
 use super::policy::retry_after;
-use super::{Shared, X_SIDECAR_ATTEMPTS};
 use crate::boxed::BoxError;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::{Outgoing, recycle};
@@ -47,9 +50,89 @@ pin_project_lite::pin_project! {
 }
 
 pin_project_lite::pin_project! {
-    /// See [`super::Retry`]. `tries` counts tries started, `reached` those
+    /// See [`super::Retry`]: the plain retry loop, or an order's patient one.
+    #[project = ResponseProj]
+    pub enum ResponseFuture<S>
+    where
+        S: tower::Service<Outgoing>,
+    {
+        Plain { #[pin] fut: Plain<S> },
+        Patient { #[pin] fut: Patient<S> },
+    }
+}
+
+impl<S> std::fmt::Debug for ResponseFuture<S>
+where
+    S: tower::Service<Outgoing>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseFuture::Plain { fut } => fut.fmt(f),
+            ResponseFuture::Patient { fut } => fut.fmt(f),
+        }
+    }
+}
+
+impl<S> ResponseFuture<S>
+where
+    S: tower::Service<Outgoing>,
+{
+    /// A request that is never retried: one try, then the header.
+    pub(super) fn once(fut: S::Future, shared: Arc<Shared>) -> Self {
+        Self::plain(fut, shared, None)
+    }
+
+    pub(super) fn retrying(
+        fut: S::Future,
+        shared: Arc<Shared>,
+        service: S,
+        template: Outgoing,
+        deadline: Option<Instant>,
+    ) -> Self {
+        let again = Again {
+            service,
+            template: Some(template),
+            deadline,
+            backoff: None,
+        };
+        Self::plain(fut, shared, Some(again))
+    }
+
+    fn plain(fut: S::Future, shared: Arc<Shared>, again: Option<Again<S>>) -> Self {
+        ResponseFuture::Plain {
+            fut: Plain {
+                state: State::Called { fut },
+                shared,
+                again,
+                tries: 0,
+                reached: 0,
+            },
+        }
+    }
+
+    pub(super) fn patient(fut: Patient<S>) -> Self {
+        ResponseFuture::Patient { fut }
+    }
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: tower::Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError>,
+{
+    type Output = Result<Response<ProxyBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseProj::Plain { fut } => fut.poll(cx),
+            ResponseProj::Patient { fut } => fut.poll(cx),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The plain retry loop. `tries` counts tries started, `reached` those
     /// the breaker let through (the `x-sidecar-attempts` value).
-    pub struct ResponseFuture<S>
+    pub struct Plain<S>
     where
         S: tower::Service<Outgoing>,
     {
@@ -62,56 +145,19 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<S> std::fmt::Debug for ResponseFuture<S>
+impl<S> std::fmt::Debug for Plain<S>
 where
     S: tower::Service<Outgoing>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture")
+        f.debug_struct("Plain")
             .field("tries", &self.tries)
             .field("reached", &self.reached)
             .finish_non_exhaustive()
     }
 }
 
-impl<S> ResponseFuture<S>
-where
-    S: tower::Service<Outgoing>,
-{
-    /// A request that is never retried: one try, then the header.
-    pub(super) fn once(fut: S::Future, shared: Arc<Shared>) -> Self {
-        Self {
-            state: State::Called { fut },
-            shared,
-            again: None,
-            tries: 0,
-            reached: 0,
-        }
-    }
-
-    pub(super) fn retrying(
-        fut: S::Future,
-        shared: Arc<Shared>,
-        service: S,
-        template: Outgoing,
-        deadline: Option<Instant>,
-    ) -> Self {
-        Self {
-            state: State::Called { fut },
-            shared,
-            again: Some(Again {
-                service,
-                template: Some(template),
-                deadline,
-                backoff: None,
-            }),
-            tries: 0,
-            reached: 0,
-        }
-    }
-}
-
-impl<S> Future for ResponseFuture<S>
+impl<S> Future for Plain<S>
 where
     S: tower::Service<Outgoing, Response = Response<ProxyBody>, Error = BoxError>,
 {
@@ -219,42 +265,6 @@ fn decide<S>(
     shared.metrics.retry(reason);
     tracing::debug!(tries, reason = reason.as_str(), ?delay, "retrying");
     Some(delay)
-}
-
-/// The header value; static for the counts `max_attempts` allows (1 to 10),
-/// so the common case allocates nothing.
-fn attempts_value(n: u32) -> HeaderValue {
-    match n {
-        0 => HeaderValue::from_static("0"),
-        1 => HeaderValue::from_static("1"),
-        2 => HeaderValue::from_static("2"),
-        3 => HeaderValue::from_static("3"),
-        4 => HeaderValue::from_static("4"),
-        5 => HeaderValue::from_static("5"),
-        6 => HeaderValue::from_static("6"),
-        7 => HeaderValue::from_static("7"),
-        8 => HeaderValue::from_static("8"),
-        9 => HeaderValue::from_static("9"),
-        10 => HeaderValue::from_static("10"),
-        n => HeaderValue::from(n),
-    }
-}
-
-fn finish(
-    result: Result<Response<ProxyBody>, BoxError>,
-    reached: u32,
-) -> Result<Response<ProxyBody>, BoxError> {
-    match result {
-        Ok(mut res) => {
-            res.headers_mut()
-                .insert(X_SIDECAR_ATTEMPTS, attempts_value(reached));
-            Ok(res)
-        }
-        Err(source) => Err(Box::new(Attempted {
-            attempts: reached,
-            source,
-        })),
-    }
 }
 
 /// Unreachable by construction (a retry is only scheduled with its service

@@ -7,6 +7,7 @@ use super::budget::RetryBudget;
 use super::policy::RetryPolicy;
 use super::{Retry, Shared};
 use crate::config::RetryConfig;
+use crate::orders::Patience;
 use crate::telemetry::metrics::Metrics;
 
 /// Retries failed tries per `[retry]`, under a shared [`RetryBudget`].
@@ -22,8 +23,16 @@ impl RetryLayer {
                 policy: RetryPolicy::new(config),
                 budget,
                 metrics,
+                patience: None,
             }),
         }
+    }
+
+    /// Orders the deadline layer marks patient wait, hedge and park
+    /// (see [`crate::orders`]) instead of failing fast.
+    pub fn patience(mut self, patience: Arc<Patience>) -> Self {
+        Arc::make_mut(&mut self.shared).patience = Some(patience);
+        self
     }
 
     /// A retry must leave its try at least this long before the request's

@@ -17,6 +17,10 @@
 //! with a factory answer, the last one is returned as it is. An error
 //! leaves wrapped in [`Attempted`] with the same count.
 //!
+//! Orders with patience ([`crate::orders`]) take [`patient`] instead: their
+//! slow tries are hedged rather than cut, and when tries run out they park
+//! rather than fail.
+//!
 //! # Why not `tower::retry::Retry`
 //! Same split (mechanism here and in [`future`], decisions in [`policy`]),
 //! but tower's `Retry` consults its policy only for requests it cloned up
@@ -31,16 +35,19 @@ use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 
 use crate::boxed::BoxError;
+use crate::orders::Patience;
 use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 use crate::resilience::deadline::Deadline;
 use crate::telemetry::metrics::Metrics;
 
+mod attempts;
 pub mod backoff;
 pub mod budget;
 pub mod error;
 pub mod future;
 pub mod layer;
+pub mod patient;
 pub mod policy;
 
 pub use budget::{BudgetSnapshot, RetryBudget};
@@ -58,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) policy: RetryPolicy,
     pub(crate) budget: Arc<RetryBudget>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Orders the deadline layer marked patient take [`patient::Patient`].
+    pub(crate) patience: Option<Arc<Patience>>,
 }
 
 /// See the module docs; built by [`RetryLayer`].
@@ -82,6 +91,21 @@ where
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         self.shared.budget.deposit();
         let req = Arc::new(req);
+        if let Some(patience) = &self.shared.patience
+            && Deadline::patient()
+        {
+            let may_repeat = self.shared.policy.may_retry(&req);
+            let service = self.inner.clone();
+            let first = self.inner.call(Arc::clone(&req));
+            return ResponseFuture::patient(patient::Patient::new(
+                first,
+                Arc::clone(&self.shared),
+                Arc::clone(patience),
+                service,
+                req,
+                may_repeat,
+            ));
+        }
         if !self.shared.policy.may_retry(&req) {
             return ResponseFuture::once(self.inner.call(req), Arc::clone(&self.shared));
         }
