@@ -171,16 +171,6 @@ pub fn queried_metric_names() -> Result<BTreeSet<String>, GrafanaFileError> {
     Ok(names)
 }
 
-/// The sample names of a Prometheus text exposition (what PromQL selects:
-/// `x_bucket`, `x_count`, `x_sum`, `y_total`, `z`).
-pub fn sample_names(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// PromQL words that are not metric names.
 const KEYWORDS: &[&str] = &[
     "by",
