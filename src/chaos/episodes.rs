@@ -35,6 +35,7 @@ use crate::chaos::mask::mask_link;
 use crate::chaos::resolve::FactoryAnswer;
 use crate::chaos::{ChaosType, ResolveResult};
 use crate::telemetry::metrics::Metrics;
+use crate::times::{from_unix_ms, micros, millis, rfc3339, unix_ms};
 
 /// Closed episodes kept for `/status`.
 pub const HISTORY: usize = 50;
@@ -253,14 +254,6 @@ impl std::fmt::Debug for Registry {
             .field("open", &self.open.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn time(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 impl Registry {
@@ -562,7 +555,7 @@ impl Registry {
             chaos.r#type = ep.chaos.as_str(),
             how = how.as_str(),
             attempts = ep.attempts,
-            duration_ms = lasted.as_millis() as u64,
+            duration_ms = millis(lasted),
             link = ep.shown.as_deref().unwrap_or("none"),
             "chaos episode over"
         );
@@ -590,13 +583,13 @@ impl Registry {
         let view = |e: &Episode| EpisodeView {
             id: e.id,
             chaos: e.chaos,
-            first_seen: time(e.first_seen),
-            last_seen: time(e.last_seen),
+            first_seen: rfc3339(e.first_seen),
+            last_seen: rfc3339(e.last_seen),
             attempts: e.attempts,
             last_status: e.last_status,
             link: e.shown.clone(),
             followable: e.link.is_some(),
-            resolved_at: e.resolved_at.map(time),
+            resolved_at: e.resolved_at.map(rfc3339),
             how: e.how,
             duration_seconds: e
                 .ended
@@ -607,7 +600,7 @@ impl Registry {
                 .resolves
                 .iter()
                 .map(|r| ResolveView {
-                    at: time(r.at),
+                    at: rfc3339(r.at),
                     how: r.how,
                     answer: r.answer.clone(),
                 })
@@ -649,10 +642,7 @@ impl Registry {
                 link: e.shown.clone(),
                 resolved_at: e.resolved_at.map(unix_ms),
                 how: e.how,
-                duration_ms: u64::try_from(
-                    e.ended.unwrap_or(now).duration_since(e.started).as_millis(),
-                )
-                .unwrap_or(u64::MAX),
+                duration_ms: millis(e.ended.unwrap_or(now).duration_since(e.started)),
                 resolves: e
                     .resolves
                     .iter()
@@ -672,24 +662,27 @@ impl Registry {
     pub fn import(&self, saved: Vec<SavedEpisode>) {
         let now = Instant::now();
         let wall = SystemTime::now();
-        let ago = |t: u64| wall.duration_since(from_ms(t)).unwrap_or(Duration::ZERO);
+        let ago = |t: u64| {
+            wall.duration_since(from_unix_ms(t))
+                .unwrap_or(Duration::ZERO)
+        };
         let at = |t: u64| now.checked_sub(ago(t)).unwrap_or(now);
         let mut inner = self.inner.lock();
         for s in saved {
-            let first_seen = from_ms(s.first_seen);
+            let first_seen = from_unix_ms(s.first_seen);
             let started = at(s.first_seen);
             let ep = Episode {
                 id: s.id,
                 chaos: s.chaos,
                 first_seen,
-                last_seen: from_ms(s.last_seen),
+                last_seen: from_unix_ms(s.last_seen),
                 started,
                 last_seen_at: at(s.last_seen),
                 attempts: s.attempts,
                 last_status: s.last_status,
                 link: None,
                 shown: s.link,
-                resolved_at: s.resolved_at.map(from_ms),
+                resolved_at: s.resolved_at.map(from_unix_ms),
                 ended: s
                     .resolved_at
                     .map(|_| started + Duration::from_millis(s.duration_ms)),
@@ -698,7 +691,7 @@ impl Registry {
                     .resolves
                     .into_iter()
                     .map(|r| ResolveRecord {
-                        at: from_ms(r.at),
+                        at: from_unix_ms(r.at),
                         how: r.how,
                         answer: r.answer,
                     })
@@ -719,20 +712,6 @@ impl Registry {
         }
         self.open.store(inner.open.len(), Ordering::Release);
     }
-}
-
-/// Milliseconds since the Unix epoch (0 before it).
-pub(crate) fn unix_ms(t: SystemTime) -> u64 {
-    u64::try_from(
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
-}
-
-fn from_ms(t: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(t)
 }
 
 /// An episode as saved by the episode store (times in Unix ms).

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::chaos::jws::well_formed;
 use crate::chaos::side::SideChannel;
+use crate::times::rfc3339;
 
 pub use crate::chaos::jws::{KeySet, Verdict};
 
@@ -303,9 +304,7 @@ impl JwksCache {
                 (None, None) => "not fetched",
             },
             keys: st.keys.as_ref().map_or(0, |k| k.len()),
-            fetched_at: st
-                .fetched_at
-                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            fetched_at: st.fetched_at.map(rfc3339),
             reason: st.last_error.clone(),
             fetches: st.generation,
         }

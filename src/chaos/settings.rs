@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::ChaosConfig;
+use crate::times::micros;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -49,7 +50,7 @@ impl ChaosSettings {
         self.redact_in_responses
             .store(config.redact_in_responses, relaxed);
         self.verify_jwt.store(config.verify_jwt, relaxed);
-        let us = u64::try_from(config.slow_threshold.as_micros()).unwrap_or(u64::MAX);
+        let us = micros(config.slow_threshold);
         self.slow_threshold_us.store(us, relaxed);
         self.inspect_max_bytes
             .store(config.inspect_max_bytes, relaxed);

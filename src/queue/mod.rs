@@ -45,12 +45,13 @@ use tokio::sync::Notify;
 use crate::config::{QueueBackend, QueueConfig};
 use crate::resilience::breaker::Breaker;
 use crate::telemetry::metrics::{AsyncOffReason, Metrics, ReplayResult};
+use crate::times::now_ms;
 
 pub use layer::{AsyncOrderLayer, order_routes};
 pub use record::{AuthHash, OrderId, OrderRecord, OrderState, QueuedBecause};
 pub use store::{Claim, Lookup, QueueStats, Store, StoreError};
 
-use record::{StoredRequest, now_ms};
+use record::StoredRequest;
 
 /// Why async orders are off, as `/status` and `/readyz` say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +255,7 @@ impl Queue {
         let delay = match because {
             QueuedBecause::CircuitOpen => 0,
             QueuedBecause::Timeout | QueuedBecause::Unreachable => {
-                record::duration_ms(self.config.replay_delay)
+                crate::times::millis(self.config.replay_delay)
             }
         };
         let rec = OrderRecord {

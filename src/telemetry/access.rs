@@ -140,7 +140,7 @@ impl Pending {
                 .attempts
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u32>().ok()),
-            micros: u64::try_from(a.elapsed.as_micros()).unwrap_or(u64::MAX),
+            micros: crate::times::micros(a.elapsed),
             bytes: a.bytes,
             trace_id: a.trace_id,
             episode: self.episodes.open_episode(),
