@@ -314,25 +314,14 @@ impl JwksCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use http::{Response, StatusCode};
 
     use crate::boxed::BoxError;
     use crate::chaos::side::SideService;
-    use crate::chaos::testkit::{TestKey, jwks, pizza_claims};
+    use crate::chaos::testkit::{TestKey, jwks, keys, pizza_claims};
     use crate::proxy::body::ProxyBody;
-
-    fn keys() -> &'static (TestKey, TestKey) {
-        static KEYS: OnceLock<(TestKey, TestKey)> = OnceLock::new();
-        KEYS.get_or_init(|| {
-            (
-                TestKey::generate("key-a").expect("rsa key"),
-                TestKey::generate("key-b").expect("rsa key"),
-            )
-        })
-    }
 
     /// A factory whose JWKS answer is `answer()` at each fetch; counts fetches.
     fn cache_with(
