@@ -165,6 +165,7 @@ impl FollowTicket {
     pub fn episode(&self) -> u64 {
         self.episode
     }
+    #[cfg(test)]
     pub fn how(&self) -> How {
         self.how
     }
@@ -613,6 +614,7 @@ impl Registry {
     }
 
     /// Open episodes right now.
+    #[cfg(test)]
     pub fn open_count(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }

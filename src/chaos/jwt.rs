@@ -247,18 +247,6 @@ impl JwksCache {
         self.remember(token, verdict)
     }
 
-    /// Fetches the JWKS if none is held yet (a warm-up; the outcome shows in
-    /// the snapshot).
-    pub async fn load(&self) {
-        let (held, generation) = {
-            let st = self.state.lock();
-            (st.keys.is_some(), st.generation)
-        };
-        if !held {
-            let _ = self.refresh(generation).await;
-        }
-    }
-
     /// Fetches the JWKS unless another caller did since `seen` (then its
     /// result is shared) or the last attempt is too recent (then the last
     /// result stands). The flag says whether the keys were fetched after

@@ -158,10 +158,6 @@ impl Queue {
         q
     }
 
-    pub fn config(&self) -> &QueueConfig {
-        &self.config
-    }
-
     pub fn backend(&self) -> &'static str {
         self.store.as_ref().map_or(
             match self.config.backend {
@@ -172,6 +168,7 @@ impl Queue {
         )
     }
 
+    #[cfg(test)]
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.store.as_ref()
     }
