@@ -15,7 +15,8 @@
 //! mask.rs      mask_link, Masked (Display), redact (bodies)
 //! jwt.rs       JWKS cache (single flight, rate-limited refresh), memory of recent valid tokens
 //! jws.rs       RS256 check of one token: keys parsed once per fetch, header read in place
-//! episodes.rs  the episode registry: cooldown, single flight, metrics, events, status
+//! episodes/    the episode registry: cooldown, single flight, metrics, events;
+//!              view.rs its /status part, saved.rs episodes kept across restarts
 //! persist.rs   the optional episode store hook: episodes kept across restarts
 //! resolve.rs   the report-link GET (path only) and what the answer means
 //! settings.rs  the [chaos] settings an order reads, changeable by a reload
