@@ -248,7 +248,3 @@ where
         }
     }
 }
-
-#[cfg(test)]
-#[path = "layer_tests.rs"]
-mod tests;

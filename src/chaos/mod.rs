@@ -24,6 +24,8 @@
 //! buffer.rs    read a body up to a limit, or hand it back untouched
 //! handle.rs    Chaos: the shared handle (snapshot, resolve_now, subscribe)
 //! admin.rs     Chaos as an admin part (/status section, POST /chaos/resolve)
+//! tests.rs     the whole chaos layer over a scripted factory (unit tests)
+//! testkit.rs   RSA keys and signed pizzas for tests and benches
 //! ```
 
 mod admin;
@@ -44,6 +46,8 @@ pub mod settings;
 pub mod side;
 #[cfg(test)]
 pub(crate) mod testkit;
+#[cfg(test)]
+mod tests;
 
 pub use episodes::{EpisodeEvent, EventKind, How};
 pub use handle::{Chaos, ChaosSnapshot, ManualResolve, ResolveNowError};
