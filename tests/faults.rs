@@ -79,56 +79,56 @@ async fn still_serves(url: &str) {
     assert_eq!(body, Bytes::from_static(b"{\"ok\":true}"));
 }
 
+/// The factory's first answer breaks (`bad`, then `then`): that answer
+/// must fail as a whole (`why`), and the next one is healthy.
+async fn only_the_broken_answer_fails(
+    bad: &'static [u8],
+    then: After,
+    tweak: impl FnOnce(&mut factory_sidecar::config::Config),
+    why: &str,
+) {
+    let up = first_connection_misbehaves(bad, then).await;
+    let sc = sidecar::start(sidecar::config(&up.url(), |c| {
+        sidecar::plain(c);
+        tweak(c);
+    }))
+    .await;
+    let first = get_whole(&format!("{}/api/docs", sc.url)).await;
+    assert!(first.is_err(), "{why}: {first:?}");
+    still_serves(&format!("{}/api/docs", sc.url)).await;
+}
+
 #[tokio::test]
 async fn a_factory_reset_mid_body_breaks_only_that_answer() {
-    let up = first_connection_misbehaves(
+    only_the_broken_answer_fails(
         b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789",
         After::Reset,
+        |_| {},
+        "a truncated body must not look complete",
     )
     .await;
-    let sc = sidecar::start(sidecar::config(&up.url(), sidecar::plain)).await;
-    let first = get_whole(&format!("{}/api/docs", sc.url)).await;
-    assert!(
-        first.is_err(),
-        "a truncated body must not look complete: {first:?}"
-    );
-    still_serves(&format!("{}/api/docs", sc.url)).await;
 }
 
 #[tokio::test]
 async fn a_truncated_chunked_body_breaks_only_that_answer() {
-    let up = first_connection_misbehaves(
+    only_the_broken_answer_fails(
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
         After::Close,
+        |_| {},
+        "a truncated chunked body must not look complete",
     )
     .await;
-    let sc = sidecar::start(sidecar::config(&up.url(), sidecar::plain)).await;
-    let first = get_whole(&format!("{}/api/docs", sc.url)).await;
-    assert!(
-        first.is_err(),
-        "a truncated chunked body must not look complete: {first:?}"
-    );
-    still_serves(&format!("{}/api/docs", sc.url)).await;
 }
 
 #[tokio::test]
 async fn a_factory_stalling_after_headers_is_cut_by_the_read_timeout() {
-    let up = first_connection_misbehaves(
+    only_the_broken_answer_fails(
         b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789",
         After::Stall,
+        |c| c.upstream.body_read_timeout = Duration::from_millis(300),
+        "a stalled body must be cut, not completed",
     )
     .await;
-    let sc = sidecar::start(sidecar::config(&up.url(), |c| {
-        sidecar::plain(c);
-        c.upstream.body_read_timeout = Duration::from_millis(300);
-    }))
-    .await;
-    let first = get_whole(&format!("{}/api/docs", sc.url)).await;
-    assert!(
-        first.is_err(),
-        "a stalled body must be cut, not completed: {first:?}"
-    );
-    still_serves(&format!("{}/api/docs", sc.url)).await;
 }
 
 #[tokio::test]

@@ -171,14 +171,8 @@ pub fn queried_metric_names() -> Result<BTreeSet<String>, GrafanaFileError> {
     Ok(names)
 }
 
-/// PromQL words that are not metric names.
+/// PromQL words that are not metric names (besides [`LABEL_LISTS`]).
 const KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
     "bool",
     "and",
     "or",
