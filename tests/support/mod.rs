@@ -2,7 +2,8 @@
 //! ones it uses (`mod support;`), so unused ones are not warnings.
 //!
 //! - [`http`]: a bounded HTTP client (h1, h2c); [`client`]: its panicking
-//!   convenience wrapper for tests that expect every exchange to work.
+//!   wrapper for tests that expect every exchange to work, with the ones
+//!   tests repeat (an order, an admin call with a token, `/status`, `/metrics`).
 //! - [`wire`]: the one raw HTTP/1 client: bytes written as given, answers
 //!   read with their framing, whether the connection stayed open.
 //! - [`upstream`]: a scriptable fake upstream; [`raw`]: a raw-TCP one for faults.
@@ -13,6 +14,10 @@
 //! - [`grafana`]: the shipped dashboard, Grafana alerts and Prometheus rules, read.
 //! - [`prometheus`]: a real Prometheus scraping and evaluating rules.
 //! - [`redis`]: a real redis-server.
+//!
+//! Here: waiting for a condition ([`wait_for`], [`eventually`]), ports and
+//! temporary files ([`free_port`], [`temp_path`], [`temp_dir`],
+//! [`temp_file`]), and [`assert_no_key`].
 #![allow(dead_code)]
 
 pub mod binary;
