@@ -40,7 +40,8 @@
 //! the waiting room), `admin` (health, readiness, metrics, status, overrides),
 //! `queue::replay` (replays stored async orders through the stack below the
 //! server layer, like `probe`), [`sim`] (a faithful factory simulator),
-//! [`demo`], [`config`]; [`tls`] is shared with the telemetry exporters.
+//! [`demo`], [`config`]; [`tls`] is shared with the telemetry exporters,
+//! [`times`] (moments and durations as written down) with every part.
 
 #![forbid(unsafe_code)]
 
@@ -60,5 +61,6 @@ pub mod reload;
 pub mod resilience;
 pub mod sim;
 pub mod telemetry;
+pub mod times;
 pub mod tls;
 pub mod version;

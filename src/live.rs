@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::times::micros;
+
 /// A [`Duration`] (to the microsecond, saturating near 584,000 years).
 #[derive(Debug)]
 pub struct LiveDuration(AtomicU64);
@@ -25,10 +27,6 @@ impl LiveDuration {
     pub fn set(&self, d: Duration) {
         self.0.store(micros(d), Ordering::Relaxed);
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

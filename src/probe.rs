@@ -24,6 +24,7 @@ use crate::config::ProbeConfig;
 use crate::proxy::body::ProxyBody;
 use crate::resilience::classify::{Outcome, classify};
 use crate::telemetry::Metrics;
+use crate::times::{millis, rfc3339};
 
 /// What the probe has seen, for `/status`.
 #[derive(Debug, Default)]
@@ -131,10 +132,10 @@ where
                 }
             }
             *state.last.lock() = Some(LastRun {
-                at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                at: rfc3339(SystemTime::now()),
                 ok,
                 status,
-                duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                duration_ms: millis(elapsed),
                 consecutive_failures,
             });
             // Drain the answer so the connection goes back to the pool.

@@ -5,8 +5,7 @@
 
 mod support;
 
-use factory_sidecar::sim::{ChaosSpec, SAMPLE_ORDER};
-use http::Method;
+use factory_sidecar::sim::ChaosSpec;
 use support::binary::Binary;
 use support::client::TestClient;
 
@@ -31,19 +30,9 @@ async fn one_json_line_per_request_with_its_fields_and_no_secrets() {
     let tail = "[chaos]\nauto_resolve = false\n[retry]\nmax_attempts = 1\n";
     let bin = Binary::start(&config(&factory.url(), "json", true, tail)).await;
     let client = TestClient::http1();
-    let auth = format!("Bearer {}", factory.api_key());
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("content-type", "application/json"),
-    ];
-    let order = format!("{}/api/order?apiKey=query-secret", bin.url);
-    assert_eq!(
-        client
-            .request(Method::POST, &order, &headers, SAMPLE_ORDER)
-            .await
-            .status,
-        200
-    );
+    let url = format!("{}/api/order?apiKey=query-secret", bin.url);
+    let order = || client.order_to(&url, factory.api_key(), &[]);
+    assert_eq!(order().await.status, 200);
     let line = bin
         .wait_for_log(&["\"factory_sidecar::access\"", "\"status\":200"])
         .await;
@@ -64,13 +53,9 @@ async fn one_json_line_per_request_with_its_fields_and_no_secrets() {
 
     // Chaos left open (auto-resolve off): the next lines name its episode.
     factory.set_chaos(ChaosSpec::fail());
-    let failed = client
-        .request(Method::POST, &order, &headers, SAMPLE_ORDER)
-        .await;
+    let failed = order().await;
     assert_eq!(failed.status, 500);
-    client
-        .request(Method::POST, &order, &headers, SAMPLE_ORDER)
-        .await;
+    order().await;
     let line = bin
         .wait_for_log(&["\"factory_sidecar::access\"", "\"episode\":1"])
         .await;

@@ -16,7 +16,7 @@ use factory_sidecar::config::Config;
 use factory_sidecar::sim::{ChaosKind, ChaosSpec, SimHandle};
 use serde_json::Value;
 
-use support::http::{Http, Reply, request};
+use support::client::{Answer, TestClient};
 use support::sidecar::{self, ADMIN_TOKEN, Running};
 use support::sim;
 use support::upstream::{FakeUpstream, answer};
@@ -34,28 +34,12 @@ async fn start(sim: &SimHandle, tweak: impl FnOnce(&mut Config)) -> Running {
     sidecar::start(sidecar::config(&sim.url(), chaos_config(tweak))).await
 }
 
-async fn order(http: &Http, sc: &Running, sim: &SimHandle) -> Reply {
-    http.post_json(
-        &format!("{}/api/order", sc.url),
-        Some(sim.api_key()),
-        factory_sidecar::sim::SAMPLE_ORDER,
-    )
-    .await
-    .expect("the sidecar answers")
+async fn order(client: &TestClient, sc: &Running, sim: &SimHandle) -> Answer {
+    client.order(&sc.url, sim.api_key()).await
 }
 
-async fn status(http: &Http, sc: &Running) -> Value {
-    let req = request(
-        http::Method::GET,
-        &format!("{}/status", sc.admin),
-        Some(ADMIN_TOKEN),
-        None,
-        "",
-    )
-    .expect("request");
-    let reply = http.send(req).await.expect("status");
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json()
+async fn status(client: &TestClient, sc: &Running) -> Value {
+    client.status(&sc.admin, ADMIN_TOKEN).await
 }
 
 /// Whether `jwt` is a pizza the factory signed.
@@ -64,15 +48,12 @@ fn verifies(sim: &SimHandle, jwt: &str) -> bool {
 }
 
 fn assert_no_key(sim: &SimHandle, what: &str, text: &str) {
-    assert!(
-        !text.contains(sim.api_key()),
-        "{what} holds the apiKey in clear: {text}"
-    );
+    support::assert_no_key(sim.api_key(), what, text);
 }
 
 /// A reply during an episode with the whole stack on: a good pizza whose
 /// JWT the factory verifies, with no apiKey anywhere in it.
-fn assert_pizza(sim: &SimHandle, reply: &Reply) {
+fn assert_pizza(sim: &SimHandle, reply: &Answer) {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_no_key(sim, "the answer", &reply.text());
     let jwt = reply.json()["jwt"]
@@ -87,7 +68,7 @@ fn assert_pizza(sim: &SimHandle, reply: &Reply) {
 
 /// The factory's failed answer passed on (no retry): its link masked and
 /// Content-Length right.
-fn assert_masked_failure(sim: &SimHandle, reply: &Reply) {
+fn assert_masked_failure(sim: &SimHandle, reply: &Answer) {
     assert_eq!(reply.status, 500, "{}", reply.text());
     assert_no_key(sim, "the answer", &reply.text());
     let v = reply.json();
@@ -99,9 +80,9 @@ fn assert_masked_failure(sim: &SimHandle, reply: &Reply) {
     );
 }
 
-async fn resolved_episode(http: &Http, sc: &Running, kind: &str) -> Value {
+async fn resolved_episode(client: &TestClient, sc: &Running, kind: &str) -> Value {
     let found = support::wait_for(LIMIT, || async {
-        let s = status(http, sc).await;
+        let s = status(client, sc).await;
         let recent = s["chaos"]["recent"].as_array().cloned().unwrap_or_default();
         recent.into_iter().find(|e| e["type"] == kind)
     })
@@ -114,16 +95,16 @@ async fn fail_is_resolved_with_one_get_and_the_next_order_is_a_good_pizza() {
     let sim = sim::start().await;
     sim.set_chaos(ChaosSpec::fail());
     let sc = start(&sim, |_| {}).await;
-    let http = Http::new();
+    let client = TestClient::http1();
 
-    let first = order(&http, &sc, &sim).await;
+    let first = order(&client, &sc, &sim).await;
     assert_pizza(&sim, &first);
     assert_eq!(
         first.header("x-sidecar-attempts"),
         Some("2"),
         "one failed try, then the pizza"
     );
-    let ep = resolved_episode(&http, &sc, "fail").await;
+    let ep = resolved_episode(&client, &sc, "fail").await;
     assert_eq!(ep["how"], "auto");
     assert!(
         ep["link"]
@@ -133,13 +114,13 @@ async fn fail_is_resolved_with_one_get_and_the_next_order_is_a_good_pizza() {
     );
     assert_eq!(ep["resolves"][0]["result"], "resolved");
 
-    let next = order(&http, &sc, &sim).await;
+    let next = order(&client, &sc, &sim).await;
     assert_eq!(next.status, 200, "{}", next.text());
     assert!(verifies(&sim, next.json()["jwt"].as_str().expect("jwt")));
     let stats = sim.stats();
     assert_eq!(stats.support_requests, 1, "exactly one resolve GET");
     assert_eq!(stats.resolves, 1);
-    assert_no_key(&sim, "/status", &status(&http, &sc).await.to_string());
+    assert_no_key(&sim, "/status", &status(&client, &sc).await.to_string());
 }
 
 #[tokio::test]
@@ -147,20 +128,12 @@ async fn concurrent_orders_in_an_episode_send_one_resolve_get() {
     let sim = sim::start().await;
     sim.set_chaos(ChaosSpec::fail());
     let sc = start(&sim, |_| {}).await;
-    let http = Http::new();
+    let client = TestClient::http1();
     let replies = futures_join(
         (0..8)
             .map(|_| {
-                let (http, url, key) = (http.clone(), sc.url.clone(), sim.api_key().to_owned());
-                tokio::spawn(async move {
-                    http.post_json(
-                        &format!("{url}/api/order"),
-                        Some(&key),
-                        factory_sidecar::sim::SAMPLE_ORDER,
-                    )
-                    .await
-                    .expect("answer")
-                })
+                let (client, url, key) = (client.clone(), sc.url.clone(), sim.api_key().to_owned());
+                tokio::spawn(async move { client.order(&url, &key).await })
             })
             .collect(),
     )
@@ -168,11 +141,11 @@ async fn concurrent_orders_in_an_episode_send_one_resolve_get() {
     for r in &replies {
         assert_pizza(&sim, r);
     }
-    resolved_episode(&http, &sc, "fail").await;
+    resolved_episode(&client, &sc, "fail").await;
     assert_eq!(sim.stats().support_requests, 1);
 }
 
-async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Reply>>) -> Vec<Reply> {
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Answer>>) -> Vec<Answer> {
     let mut out = Vec::new();
     for t in tasks {
         out.push(t.await.expect("task"));
@@ -185,24 +158,24 @@ async fn badjwt_is_caught_by_the_jwks_and_resolved() {
     let sim = sim::start().await;
     sim.set_chaos(ChaosSpec::badjwt());
     let sc = start(&sim, |_| {}).await;
-    let http = Http::new();
+    let client = TestClient::http1();
 
-    let first = order(&http, &sc, &sim).await;
+    let first = order(&client, &sc, &sim).await;
     assert_pizza(&sim, &first);
     assert_eq!(
         first.header("x-sidecar-attempts"),
         Some("2"),
         "the bad pizza was retried"
     );
-    let ep = resolved_episode(&http, &sc, "badjwt").await;
+    let ep = resolved_episode(&client, &sc, "badjwt").await;
     assert_eq!(ep["how"], "auto");
-    let next = order(&http, &sc, &sim).await;
+    let next = order(&client, &sc, &sim).await;
     assert!(verifies(&sim, next.json()["jwt"].as_str().expect("jwt")));
     let stats = sim.stats();
     assert_eq!(stats.support_requests, 1);
     assert!(stats.jwks_requests >= 1);
     assert_eq!(
-        status(&http, &sc).await["chaos"]["jwks"]["state"],
+        status(&client, &sc).await["chaos"]["jwks"]["state"],
         "available"
     );
 }
@@ -216,16 +189,16 @@ async fn fresh_tokens_all_pass_at_the_first_try_and_badjwt_is_still_caught() {
     const POOL: usize = 40;
     let sim = sim::start_with(sim::fast_options().token_pool(POOL)).await;
     let sc = start(&sim, |_| {}).await;
-    let http = Http::new();
+    let client = TestClient::http1();
     let mut seen = std::collections::HashSet::new();
     for _ in 0..POOL {
-        let reply = order(&http, &sc, &sim).await;
+        let reply = order(&client, &sc, &sim).await;
         assert_pizza(&sim, &reply);
         assert_eq!(reply.header("x-sidecar-attempts"), Some("1"));
         seen.insert(reply.json()["jwt"].as_str().expect("jwt").to_owned());
     }
     assert_eq!(seen.len(), POOL, "every order carried another token");
-    let s = status(&http, &sc).await;
+    let s = status(&client, &sc).await;
     assert_eq!(
         s["chaos"]["recent"].as_array().map(Vec::len),
         Some(0),
@@ -234,10 +207,13 @@ async fn fresh_tokens_all_pass_at_the_first_try_and_badjwt_is_still_caught() {
     assert_eq!(sim.stats().jwks_requests, 1, "the keys were fetched once");
 
     sim.set_chaos(ChaosSpec::badjwt());
-    let caught = order(&http, &sc, &sim).await;
+    let caught = order(&client, &sc, &sim).await;
     assert_pizza(&sim, &caught);
     assert_eq!(caught.header("x-sidecar-attempts"), Some("2"));
-    assert_eq!(resolved_episode(&http, &sc, "badjwt").await["how"], "auto");
+    assert_eq!(
+        resolved_episode(&client, &sc, "badjwt").await["how"],
+        "auto"
+    );
 }
 
 #[tokio::test]
@@ -250,14 +226,14 @@ async fn throttle_is_resolved_after_the_first_slow_answer() {
         c.upstream.request_timeout = Duration::from_secs(20);
     })
     .await;
-    let http = Http::new();
-    let slow = order(&http, &sc, &sim).await;
+    let client = TestClient::http1();
+    let slow = order(&client, &sc, &sim).await;
     assert_eq!(slow.status, 200, "the slow pizza is still a pizza");
     assert!(verifies(&sim, slow.json()["jwt"].as_str().expect("jwt")));
     assert_no_key(&sim, "the answer", &slow.text());
-    resolved_episode(&http, &sc, "throttle").await;
+    resolved_episode(&client, &sc, "throttle").await;
     assert_eq!(sim.chaos().kind, ChaosKind::None);
-    let next = order(&http, &sc, &sim).await;
+    let next = order(&client, &sc, &sim).await;
     assert_eq!(next.status, 200);
     assert_eq!(sim.stats().support_requests, 1);
 }
@@ -273,30 +249,28 @@ async fn with_auto_resolve_off_no_support_path_is_requested_until_asked() {
         c.circuit_breaker.enabled = false;
     })
     .await;
-    let http = Http::new();
+    let client = TestClient::http1();
     for _ in 0..3 {
-        let r = order(&http, &sc, &sim).await;
+        let r = order(&client, &sc, &sim).await;
         assert_masked_failure(&sim, &r);
     }
     assert_eq!(sim.stats().support_requests, 0);
-    let s = status(&http, &sc).await;
+    let s = status(&client, &sc).await;
     assert_eq!(s["chaos"]["active"][0]["type"], "fail");
     assert!(s["chaos"]["active"][0]["attempts"].as_u64() >= Some(3));
 
-    let req = request(
-        http::Method::POST,
-        &format!("{}/chaos/resolve", sc.admin),
-        Some(ADMIN_TOKEN),
-        None,
-        "",
-    )
-    .expect("request");
-    let done = http.send(req).await.expect("resolve");
+    let done = client
+        .with_token(
+            http::Method::POST,
+            &format!("{}/chaos/resolve", sc.admin),
+            ADMIN_TOKEN,
+        )
+        .await;
     assert_eq!(done.status, 200, "{}", done.text());
     assert_eq!(done.json()["result"], "resolved");
     assert_no_key(&sim, "the resolve answer", &done.text());
     assert_eq!(sim.stats().support_requests, 1);
-    assert_eq!(order(&http, &sc, &sim).await.status, 200);
+    assert_eq!(order(&client, &sc, &sim).await.status, 200);
 }
 
 #[tokio::test]
@@ -305,9 +279,9 @@ async fn a_link_naming_another_host_is_never_contacted() {
     let sim = sim::start_with(sim::fast_options().public_url(elsewhere.url())).await;
     sim.set_chaos(ChaosSpec::fail());
     let sc = start(&sim, |_| {}).await;
-    let http = Http::new();
-    assert_pizza(&sim, &order(&http, &sc, &sim).await);
-    resolved_episode(&http, &sc, "fail").await;
+    let client = TestClient::http1();
+    assert_pizza(&sim, &order(&client, &sc, &sim).await);
+    resolved_episode(&client, &sc, "fail").await;
     assert_eq!(
         sim.stats().support_requests,
         1,
@@ -334,10 +308,10 @@ async fn an_episode_becomes_grafana_annotations() {
         c.grafana.token = factory_sidecar::config::Secret::new("grafana-test-token");
     })
     .await;
-    let http = Http::new();
+    let client = TestClient::http1();
 
-    assert_pizza(&sim, &order(&http, &sc, &sim).await);
-    resolved_episode(&http, &sc, "fail").await;
+    assert_pizza(&sim, &order(&client, &sc, &sim).await);
+    resolved_episode(&client, &sc, "fail").await;
     let posted = support::eventually("two annotations", LIMIT, || async {
         let seen = grafana.requests();
         (seen.len() >= 2).then_some(seen)
@@ -362,7 +336,7 @@ async fn an_episode_becomes_grafana_annotations() {
     );
     assert_eq!(resolved["time"], started["time"], "a region from the start");
     assert!(resolved["timeEnd"].as_u64() >= started["time"].as_u64());
-    let s = status(&http, &sc).await;
+    let s = status(&client, &sc).await;
     assert_eq!(s["annotations"]["sent"], 2, "{s}");
     assert!(!s.to_string().contains("grafana-test-token"));
 }

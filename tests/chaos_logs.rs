@@ -11,15 +11,12 @@ use std::time::Duration;
 use factory_sidecar::sim::{ChaosSpec, SimHandle};
 use parking_lot::Mutex;
 
-use support::http::{Http, request};
+use support::client::TestClient;
 use support::sidecar::{self, ADMIN_TOKEN};
 use support::sim;
 
 fn assert_no_key(sim: &SimHandle, what: &str, text: &str) {
-    assert!(
-        !text.contains(sim.api_key()),
-        "{what} holds the apiKey in clear: {text}"
-    );
+    support::assert_no_key(sim.api_key(), what, text);
 }
 
 /// Collects every log line of the sidecar (current-thread runtime, so the
@@ -53,37 +50,21 @@ async fn logs_status_and_answers_never_hold_the_api_key() {
         c.chaos.resolve_cooldown = Duration::ZERO;
     }))
     .await;
-    let http = Http::new();
+    let client = TestClient::http1();
     for kind in [ChaosSpec::fail(), ChaosSpec::badjwt(), ChaosSpec::fail()] {
         sim.set_chaos(kind);
-        let r = http
-            .post_json(
-                &format!("{}/api/order", sc.url),
-                Some(sim.api_key()),
-                factory_sidecar::sim::SAMPLE_ORDER,
-            )
-            .await
-            .expect("the sidecar answers");
+        let r = client.order(&sc.url, sim.api_key()).await;
         assert_no_key(&sim, "the answer", &r.text());
     }
     assert!(sim.stats().support_requests >= 2);
-    let req = request(
-        http::Method::GET,
-        &format!("{}/status", sc.admin),
-        Some(ADMIN_TOKEN),
-        None,
-        "",
-    )
-    .expect("request");
-    let s = http.send(req).await.expect("status");
+    let s = client
+        .get_with_token(&format!("{}/status", sc.admin), ADMIN_TOKEN)
+        .await;
     assert_eq!(s.status, 200);
     assert!(s.text().contains("/report/****"), "{}", s.text());
     assert_no_key(&sim, "/status", &s.text());
-    let metrics = http
-        .get(&format!("{}/metrics", sc.admin))
-        .await
-        .expect("metrics");
-    assert_no_key(&sim, "/metrics", &metrics.text());
+    let metrics = client.metrics(&sc.admin).await;
+    assert_no_key(&sim, "/metrics", &metrics);
     let text = String::from_utf8_lossy(&logs.0.lock()).into_owned();
     assert!(
         text.contains("chaos detected"),

@@ -3,25 +3,12 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
+use support::binary::{BIN, Binary};
 use support::client::TestClient;
-use support::eventually;
+use support::temp_file;
 use support::upstream::FakeUpstream;
-
-const BIN: &str = env!("CARGO_BIN_EXE_factory-sidecar");
-
-fn temp_config(name: &str, content: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("factory-sidecar-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::File::create(&path)
-        .and_then(|mut f| f.write_all(content.as_bytes()))
-        .expect("write config");
-    path
-}
 
 #[test]
 fn every_command_has_help() {
@@ -75,7 +62,7 @@ fn check_accepts_the_reference_config_and_masks_secrets() {
 
 #[test]
 fn check_reports_errors_with_file_line_and_column() {
-    let path = temp_config(
+    let path = temp_file(
         "bad.toml",
         "[upstream]\nurl = \"https://pizza-factory.cs329.click\"\n\n[retry]\nmax_attempts = 0\n",
     );
@@ -105,7 +92,7 @@ fn check_reports_errors_with_file_line_and_column() {
 
 #[test]
 fn config_path_falls_back_to_sidecar_config_env() {
-    let path = temp_config(
+    let path = temp_file(
         "env.toml",
         "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[server]\nlisten = \"nope\"\n",
     );
@@ -121,70 +108,24 @@ fn config_path_falls_back_to_sidecar_config_env() {
 #[tokio::test]
 async fn run_serves_and_drains_on_sigterm() {
     let up = FakeUpstream::echo().await;
-    let (proxy_port, admin_port) = (free_port(), free_port());
-    let path = temp_config(
-        "run.toml",
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n[upstream]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[log]\nformat = \"json\"\n",
-            up.url()
-        ),
-    );
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn run");
-    let client = TestClient::http1();
-    let ready_url = format!("http://127.0.0.1:{admin_port}/readyz");
-    eventually(
-        "the sidecar to become ready",
-        Duration::from_secs(20),
-        || {
-            let (client, url) = (client.clone(), ready_url.clone());
-            async move {
-                let ok = tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
-                    .await
-                    .is_ok();
-                (ok && client.get(&url).await.status == 200).then_some(())
-            }
-        },
-    )
+    let bin = Binary::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n",
+        up.url()
+    ))
     .await;
-    let res = client
-        .get(&format!("http://127.0.0.1:{proxy_port}/api/docs"))
+    bin.ready().await;
+    let res = TestClient::http1()
+        .get(&format!("{}/api/docs", bin.url))
         .await;
     assert_eq!(res.status, 200);
 
-    let pid = child.id().expect("pid").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = e.read_to_string(&mut stderr).await;
-    }
+    bin.signal("TERM");
+    let (code, stderr) = bin.exit().await;
+    assert_eq!(code, Some(0));
     assert!(
         stderr.contains("\"shutdown requested; draining\""),
         "json logs: {stderr}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 #[test]

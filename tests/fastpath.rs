@@ -13,10 +13,6 @@ use support::upstream::{FakeUpstream, answer};
 use support::wire::{Wire, read_head};
 use tokio::io::AsyncWriteExt;
 
-async fn connect(addr: std::net::SocketAddr) -> Wire {
-    Wire::connect(addr).await
-}
-
 fn plain(c: &mut factory_sidecar::config::Config) {
     c.retry.max_attempts = 1;
 }
@@ -25,7 +21,7 @@ fn plain(c: &mut factory_sidecar::config::Config) {
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let up = FakeUpstream::echo().await;
     let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
     let mut requests = Vec::new();
     for i in 0..5 {
         requests.extend_from_slice(
@@ -33,7 +29,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
                 .as_bytes(),
         );
     }
-    c.stream.write_all(&requests).await.expect("write");
+    c.send(&requests).await;
     for i in 0..5 {
         let res = c.answer(false).await.expect("an answer");
         assert_eq!(res.status, 200);
@@ -55,31 +51,24 @@ async fn http_1_0_keeps_alive_only_when_asked_and_close_closes() {
     let up = FakeUpstream::echo().await;
     let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
 
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
     for _ in 0..2 {
-        c.stream
-            .write_all(b"GET /api/docs HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            .await
-            .expect("write");
+        c.send(b"GET /api/docs HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await;
         let res = c.answer(false).await.expect("an answer");
         assert_eq!(res.status, 200);
         assert_eq!(res.header("connection"), Some("keep-alive"));
     }
 
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
-    c.stream
-        .write_all(b"GET /api/docs HTTP/1.0\r\n\r\n")
-        .await
-        .expect("write");
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
+    c.send(b"GET /api/docs HTTP/1.0\r\n\r\n").await;
     let res = c.answer(false).await.expect("an answer");
     assert_eq!(res.header("connection"), Some("close"));
     assert!(c.closed().await, "HTTP/1.0 without keep-alive is closed");
 
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
-    c.stream
-        .write_all(b"GET /api/docs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
+    c.send(b"GET /api/docs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
     let res = c.answer(false).await.expect("an answer");
     assert_eq!(res.status, 200);
     assert_eq!(res.header("connection"), Some("close"));
@@ -102,11 +91,8 @@ async fn head_answers_keep_their_length_and_carry_no_body() {
     })
     .await;
     let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
-    c.stream
-        .write_all(b"HEAD /api/order/menu HTTP/1.1\r\nHost: x\r\n\r\nGET /api/order/menu HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
+    c.send(b"HEAD /api/order/menu HTTP/1.1\r\nHost: x\r\n\r\nGET /api/order/menu HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let head = c.answer(true).await.expect("the HEAD answer");
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("18"));
@@ -119,11 +105,8 @@ async fn head_answers_keep_their_length_and_carry_no_body() {
 async fn a_request_the_fast_path_leaves_is_served_by_hyper_on_the_same_connection() {
     let up = FakeUpstream::echo().await;
     let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
-    c.stream
-        .write_all(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nokPOST /api/order HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /api/docs HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
+    c.send(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nokPOST /api/order HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /api/docs HTTP/1.1\r\nHost: x\r\n\r\n").await;
     for _ in 0..3 {
         assert_eq!(c.answer(false).await.expect("an answer").status, 200);
     }
@@ -146,23 +129,19 @@ async fn a_body_that_stops_is_cut_and_nothing_is_forwarded() {
         c.server.header_read_timeout = Duration::from_millis(300);
     }))
     .await;
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
-    c.stream
-        .write_all(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        .await
-        .expect("write");
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
+    c.send(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .await;
     assert!(c.closed().await, "the connection is closed");
     assert_eq!(up.request_count(), 0);
 
     // A body that comes in pieces, each within the limit, is taken whole.
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
-    c.stream
-        .write_all(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab")
-        .await
-        .expect("write");
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
+    c.send(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab")
+        .await;
     for piece in [&b"cd"[..], b"ef"] {
         tokio::task::yield_now().await;
-        c.stream.write_all(piece).await.expect("write");
+        c.send(piece).await;
     }
     assert_eq!(c.answer(false).await.expect("an answer").status, 200);
     assert_eq!(up.requests()[0].body, Bytes::from_static(b"abcdef"));
@@ -178,11 +157,9 @@ async fn draining_closes_idle_connections_at_once() {
         c.server.shutdown_grace = Duration::from_secs(60);
     }))
     .await;
-    let mut idle = connect(sc.sidecar.proxy_addr()).await;
-    idle.stream
-        .write_all(b"GET /api/docs HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
+    let mut idle = Wire::connect(sc.sidecar.proxy_addr()).await;
+    idle.send(b"GET /api/docs HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     assert_eq!(idle.answer(false).await.expect("an answer").status, 200);
     sc.sidecar.shutdown();
     assert!(idle.closed().await);
@@ -210,21 +187,16 @@ async fn streamed_answers_of_unknown_length_go_out_chunked() {
     })
     .await;
     let sc = sidecar::start(sidecar::config(&up.url(), plain)).await;
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
-    c.stream
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
+    c.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let res = c.answer(false).await.expect("an answer");
     assert_eq!(res.header("transfer-encoding"), Some("chunked"));
     assert_eq!(res.body, b"first second third");
 
     // The same to an HTTP/1.0 client: no chunking, delimited by the close.
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
-    c.stream
-        .write_all(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        .await
-        .expect("write");
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
+    c.send(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await;
     let res = c.answer(true).await.expect("an answer head");
     assert_eq!(res.header("connection"), Some("close"));
     assert!(res.header("transfer-encoding").is_none());
@@ -235,16 +207,11 @@ async fn streamed_answers_of_unknown_length_go_out_chunked() {
 #[tokio::test]
 async fn the_sidecars_own_answers_carry_a_date() {
     // Nothing listens: the sidecar answers 502 itself.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = support::free_port();
     let sc = sidecar::start(sidecar::config(&format!("http://127.0.0.1:{port}"), plain)).await;
-    let mut c = connect(sc.sidecar.proxy_addr()).await;
-    c.stream
-        .write_all(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
-        .await
-        .expect("write");
+    let mut c = Wire::connect(sc.sidecar.proxy_addr()).await;
+    c.send(b"POST /api/order HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .await;
     let res = c.answer(false).await.expect("an answer");
     assert_eq!(res.status, 502);
     assert!(res.header("date").is_some_and(|d| d.ends_with(" GMT")));

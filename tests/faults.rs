@@ -14,19 +14,15 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use support::binary::Binary;
 use support::client::TestClient;
+use support::http::Http;
 use support::raw::RawUpstream;
 use support::upstream::{FakeUpstream, echo_answer};
 use support::wire::{Wire, read_head};
 use support::{eventually, sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn no_retry(c: &mut factory_sidecar::config::Config) {
-    c.retry.max_attempts = 1;
-    c.circuit_breaker.consecutive_failures = 1000;
-    c.circuit_breaker.minimum_calls = 1000;
-}
 
 const OK_ANSWER: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
@@ -71,18 +67,8 @@ enum After {
 
 /// Sends a GET and reads the whole body, reporting a broken body as `Err`.
 async fn get_whole(url: &str) -> Result<(StatusCode, Bytes), String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = Request::get(url).body(Full::default()).expect("request");
-    let res = tokio::time::timeout(Duration::from_secs(20), client.request(req))
-        .await
-        .map_err(|_| "no answer within 20s".to_owned())?
-        .map_err(|e| format!("request failed: {e}"))?;
-    let status = res.status();
-    let body = tokio::time::timeout(Duration::from_secs(20), res.into_body().collect())
-        .await
-        .map_err(|_| "body not finished within 20s".to_owned())?
-        .map_err(|e| format!("body failed: {e}"))?;
-    Ok((status, body.to_bytes()))
+    let res = Http::new().get(url).await.map_err(|e| e.to_string())?;
+    Ok((res.status, res.body))
 }
 
 async fn still_serves(url: &str) {
@@ -93,62 +79,62 @@ async fn still_serves(url: &str) {
     assert_eq!(body, Bytes::from_static(b"{\"ok\":true}"));
 }
 
+/// The factory's first answer breaks (`bad`, then `then`): that answer
+/// must fail as a whole (`why`), and the next one is healthy.
+async fn only_the_broken_answer_fails(
+    bad: &'static [u8],
+    then: After,
+    tweak: impl FnOnce(&mut factory_sidecar::config::Config),
+    why: &str,
+) {
+    let up = first_connection_misbehaves(bad, then).await;
+    let sc = sidecar::start(sidecar::config(&up.url(), |c| {
+        sidecar::plain(c);
+        tweak(c);
+    }))
+    .await;
+    let first = get_whole(&format!("{}/api/docs", sc.url)).await;
+    assert!(first.is_err(), "{why}: {first:?}");
+    still_serves(&format!("{}/api/docs", sc.url)).await;
+}
+
 #[tokio::test]
 async fn a_factory_reset_mid_body_breaks_only_that_answer() {
-    let up = first_connection_misbehaves(
+    only_the_broken_answer_fails(
         b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789",
         After::Reset,
+        |_| {},
+        "a truncated body must not look complete",
     )
     .await;
-    let sc = sidecar::start(sidecar::config(&up.url(), no_retry)).await;
-    let first = get_whole(&format!("{}/api/docs", sc.url)).await;
-    assert!(
-        first.is_err(),
-        "a truncated body must not look complete: {first:?}"
-    );
-    still_serves(&format!("{}/api/docs", sc.url)).await;
 }
 
 #[tokio::test]
 async fn a_truncated_chunked_body_breaks_only_that_answer() {
-    let up = first_connection_misbehaves(
+    only_the_broken_answer_fails(
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
         After::Close,
+        |_| {},
+        "a truncated chunked body must not look complete",
     )
     .await;
-    let sc = sidecar::start(sidecar::config(&up.url(), no_retry)).await;
-    let first = get_whole(&format!("{}/api/docs", sc.url)).await;
-    assert!(
-        first.is_err(),
-        "a truncated chunked body must not look complete: {first:?}"
-    );
-    still_serves(&format!("{}/api/docs", sc.url)).await;
 }
 
 #[tokio::test]
 async fn a_factory_stalling_after_headers_is_cut_by_the_read_timeout() {
-    let up = first_connection_misbehaves(
+    only_the_broken_answer_fails(
         b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789",
         After::Stall,
+        |c| c.upstream.body_read_timeout = Duration::from_millis(300),
+        "a stalled body must be cut, not completed",
     )
     .await;
-    let sc = sidecar::start(sidecar::config(&up.url(), |c| {
-        no_retry(c);
-        c.upstream.body_read_timeout = Duration::from_millis(300);
-    }))
-    .await;
-    let first = get_whole(&format!("{}/api/docs", sc.url)).await;
-    assert!(
-        first.is_err(),
-        "a stalled body must be cut, not completed: {first:?}"
-    );
-    still_serves(&format!("{}/api/docs", sc.url)).await;
 }
 
 #[tokio::test]
 async fn garbage_from_the_factory_gets_502_json() {
     let up = first_connection_misbehaves(b"HELLO I AM NOT HTTP\r\n\r\n", After::Close).await;
-    let sc = sidecar::start(sidecar::config(&up.url(), no_retry)).await;
+    let sc = sidecar::start(sidecar::config(&up.url(), sidecar::plain)).await;
     let res = TestClient::http1()
         .get(&format!("{}/api/docs", sc.url))
         .await;
@@ -367,37 +353,16 @@ async fn sigterm_under_steady_load_loses_no_in_flight_request() {
         echo_answer(&r)
     })
     .await;
-    let (proxy_port, admin_port) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("factory-sidecar-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("sigterm.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\nshutdown_grace = \"15s\"\n[upstream]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[log]\nlevel = \"warn\"\n",
-            up.url()
-        ),
-    )
-    .expect("config");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_factory-sidecar"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let ready = format!("http://127.0.0.1:{admin_port}/readyz");
-    eventually("ready", Duration::from_secs(20), || {
-        let ready = ready.clone();
-        async move {
-            let s = TcpStream::connect(("127.0.0.1", admin_port)).await.ok()?;
-            drop(s);
-            (TestClient::http1().get(&ready).await.status == 200).then_some(())
-        }
-    })
+    // The serving line is at info; the rest of the log stays quiet under load.
+    let bin = Binary::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"15s\"\n[upstream]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn,factory_sidecar::app=info\"\n",
+        up.url()
+    ))
     .await;
+    bin.ready().await;
 
     // Eight clients, each sending numbered orders until the sidecar is gone.
-    let url = format!("http://127.0.0.1:{proxy_port}/api/order");
+    let url = format!("{}/api/order", bin.url);
     let mut clients = tokio::task::JoinSet::new();
     for c in 0..8 {
         let url = url.clone();
@@ -433,21 +398,13 @@ async fn sigterm_under_steady_load_loses_no_in_flight_request() {
         async move { (up.request_count() >= 200).then_some(()) }
     })
     .await;
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().expect("pid").to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    bin.signal("TERM");
 
     let mut answered = HashSet::new();
     while let Some(r) = clients.join_next().await {
         answered.extend(r.expect("client task"));
     }
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exits")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(bin.exit().await.0, Some(0));
     let forwarded: Vec<String> = up
         .requests()
         .iter()
@@ -470,13 +427,6 @@ async fn sigterm_under_steady_load_loses_no_in_flight_request() {
         &lost[..lost.len().min(10)]
     );
     assert!(answered.len() >= 200);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// Sets SO_LINGER to zero so dropping the socket resets the connection.

@@ -9,6 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use support::grafana::*;
+use support::metrics::sample_names;
 
 const RUNBOOK: &str = include_str!("../docs/runbook.md");
 

@@ -78,7 +78,8 @@ async fn metrics_and_status_counts_follow_the_traffic() {
 #[tokio::test]
 async fn metrics_hold_every_series_the_grafana_files_query() {
     use factory_sidecar::sim::{ChaosSpec, SAMPLE_ORDER};
-    use support::grafana::{queried_metric_names, sample_names};
+    use support::grafana::queried_metric_names;
+    use support::metrics::sample_names;
 
     let factory = support::sim::start().await;
     let sc = sidecar::start(sidecar::config(&factory.url(), |c| {

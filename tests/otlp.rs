@@ -5,35 +5,34 @@
 
 mod support;
 
-use factory_sidecar::config::OtlpProtocol;
+use std::time::Duration;
+
+use factory_sidecar::config::{Config, OtlpProtocol};
 use factory_sidecar::sim::ChaosSpec;
+use support::client::TestClient;
 use support::http::Http;
 use support::rotel::Collector;
 use support::{sidecar, sim};
 
+/// Exports often enough for a test to wait on.
+const EXPORT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The sidecar exports to `collector` over `protocol`, every `interval`.
+fn export_to(c: &mut Config, collector: &Collector, protocol: OtlpProtocol, interval: Duration) {
+    c.telemetry.otlp_endpoint = collector.endpoint(protocol);
+    c.telemetry.otlp_protocol = protocol;
+    c.telemetry.export_interval = interval;
+}
+
 async fn exports_the_spec_metrics(protocol: OtlpProtocol) {
     let collector = Collector::start().await;
     let factory = sim::start().await;
-    let endpoint = match protocol {
-        OtlpProtocol::HttpProtobuf => collector.http_endpoint.clone(),
-        OtlpProtocol::Grpc => collector.grpc_endpoint.clone(),
-    };
     let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
-        c.telemetry.otlp_endpoint = endpoint;
-        c.telemetry.otlp_protocol = protocol;
-        c.telemetry.export_interval = std::time::Duration::from_millis(200);
+        export_to(c, &collector, protocol, EXPORT_INTERVAL);
     }))
     .await;
-    let http = Http::new();
-    let order = |http: Http| {
-        let url = format!("{}/api/order", sc.url);
-        let key = factory.api_key().to_owned();
-        async move {
-            http.post_json(&url, Some(&key), factory_sidecar::sim::SAMPLE_ORDER)
-                .await
-                .expect("order answered")
-        }
-    };
+    let client = TestClient::http1();
+    let order = || client.order(&sc.url, factory.api_key());
 
     // Before anything happened: the known series are exported at 0, so a
     // backend's increase() counts the first event.
@@ -61,16 +60,12 @@ async fn exports_the_spec_metrics(protocol: OtlpProtocol) {
 
     // Healthy orders.
     for _ in 0..3 {
-        assert_eq!(order(http.clone()).await.status, 200);
+        assert_eq!(order().await.status, 200);
     }
     // A fail episode: detected, and the report link followed once.
     factory.set_chaos(ChaosSpec::fail());
-    let _ = order(http.clone()).await;
-    assert_eq!(
-        order(http.clone()).await.status,
-        200,
-        "chaos resolved by the sidecar"
-    );
+    let _ = order().await;
+    assert_eq!(order().await.status, 200, "chaos resolved by the sidecar");
 
     let server = collector
         .wait_for(
@@ -164,30 +159,17 @@ async fn exports_over_grpc() {
 async fn shutdown_flushes(protocol: OtlpProtocol) {
     let collector = Collector::start().await;
     let factory = sim::start().await;
-    let endpoint = match protocol {
-        OtlpProtocol::HttpProtobuf => collector.http_endpoint.clone(),
-        OtlpProtocol::Grpc => collector.grpc_endpoint.clone(),
-    };
     let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
-        c.telemetry.otlp_endpoint = endpoint;
-        c.telemetry.otlp_protocol = protocol;
-        c.telemetry.export_interval = std::time::Duration::from_secs(3600);
+        export_to(c, &collector, protocol, Duration::from_secs(3600));
     }))
     .await;
-    let http = Http::new();
+    let client = TestClient::http1();
     for _ in 0..2 {
-        let res = http
-            .post_json(
-                &format!("{}/api/order", sc.url),
-                Some(factory.api_key()),
-                factory_sidecar::sim::SAMPLE_ORDER,
-            )
-            .await
-            .expect("order answered");
+        let res = client.order(&sc.url, factory.api_key()).await;
         assert_eq!(res.status, 200);
     }
     sc.sidecar.shutdown();
-    tokio::time::timeout(std::time::Duration::from_secs(30), sc.sidecar.stopped())
+    tokio::time::timeout(Duration::from_secs(30), sc.sidecar.stopped())
         .await
         .expect("the sidecar stops, final export included, without hanging");
     collector
@@ -236,16 +218,10 @@ async fn spans_follow_the_request(protocol: OtlpProtocol) {
         })
         .await
     };
-    let endpoint = match protocol {
-        OtlpProtocol::HttpProtobuf => collector.http_endpoint.clone(),
-        OtlpProtocol::Grpc => collector.grpc_endpoint.clone(),
-    };
     let sc = sidecar::start(sidecar::config(&up.url(), |c| {
-        c.telemetry.otlp_endpoint = endpoint;
-        c.telemetry.otlp_protocol = protocol;
-        c.telemetry.export_interval = std::time::Duration::from_millis(200);
+        export_to(c, &collector, protocol, EXPORT_INTERVAL);
         c.telemetry.traces = true;
-        c.retry.initial_backoff = std::time::Duration::from_millis(1);
+        c.retry.initial_backoff = Duration::from_millis(1);
         c.chaos.verify_jwt = false;
     }))
     .await;
@@ -326,45 +302,24 @@ async fn spans_follow_the_request_over_grpc() {
     spans_follow_the_request(OtlpProtocol::Grpc).await;
 }
 
-fn endpoint_of(collector: &Collector, protocol: OtlpProtocol) -> String {
-    match protocol {
-        OtlpProtocol::HttpProtobuf => collector.http_endpoint.clone(),
-        OtlpProtocol::Grpc => collector.grpc_endpoint.clone(),
-    }
-}
-
 /// A blip (the next two orders fail, no report link followed) is ridden out
 /// by retries; a badjwt episode shows as a failed try with `error.type`
 /// beside its 200 status.
 async fn blips_and_bad_pizzas(protocol: OtlpProtocol) {
     let collector = Collector::start().await;
     let factory = sim::start().await;
-    let endpoint = endpoint_of(&collector, protocol);
     let sc = sidecar::start(sidecar::config(&factory.url(), |c| {
-        c.telemetry.otlp_endpoint = endpoint;
-        c.telemetry.otlp_protocol = protocol;
-        c.telemetry.export_interval = std::time::Duration::from_millis(200);
+        export_to(c, &collector, protocol, EXPORT_INTERVAL);
         c.chaos.auto_resolve = false;
         c.retry.max_attempts = 3;
-        c.retry.initial_backoff = std::time::Duration::from_millis(1);
+        c.retry.initial_backoff = Duration::from_millis(1);
     }))
     .await;
-    let http = Http::new();
-    let url = format!("{}/api/order", sc.url);
-    let order = || {
-        http.post_json(
-            &url,
-            Some(factory.api_key()),
-            factory_sidecar::sim::SAMPLE_ORDER,
-        )
-    };
+    let client = TestClient::http1();
+    let order = || client.order(&sc.url, factory.api_key());
 
     factory.set_chaos(ChaosSpec::fail().count(2));
-    assert_eq!(
-        order().await.expect("answered").status,
-        200,
-        "blip retried away"
-    );
+    assert_eq!(order().await.status, 200, "blip retried away");
     collector
         .wait_for("sidecar.retries", &[("reason", "5xx")], |p| {
             p.value == Some(2.0)
@@ -394,11 +349,7 @@ async fn blips_and_bad_pizzas(protocol: OtlpProtocol) {
         .await;
 
     factory.set_chaos(ChaosSpec::badjwt().count(1));
-    assert_eq!(
-        order().await.expect("answered").status,
-        200,
-        "bad pizza retried"
-    );
+    assert_eq!(order().await.status, 200, "bad pizza retried");
     collector
         .wait_for(
             "http.client.request.duration",
@@ -437,16 +388,13 @@ async fn circuit_metrics(protocol: OtlpProtocol) {
     use support::upstream::{FakeUpstream, answer};
     let collector = Collector::start().await;
     let up = FakeUpstream::start(|_r| async { answer(500, "{\"message\":\"down\"}") }).await;
-    let endpoint = endpoint_of(&collector, protocol);
     let sc = sidecar::start(sidecar::config(&up.url(), |c| {
-        c.telemetry.otlp_endpoint = endpoint;
-        c.telemetry.otlp_protocol = protocol;
-        c.telemetry.export_interval = std::time::Duration::from_millis(200);
+        export_to(c, &collector, protocol, EXPORT_INTERVAL);
         c.retry.max_attempts = 1;
         // Orders fail fast here: this is about the circuit's own metrics.
         c.orders.patience = std::time::Duration::ZERO;
         c.circuit_breaker.consecutive_failures = 2;
-        c.circuit_breaker.open_for = std::time::Duration::from_secs(600);
+        c.circuit_breaker.open_for = Duration::from_secs(600);
     }))
     .await;
     let http = Http::new();
@@ -511,12 +459,11 @@ async fn circuit_metrics_over_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_moves_the_export_and_turns_traces_on() {
     use factory_sidecar::app::Sidecar;
-    use factory_sidecar::config::{Config, ProcessEnv};
+    use factory_sidecar::config::ProcessEnv;
     use factory_sidecar::reload::ReloadResult;
 
     let (first, second) = (Collector::start().await, Collector::start().await);
     let factory = sim::start().await;
-    let file = support::binary::temp_path("otlp-reload.toml");
     let toml = |endpoint: &str, traces: bool| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n\
@@ -525,22 +472,16 @@ async fn a_reload_moves_the_export_and_turns_traces_on() {
             factory.url()
         )
     };
-    std::fs::write(&file, toml(&first.http_endpoint, false)).expect("config");
+    let file = support::temp_file("otlp-reload.toml", &toml(&first.http_endpoint, false));
     let config = Config::load(&file, &ProcessEnv).expect("valid");
     let sc = Sidecar::start_from(config, Some(file.clone()))
         .await
         .expect("starts");
-    let http = Http::new();
-    let url = format!("http://{}/api/order", sc.proxy_addr());
-    let order = || {
-        http.post_json(
-            &url,
-            Some(factory.api_key()),
-            factory_sidecar::sim::SAMPLE_ORDER,
-        )
-    };
+    let client = TestClient::http1();
+    let proxy = format!("http://{}", sc.proxy_addr());
+    let order = || client.order(&proxy, factory.api_key());
     for _ in 0..2 {
-        assert_eq!(order().await.expect("answer").status, 200);
+        assert_eq!(order().await.status, 200);
     }
     let ok = [("http.route", "/api/order"), ("sidecar.outcome", "ok")];
     first
@@ -550,7 +491,7 @@ async fn a_reload_moves_the_export_and_turns_traces_on() {
     std::fs::write(&file, toml(&second.http_endpoint, true)).expect("rewrite");
     let report = sc.reload("test").await;
     assert_eq!(report.result, ReloadResult::Applied, "{report:?}");
-    assert_eq!(order().await.expect("answer").status, 200);
+    assert_eq!(order().await.status, 200);
     second
         .wait_for("http.server.request.duration", &ok, |p| p.count == Some(3))
         .await;

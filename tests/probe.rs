@@ -35,10 +35,7 @@ async fn the_probe_finds_and_ends_chaos_while_nobody_orders() {
     eventually("the probe's episode to be resolved", LIMIT, || {
         let (client, admin) = (client.clone(), sc.admin.clone());
         async move {
-            let s = client
-                .get_with_token(&format!("{admin}/status"), ADMIN_TOKEN)
-                .await
-                .json();
+            let s = client.status(&admin, ADMIN_TOKEN).await;
             let recent = s["chaos"]["recent"].as_array().cloned().unwrap_or_default();
             recent
                 .iter()
@@ -49,17 +46,14 @@ async fn the_probe_finds_and_ends_chaos_while_nobody_orders() {
     .await;
     assert_eq!(factory.stats().support_requests, 1, "one resolve GET");
 
-    let status = client
-        .get_with_token(&format!("{}/status", sc.admin), ADMIN_TOKEN)
-        .await
-        .json();
+    let status = client.status(&sc.admin, ADMIN_TOKEN).await;
     assert!(status["probe"]["ok"].as_u64().expect("ok count") >= 2);
     assert!(
         !status.to_string().contains(factory.api_key()),
         "no apiKey in /status"
     );
 
-    let metrics = client.get(&format!("{}/metrics", sc.admin)).await.text();
+    let metrics = client.metrics(&sc.admin).await;
     assert!(
         metrics.contains("sidecar_probe_requests_total{result=\"ok\"}"),
         "{metrics}"
@@ -74,10 +68,7 @@ async fn the_probe_finds_and_ends_chaos_while_nobody_orders() {
 async fn the_probe_is_off_by_default() {
     let factory = sim::start().await;
     let sc = sidecar::start(sidecar::config(&factory.url(), |_| {})).await;
-    let status = TestClient::http1()
-        .get_with_token(&format!("{}/status", sc.admin), ADMIN_TOKEN)
-        .await
-        .json();
+    let status = TestClient::http1().status(&sc.admin, ADMIN_TOKEN).await;
     assert!(status.get("probe").is_none());
     assert_eq!(
         factory.stats().orders,

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use factory_sidecar::app::Sidecar;
 use factory_sidecar::config::{Config, ProcessEnv};
-use factory_sidecar::sim::SAMPLE_ORDER;
 use http::Method;
 use support::client::TestClient;
 use support::grafana::{DASHBOARD_JSON, RULES_YML, expressions};
@@ -90,20 +89,9 @@ impl World {
     }
 
     async fn order(&self) -> u16 {
-        let auth = format!("Bearer {}", self.sim.api_key());
-        self.client
-            .request(
-                Method::POST,
-                &format!("http://{}/api/order", self.sidecar.proxy_addr()),
-                &[
-                    ("authorization", auth.as_str()),
-                    ("content-type", "application/json"),
-                ],
-                SAMPLE_ORDER,
-            )
-            .await
-            .status
-            .as_u16()
+        let proxy = format!("http://{}", self.sidecar.proxy_addr());
+        let res = self.client.order(&proxy, self.sim.api_key()).await;
+        res.status.as_u16()
     }
 
     /// An order sent and not waited for (its answer may take the order's
@@ -113,7 +101,7 @@ impl World {
             .header("authorization", format!("Bearer {}", self.sim.api_key()))
             .header("content-type", "application/json")
             .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                SAMPLE_ORDER.as_bytes(),
+                factory_sidecar::sim::SAMPLE_ORDER.as_bytes(),
             )))
             .expect("request");
         tokio::spawn(async move {
@@ -123,16 +111,8 @@ impl World {
     }
 
     async fn admin_post(&self, path: &str) -> (u16, serde_json::Value) {
-        let auth = format!("Bearer {TOKEN}");
-        let res = self
-            .client
-            .request(
-                Method::POST,
-                &format!("http://{}{path}", self.sidecar.admin_addr()),
-                &[("authorization", auth.as_str())],
-                "",
-            )
-            .await;
+        let url = format!("http://{}{path}", self.sidecar.admin_addr());
+        let res = self.client.with_token(Method::POST, &url, TOKEN).await;
         (res.status.as_u16(), res.json())
     }
 
@@ -157,8 +137,7 @@ impl World {
 #[tokio::test]
 async fn prometheus_sees_every_panel_counts_first_events_and_fires_the_shipped_alerts() {
     let sim = support::sim::start().await;
-    let config_path = support::binary::temp_path("sidecar.toml");
-    std::fs::write(&config_path, sidecar_toml(&sim.url(), true)).expect("write config");
+    let config_path = support::temp_file("sidecar.toml", &sidecar_toml(&sim.url(), true));
     let config = Config::load(&config_path, &ProcessEnv).expect("valid config");
     let sidecar = Sidecar::start_from(config, Some(config_path.clone()))
         .await

@@ -10,16 +10,10 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::Full;
 use support::client::{TestClient, send_chunked};
+use support::sidecar::{self, plain};
 use support::upstream::{FakeUpstream, answer, echo_answer};
 use support::wire::Wire;
-use support::{eventually, sidecar};
-
-/// No breaker trips and no retries: these tests are about fidelity.
-fn plain(c: &mut factory_sidecar::config::Config) {
-    c.retry.max_attempts = 1;
-    c.circuit_breaker.consecutive_failures = 1000;
-    c.circuit_breaker.minimum_calls = 1000;
-}
+use support::{eventually, free_port};
 
 fn header_values(echo: &serde_json::Value, name: &str) -> Vec<String> {
     echo["headers"]
@@ -262,10 +256,7 @@ async fn a_malformed_body_gets_400_json() {
 #[tokio::test]
 async fn an_unreachable_factory_gets_502_json() {
     // A port that was just free: nothing listens there.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     let sc = sidecar::start(sidecar::config(&format!("http://127.0.0.1:{port}"), plain)).await;
     let res = TestClient::http1()
         .request(Method::POST, &format!("{}/api/order", sc.url), &[], "{}")

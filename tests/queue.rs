@@ -16,52 +16,23 @@ use support::binary::Binary;
 use support::client::{Answer, TestClient};
 use support::redis::RedisServer;
 use support::sidecar::{self, ADMIN_TOKEN};
-use support::{eventually, sim as simulator};
+use support::{eventually, metrics, sim as simulator};
 use support::{free_port, temp_dir};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// `method proxy+path` with the service's `authorization` and `extra` headers.
-async fn send(
-    client: &TestClient,
-    method: Method,
-    url: String,
-    key: &str,
-    extra: &[(&str, &str)],
-    body: &str,
-) -> Answer {
-    let auth = format!("Bearer {key}");
-    let mut headers = vec![("authorization", auth.as_str())];
-    headers.extend_from_slice(extra);
-    client.request(method, &url, &headers, body).await
-}
-
 /// An order as the pizza service sends it, asking for an async answer.
 async fn async_order(client: &TestClient, proxy: &str, key: &str) -> Answer {
-    let extra = [
-        ("content-type", "application/json"),
-        ("prefer", "return=minimal, respond-async"),
-    ];
     let url = format!("{proxy}/api/order");
-    send(client, Method::POST, url, key, &extra, sim::SAMPLE_ORDER).await
+    let prefer = [("prefer", "return=minimal, respond-async")];
+    client.order_to(&url, key, &prefer).await
 }
 
-async fn plain_order(client: &TestClient, proxy: &str, key: &str) -> Answer {
-    let extra = [("content-type", "application/json")];
-    let url = format!("{proxy}/api/order");
-    send(client, Method::POST, url, key, &extra, sim::SAMPLE_ORDER).await
-}
-
+/// The order at `location`, read by the service that sent it.
 async fn read(client: &TestClient, proxy: &str, location: &str, key: &str) -> Answer {
-    send(
-        client,
-        Method::GET,
-        format!("{proxy}{location}"),
-        key,
-        &[],
-        "",
-    )
-    .await
+    client
+        .with_token(Method::GET, &format!("{proxy}{location}"), key)
+        .await
 }
 
 /// The Location of a 202, checked against the async contract.
@@ -78,21 +49,9 @@ fn accepted_location(res: &Answer) -> String {
 }
 
 async fn admin(client: &TestClient, base: &str, method: Method, path: &str) -> Answer {
-    send(
-        client,
-        method,
-        format!("{base}{path}"),
-        ADMIN_TOKEN,
-        &[],
-        "",
-    )
-    .await
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.parse().ok())
+    client
+        .with_token(method, &format!("{base}{path}"), ADMIN_TOKEN)
+        .await
 }
 
 /// Waits until every order at `locations` reads 200, and returns the answers.
@@ -160,21 +119,8 @@ impl Setup {
 }
 
 async fn stop(sc: sidecar::Running, dir: &Path) {
-    sc.sidecar.shutdown();
-    sc.sidecar.stopped().await;
+    sc.stop().await;
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// Waits until `/metrics` shows `series` at `value`.
-async fn metric_reaches(client: &TestClient, admin: &str, series: &str, value: f64) {
-    eventually(series, LIMIT, || {
-        let (client, admin) = (client.clone(), admin.to_owned());
-        async move {
-            let text = client.get(&format!("{admin}/metrics")).await.text();
-            (metric(&text, series) == Some(value)).then_some(())
-        }
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -190,7 +136,7 @@ async fn orders_wait_out_an_open_circuit_and_are_made_once_it_closes() {
         locations.push(accepted_location(&async_order(&client, &sc.url, key).await));
     }
     // Without the preference nothing changes: the usual fail-fast answer.
-    let plain = plain_order(&client, &sc.url, key).await;
+    let plain = client.order(&sc.url, key).await;
     assert_eq!(plain.status, 503);
     assert_eq!(plain.header("x-sidecar-error"), Some("circuit-open"));
 
@@ -215,9 +161,7 @@ async fn orders_wait_out_an_open_circuit_and_are_made_once_it_closes() {
     }
     assert_eq!(factory.stats().orders, 0, "nothing sent while open");
 
-    let status = admin(&client, &sc.admin, Method::GET, "/status")
-        .await
-        .json();
+    let status = client.status(&sc.admin, ADMIN_TOKEN).await;
     assert_eq!(status["queue"]["accepting"], true);
     assert_eq!(status["queue"]["backend"], "embedded");
 
@@ -234,19 +178,19 @@ async fn orders_wait_out_an_open_circuit_and_are_made_once_it_closes() {
     let again = read(&client, &sc.url, &locations[0], key).await;
     assert_eq!(again.body, answers[0].body);
 
-    let text = client.get(&format!("{}/metrics", sc.admin)).await.text();
+    let text = client.metrics(&sc.admin).await;
     assert_eq!(
-        metric(&text, "sidecar_queue_replayed_total{result=\"made\"}"),
+        metrics::value(&text, "sidecar_queue_replayed_total{result=\"made\"}"),
         Some(3.0)
     );
     assert_eq!(
-        metric(
+        metrics::value(
             &text,
             "sidecar_queue_replayed_total{result=\"dead_letter\"}"
         ),
         Some(0.0)
     );
-    metric_reaches(&client, &sc.admin, "sidecar_queue_depth", 0.0).await;
+    metrics::reaches(&client, &sc.admin, "sidecar_queue_depth", 0.0, LIMIT).await;
     setup.stop().await;
 }
 
@@ -270,7 +214,7 @@ async fn an_unreachable_factory_queues_and_a_healthy_one_answers_as_before() {
     let res = async_order(&client, &sc.url, key).await;
     let location = accepted_location(&res);
     assert_eq!(res.json()["reason"], "unreachable");
-    let plain = plain_order(&client, &sc.url, key).await;
+    let plain = client.order(&sc.url, key).await;
     assert_eq!(plain.status, 502, "no preference: today's answer");
     assert_eq!(plain.header("x-sidecar-error"), Some("unreachable"));
 
@@ -337,16 +281,16 @@ async fn orders_that_keep_failing_become_dead_letters_an_operator_can_drop() {
     assert_eq!(res.header("x-sidecar-order-state"), Some("dead_letter"));
     assert!(!res.text().contains(key));
 
-    let text = client.get(&format!("{}/metrics", sc.admin)).await.text();
+    let text = client.metrics(&sc.admin).await;
     assert_eq!(
-        metric(
+        metrics::value(
             &text,
             "sidecar_queue_replayed_total{result=\"dead_letter\"}"
         ),
         Some(1.0)
     );
     assert_eq!(
-        metric(&text, "sidecar_queue_replayed_total{result=\"failed\"}"),
+        metrics::value(&text, "sidecar_queue_replayed_total{result=\"failed\"}"),
         Some(1.0)
     );
 
@@ -387,7 +331,7 @@ async fn an_order_not_made_within_its_ttl_expires() {
     admin(&client, &sc.admin, Method::POST, "/circuit/open").await;
     let location = accepted_location(&async_order(&client, &sc.url, key).await);
     let expired = "sidecar_queue_replayed_total{result=\"expired\"}";
-    metric_reaches(&client, &sc.admin, expired, 1.0).await;
+    metrics::reaches(&client, &sc.admin, expired, 1.0, LIMIT).await;
     assert_eq!(read(&client, &sc.url, &location, key).await.status, 404);
     admin(&client, &sc.admin, Method::POST, "/circuit/close").await;
     assert_eq!(factory.stats().orders, 0, "an expired order is never sent");
@@ -414,14 +358,12 @@ async fn a_corrupt_store_turns_async_off_and_the_sidecar_still_proxies() {
         "{}",
         ready.text()
     );
-    let status = admin(&client, &sc.admin, Method::GET, "/status")
-        .await
-        .json();
+    let status = client.status(&sc.admin, ADMIN_TOKEN).await;
     assert_eq!(status["queue"]["accepting"], false);
     assert_eq!(status["queue"]["offReason"], "store_unavailable");
-    let text = client.get(&format!("{}/metrics", sc.admin)).await.text();
+    let text = client.metrics(&sc.admin).await;
     assert_eq!(
-        metric(
+        metrics::value(
             &text,
             "sidecar_queue_async_off{reason=\"store_unavailable\"}"
         ),
@@ -500,9 +442,9 @@ async fn kill_9_loses_no_accepted_order_and_a_restart_replays_each_once() {
     let third = start_binary(&toml).await;
     let answers = all_made(&client, &third.url, &locations, key).await;
     assert_eq!(answers.len(), 5);
-    let text = client.get(&format!("{}/metrics", third.admin)).await.text();
+    let text = client.metrics(&third.admin).await;
     assert_eq!(
-        metric(&text, "sidecar_queue_replayed_total{result=\"made\"}"),
+        metrics::value(&text, "sidecar_queue_replayed_total{result=\"made\"}"),
         Some(0.0)
     );
     assert_eq!(sim_stats(&client, &factory.url()).await["orders"], 5);
@@ -552,14 +494,14 @@ async fn two_sidecars_on_one_redis_make_every_order_exactly_once() {
     all_made(&client, &a.url, &locations, &key).await;
     all_made(&client, &b.url, &locations, &key).await;
     assert_eq!(factory.stats().orders, 10, "every order made exactly once");
-    let made =
-        |text: &str| metric(text, "sidecar_queue_replayed_total{result=\"made\"}").unwrap_or(0.0);
-    let ta = client.get(&format!("{}/metrics", a.admin)).await.text();
-    let tb = client.get(&format!("{}/metrics", b.admin)).await.text();
+    let made = |text: &str| {
+        metrics::value(text, "sidecar_queue_replayed_total{result=\"made\"}").unwrap_or(0.0)
+    };
+    let ta = client.metrics(&a.admin).await;
+    let tb = client.metrics(&b.admin).await;
     assert_eq!(made(&ta) + made(&tb), 10.0);
     for sc in [a, b] {
-        sc.sidecar.shutdown();
-        sc.sidecar.stopped().await;
+        sc.stop().await;
     }
     redis.stop().await;
 }
@@ -613,17 +555,14 @@ async fn a_replica_killed_mid_replay_leaves_its_orders_to_the_other() {
     .await;
     let answers = all_made(&client, &second.url, &locations, &key).await;
     assert_eq!(answers.len(), 6, "the survivor finished every order");
-    let text = client
-        .get(&format!("{}/metrics", second.admin))
-        .await
-        .text();
-    let made = metric(&text, "sidecar_queue_replayed_total{result=\"made\"}").unwrap_or(0.0);
+    let text = client.metrics(&second.admin).await;
+    let made =
+        metrics::value(&text, "sidecar_queue_replayed_total{result=\"made\"}").unwrap_or(0.0);
     assert!(
         made >= 1.0,
         "the survivor took over at least the orders in flight:\n{text}"
     );
-    second.sidecar.shutdown();
-    second.sidecar.stopped().await;
+    second.stop().await;
     redis.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -638,7 +577,7 @@ async fn chaos_episodes_survive_a_restart_in_the_same_store() {
     let client = TestClient::http1();
     factory.set_chaos(ChaosSpec::fail());
     assert_eq!(
-        plain_order(&client, &sc.url, &key).await.status,
+        client.order(&sc.url, &key).await.status,
         200,
         "retried after the resolve"
     );
@@ -648,22 +587,13 @@ async fn chaos_episodes_survive_a_restart_in_the_same_store() {
             .cloned()
             .unwrap_or_default()
     };
-    let before = episodes(
-        admin(&client, &sc.admin, Method::GET, "/status")
-            .await
-            .json(),
-    );
+    let before = episodes(client.status(&sc.admin, ADMIN_TOKEN).await);
     assert_eq!(before.len(), 1);
     assert_eq!(before[0]["how"], "auto");
-    sc.sidecar.shutdown();
-    sc.sidecar.stopped().await;
+    sc.stop().await;
 
     let again = sidecar::start(config()).await;
-    let after = episodes(
-        admin(&client, &again.admin, Method::GET, "/status")
-            .await
-            .json(),
-    );
+    let after = episodes(client.status(&again.admin, ADMIN_TOKEN).await);
     assert_eq!(after.len(), 1, "the episode is still there");
     for k in [
         "id",
@@ -677,8 +607,7 @@ async fn chaos_episodes_survive_a_restart_in_the_same_store() {
         assert_eq!(after[0][k], before[0][k], "{k}");
     }
     assert!(!after[0].to_string().contains(&key), "masked link only");
-    again.sidecar.shutdown();
-    again.sidecar.stopped().await;
+    again.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -701,9 +630,7 @@ async fn redis_down_turns_async_off_with_its_reason_and_back_on() {
     let res = async_order(&client, &sc.url, &key).await;
     assert_eq!(res.status, 503, "{}", res.text());
     assert_eq!(res.header("x-sidecar-error"), Some("circuit-open"));
-    let status = admin(&client, &sc.admin, Method::GET, "/status")
-        .await
-        .json();
+    let status = client.status(&sc.admin, ADMIN_TOKEN).await;
     assert_eq!(status["queue"]["accepting"], false);
     assert_eq!(status["queue"]["offReason"], "redis_unreachable");
     let ready = client.get(&format!("{}/readyz", sc.admin)).await;
@@ -718,9 +645,7 @@ async fn redis_down_turns_async_off_with_its_reason_and_back_on() {
     eventually("async orders on again", LIMIT, || {
         let (client, admin_url) = (client.clone(), sc.admin.clone());
         async move {
-            let s = admin(&client, &admin_url, Method::GET, "/status")
-                .await
-                .json();
+            let s = client.status(&admin_url, ADMIN_TOKEN).await;
             (s["queue"]["accepting"] == true).then_some(())
         }
     })
@@ -729,8 +654,7 @@ async fn redis_down_turns_async_off_with_its_reason_and_back_on() {
     let location = accepted_location(&async_order(&client, &sc.url, &key).await);
     admin(&client, &sc.admin, Method::POST, "/circuit/close").await;
     all_made(&client, &sc.url, &[location], &key).await;
-    sc.sidecar.shutdown();
-    sc.sidecar.stopped().await;
+    sc.stop().await;
     back.stop().await;
 }
 
@@ -762,7 +686,7 @@ async fn with_patience_async_orders_queue_at_once_and_plain_ones_park() {
     let location = accepted_location(&async_order(&client, &sc.url, key).await);
     let plain = {
         let (client, url, key) = (client.clone(), sc.url.clone(), key.to_owned());
-        tokio::spawn(async move { plain_order(&client, &url, &key).await })
+        tokio::spawn(async move { client.order(&url, &key).await })
     };
     eventually("the plain order to park", LIMIT, || {
         let (client, admin_url) = (client.clone(), sc.admin.clone());

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use factory_sidecar::config::{QueueBackend, QueueConfig, Secret};
 use factory_sidecar::queue::embedded::EmbeddedStore;
-use factory_sidecar::queue::record::{StoredAnswer, now_ms};
+use factory_sidecar::queue::record::StoredAnswer;
 use factory_sidecar::queue::redis::RedisStore;
 use factory_sidecar::queue::{AuthHash, OrderId, OrderRecord, OrderState, QueuedBecause, Store};
+use factory_sidecar::times::now_ms;
 use support::redis::RedisServer;
 use support::{free_port, temp_dir};
 

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use factory_sidecar::sim::{ChaosSpec, SAMPLE_ORDER};
+use factory_sidecar::sim::ChaosSpec;
 use http::Method;
 use support::binary::Binary;
 use support::client::TestClient;
-use support::eventually;
+use support::{eventually, metrics};
 
 /// A config with both listeners on port 0, JSON logs at `level`, `token`
 /// for the admin API, and `tail` (more sections) after it.
@@ -28,32 +28,31 @@ fn config(upstream: &str, token: &str, level: &str, tail: &str) -> String {
     )
 }
 
-async fn status(client: &TestClient, bin: &Binary, token: &str) -> (u16, serde_json::Value) {
+/// `method` on the admin `path` with `token`: status code and JSON body.
+async fn admin(
+    client: &TestClient,
+    bin: &Binary,
+    method: Method,
+    path: &str,
+    token: &str,
+) -> (u16, serde_json::Value) {
     let res = client
-        .get_with_token(&format!("{}/status", bin.admin), token)
+        .with_token(method, &format!("{}{path}", bin.admin), token)
         .await;
     (res.status.as_u16(), res.json())
 }
 
+async fn status(client: &TestClient, bin: &Binary, token: &str) -> (u16, serde_json::Value) {
+    admin(client, bin, Method::GET, "/status", token).await
+}
+
 async fn reload(client: &TestClient, bin: &Binary, token: &str) -> (u16, serde_json::Value) {
-    let auth = format!("Bearer {token}");
-    let res = client
-        .request(
-            Method::POST,
-            &format!("{}/config/reload", bin.admin),
-            &[("authorization", auth.as_str())],
-            "",
-        )
-        .await;
-    (res.status.as_u16(), res.json())
+    admin(client, bin, Method::POST, "/config/reload", token).await
 }
 
 /// The value of the sample `name` (with its labels) in `/metrics`.
 async fn metric(client: &TestClient, bin: &Binary, name: &str) -> Option<f64> {
-    let text = client.get(&format!("{}/metrics", bin.admin)).await.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
+    metrics::value(&client.metrics(&bin.admin).await, name)
 }
 
 #[tokio::test]
@@ -64,15 +63,7 @@ async fn a_valid_change_applies_under_load_with_no_failed_order_and_state_kept()
 
     // A chaos episode before the reloads: it must still be on record after.
     factory.set_chaos(ChaosSpec::fail());
-    let order_url = format!("{}/api/order", bin.url);
-    let auth = format!("Bearer {}", factory.api_key());
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("content-type", "application/json"),
-    ];
-    let res = client
-        .request(Method::POST, &order_url, &headers, SAMPLE_ORDER)
-        .await;
+    let res = client.order(&bin.url, factory.api_key()).await;
     assert_eq!(res.status, 200, "fail found, resolved and retried");
 
     // Orders on four keep-alive connections for the whole test.
@@ -81,17 +72,11 @@ async fn a_valid_change_applies_under_load_with_no_failed_order_and_state_kept()
     let mut load = Vec::new();
     for _ in 0..4 {
         let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        let (url, auth) = (order_url.clone(), auth.clone());
+        let (proxy, key) = (bin.url.clone(), factory.api_key().to_owned());
         load.push(tokio::spawn(async move {
             let client = TestClient::http1();
-            let headers = [
-                ("authorization", auth.as_str()),
-                ("content-type", "application/json"),
-            ];
             while !stop.load(Ordering::Relaxed) {
-                let res = client
-                    .request(Method::POST, &url, &headers, SAMPLE_ORDER)
-                    .await;
+                let res = client.order(&proxy, &key).await;
                 let counter = if res.status == 200 { &ok } else { &failed };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
@@ -241,17 +226,7 @@ async fn an_invalid_file_keeps_the_old_config_and_says_where() {
         "{answer}"
     );
 
-    let res = client
-        .request(
-            Method::POST,
-            &format!("{}/api/order", bin.url),
-            &[
-                ("authorization", &format!("Bearer {}", factory.api_key())),
-                ("content-type", "application/json"),
-            ],
-            SAMPLE_ORDER,
-        )
-        .await;
+    let res = client.order(&bin.url, factory.api_key()).await;
     assert_eq!(res.status, 200, "still serving on the old config");
     assert_eq!(
         metric(

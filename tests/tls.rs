@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::client::TestClient;
-use support::sidecar;
+use support::{sidecar, temp_file};
 use tokio::net::TcpListener;
 
 struct TlsUpstream {
@@ -83,46 +83,12 @@ async fn tls_upstream(alpn: &[&[u8]]) -> TlsUpstream {
     }
 }
 
-fn write_ca(pem: &str) -> tempfile_path::TempPath {
-    tempfile_path::TempPath::write(pem)
-}
-
-/// A file under the target dir that is removed when dropped.
-mod tempfile_path {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    pub struct TempPath(PathBuf);
-
-    impl TempPath {
-        pub fn write(content: &str) -> TempPath {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "factory-sidecar-test-{}-{}.pem",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            std::fs::write(&path, content).expect("write temp file");
-            TempPath(path)
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_private_ca_from_ca_file_is_trusted_and_h2_is_negotiated() {
     let up = tls_upstream(&[b"h2", b"http/1.1"]).await;
-    let ca = write_ca(&up.ca_pem);
+    let ca = temp_file("ca.pem", &up.ca_pem);
     let sc = sidecar::start(sidecar::config(&up.url, |c| {
-        c.upstream.ca_file = Some(ca.path().to_owned());
+        c.upstream.ca_file = Some(ca);
         c.retry.max_attempts = 1;
     }))
     .await;
@@ -137,9 +103,9 @@ async fn a_private_ca_from_ca_file_is_trusted_and_h2_is_negotiated() {
 #[tokio::test]
 async fn http1_is_used_when_the_factory_offers_only_http1() {
     let up = tls_upstream(&[b"http/1.1"]).await;
-    let ca = write_ca(&up.ca_pem);
+    let ca = temp_file("ca.pem", &up.ca_pem);
     let sc = sidecar::start(sidecar::config(&up.url, |c| {
-        c.upstream.ca_file = Some(ca.path().to_owned());
+        c.upstream.ca_file = Some(ca);
         c.retry.max_attempts = 1;
     }))
     .await;
@@ -161,10 +127,8 @@ async fn an_unknown_ca_is_refused_with_502() {
 
 #[tokio::test]
 async fn a_ca_file_without_certificates_is_a_start_error() {
-    let empty = write_ca("not a certificate\n");
-    let config = sidecar::config("https://localhost:1", |c| {
-        c.upstream.ca_file = Some(empty.path().to_owned())
-    });
+    let empty = temp_file("ca.pem", "not a certificate\n");
+    let config = sidecar::config("https://localhost:1", |c| c.upstream.ca_file = Some(empty));
     let err = factory_sidecar::app::Sidecar::start(config)
         .await
         .err()

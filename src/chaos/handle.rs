@@ -94,11 +94,6 @@ impl Chaos {
         })
     }
 
-    /// The live settings (a reload changes them).
-    pub fn settings(&self) -> &ChaosSettings {
-        &self.settings
-    }
-
     /// Takes `[chaos]` from a reloaded config: the next order sees it;
     /// episodes, the JWKS cache and the resolver are kept.
     /// `background_timeout` is fixed at start.
@@ -151,14 +146,6 @@ impl Chaos {
             link,
             answer,
         })
-    }
-
-    /// Fetches the JWKS ahead of the first order (optional warm-up).
-    pub async fn prefetch_jwks(&self) -> JwksSnapshot {
-        if self.settings.verify_jwt() {
-            self.jwks.load().await;
-        }
-        self.jwks.snapshot()
     }
 
     pub(crate) fn attach(&self, svc: SideService) {

@@ -92,6 +92,12 @@ pub fn inspect(body: &[u8]) -> Result<Inspection<'_>, NotJson> {
         });
     }
     let scan = find_marker(body).is_some() || memchr(b'\\', body).is_some();
+    full_parse(body, scan).map_err(NotJson)
+}
+
+/// The whole document walked (no shortcut); `scan`: whether strings can
+/// hold a link at all.
+fn full_parse(body: &[u8], scan: bool) -> Result<Inspection<'_>, serde_json::Error> {
     let mut ctx = Ctx {
         base: body,
         scan,
@@ -103,9 +109,8 @@ pub fn inspect(body: &[u8]) -> Result<Inspection<'_>, NotJson> {
         role: Role::Value,
         top: true,
     }
-    .deserialize(&mut de)
-    .map_err(NotJson)?;
-    de.end().map_err(NotJson)?;
+    .deserialize(&mut de)?;
+    de.end()?;
     Ok(ctx.out)
 }
 
@@ -449,22 +454,9 @@ mod tests {
 
     /// The full parse, bypassing the healthy-answer shortcut.
     fn parsed(body: &[u8]) -> Option<(Option<String>, Vec<String>)> {
-        let mut ctx = Ctx {
-            base: body,
-            scan: true,
-            out: Inspection::default(),
-        };
-        let mut de = serde_json::Deserializer::from_slice(body);
-        Walk {
-            ctx: &mut ctx,
-            role: Role::Value,
-            top: true,
-        }
-        .deserialize(&mut de)
-        .ok()?;
-        de.end().ok()?;
-        let links = ctx.out.links().map(str::to_owned).collect();
-        Some((ctx.out.jwt().map(str::to_owned), links))
+        let out = full_parse(body, true).ok()?;
+        let links = out.links().map(str::to_owned).collect();
+        Some((out.jwt().map(str::to_owned), links))
     }
 
     #[test]

@@ -237,19 +237,8 @@ fn decode_into<'b>(b64: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::OnceLock;
 
-    use crate::chaos::testkit::{TestKey, jwks, pizza_claims};
-
-    fn keys() -> &'static (TestKey, TestKey) {
-        static KEYS: OnceLock<(TestKey, TestKey)> = OnceLock::new();
-        KEYS.get_or_init(|| {
-            (
-                TestKey::generate("key-a").expect("rsa key"),
-                TestKey::generate("key-b").expect("rsa key"),
-            )
-        })
-    }
+    use crate::chaos::testkit::{TestKey, jwks, keys, pizza_claims};
 
     fn set_of(keys: &[&TestKey]) -> KeySet {
         KeySet::from_jwks(jwks(keys).as_bytes()).expect("jwks")

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::chaos::jws::well_formed;
 use crate::chaos::side::SideChannel;
+use crate::times::rfc3339;
 
 pub use crate::chaos::jws::{KeySet, Verdict};
 
@@ -246,18 +247,6 @@ impl JwksCache {
         self.remember(token, verdict)
     }
 
-    /// Fetches the JWKS if none is held yet (a warm-up; the outcome shows in
-    /// the snapshot).
-    pub async fn load(&self) {
-        let (held, generation) = {
-            let st = self.state.lock();
-            (st.keys.is_some(), st.generation)
-        };
-        if !held {
-            let _ = self.refresh(generation).await;
-        }
-    }
-
     /// Fetches the JWKS unless another caller did since `seen` (then its
     /// result is shared) or the last attempt is too recent (then the last
     /// result stands). The flag says whether the keys were fetched after
@@ -303,9 +292,7 @@ impl JwksCache {
                 (None, None) => "not fetched",
             },
             keys: st.keys.as_ref().map_or(0, |k| k.len()),
-            fetched_at: st
-                .fetched_at
-                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            fetched_at: st.fetched_at.map(rfc3339),
             reason: st.last_error.clone(),
             fetches: st.generation,
         }
@@ -315,25 +302,14 @@ impl JwksCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use http::{Response, StatusCode};
 
     use crate::boxed::BoxError;
     use crate::chaos::side::SideService;
-    use crate::chaos::testkit::{TestKey, jwks, pizza_claims};
+    use crate::chaos::testkit::{TestKey, jwks, keys, pizza_claims};
     use crate::proxy::body::ProxyBody;
-
-    fn keys() -> &'static (TestKey, TestKey) {
-        static KEYS: OnceLock<(TestKey, TestKey)> = OnceLock::new();
-        KEYS.get_or_init(|| {
-            (
-                TestKey::generate("key-a").expect("rsa key"),
-                TestKey::generate("key-b").expect("rsa key"),
-            )
-        })
-    }
 
     /// A factory whose JWKS answer is `answer()` at each fetch; counts fetches.
     fn cache_with(

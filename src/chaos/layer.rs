@@ -249,7 +249,3 @@ where
         }
     }
 }
-
-#[cfg(test)]
-#[path = "layer_tests.rs"]
-mod tests;

@@ -15,7 +15,8 @@
 //! mask.rs      mask_link, Masked (Display), redact (bodies)
 //! jwt.rs       JWKS cache (single flight, rate-limited refresh), memory of recent valid tokens
 //! jws.rs       RS256 check of one token: keys parsed once per fetch, header read in place
-//! episodes.rs  the episode registry: cooldown, single flight, metrics, events, status
+//! episodes/    the episode registry: cooldown, single flight, metrics, events;
+//!              view.rs its /status part, saved.rs episodes kept across restarts
 //! persist.rs   the optional episode store hook: episodes kept across restarts
 //! resolve.rs   the report-link GET (path only) and what the answer means
 //! settings.rs  the [chaos] settings an order reads, changeable by a reload
@@ -23,6 +24,8 @@
 //! buffer.rs    read a body up to a limit, or hand it back untouched
 //! handle.rs    Chaos: the shared handle (snapshot, resolve_now, subscribe)
 //! admin.rs     Chaos as an admin part (/status section, POST /chaos/resolve)
+//! tests.rs     the whole chaos layer over a scripted factory (unit tests)
+//! testkit.rs   RSA keys and signed pizzas for tests and benches
 //! ```
 
 mod admin;
@@ -43,6 +46,8 @@ pub mod settings;
 pub mod side;
 #[cfg(test)]
 pub(crate) mod testkit;
+#[cfg(test)]
+mod tests;
 
 pub use episodes::{EpisodeEvent, EventKind, How};
 pub use handle::{Chaos, ChaosSnapshot, ManualResolve, ResolveNowError};

@@ -3,6 +3,8 @@
 //! sidecar itself only verifies). Compiled into the unit tests only; the
 //! criterion benches include this file by path (`benches/inspect.rs`).
 
+use std::sync::OnceLock;
+
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
@@ -49,9 +51,7 @@ impl TestKey {
 
     /// An RS256 token over `claims`, with this key's `kid` in the header.
     pub fn sign(&self, claims: &serde_json::Value) -> Option<String> {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_der(&self.pkcs1)).ok()
+        self.sign_as(Some(&self.kid), claims)
     }
 
     /// Like [`TestKey::sign`], with another `kid` written in the header.
@@ -60,6 +60,18 @@ impl TestKey {
         header.kid = kid.map(str::to_owned);
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_der(&self.pkcs1)).ok()
     }
+}
+
+/// Two keys, `key-a` and `key-b`, generated once per test binary (a key
+/// takes tens of milliseconds).
+pub fn keys() -> &'static (TestKey, TestKey) {
+    static KEYS: OnceLock<(TestKey, TestKey)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        (
+            TestKey::generate("key-a").expect("rsa key"),
+            TestKey::generate("key-b").expect("rsa key"),
+        )
+    })
 }
 
 /// A JWKS document (`{"keys": [...]}`) publishing `keys`.

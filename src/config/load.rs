@@ -146,35 +146,26 @@ impl Config {
                 Err(e) => bad("SIDECAR_UPSTREAM_URL", e),
             }
         }
-        if let Some(v) = env.var("SIDECAR_LISTEN") {
-            match v.parse() {
-                Ok(addr) => self.server.listen = addr,
-                Err(e) => bad(
-                    "SIDECAR_LISTEN",
-                    format!("invalid socket address {v:?}: {e}"),
-                ),
+        for (var, listen) in [
+            ("SIDECAR_LISTEN", &mut self.server.listen),
+            ("SIDECAR_ADMIN_LISTEN", &mut self.admin.listen),
+        ] {
+            if let Some(v) = env.var(var) {
+                match v.parse() {
+                    Ok(addr) => *listen = addr,
+                    Err(e) => bad(var, format!("invalid socket address {v:?}: {e}")),
+                }
             }
         }
-        if let Some(v) = env.var("SIDECAR_ADMIN_LISTEN") {
-            match v.parse() {
-                Ok(addr) => self.admin.listen = addr,
-                Err(e) => bad(
-                    "SIDECAR_ADMIN_LISTEN",
-                    format!("invalid socket address {v:?}: {e}"),
-                ),
+        for (var, secret) in [
+            ("SIDECAR_ADMIN_TOKEN", &mut self.admin.token),
+            ("SIDECAR_GRAFANA_TOKEN", &mut self.grafana.token),
+            ("SIDECAR_PROBE_API_KEY", &mut self.probe.api_key),
+            ("SIDECAR_QUEUE_REDIS_URL", &mut self.queue.redis_url),
+        ] {
+            if let Some(v) = env.var(var) {
+                *secret = Secret(v);
             }
-        }
-        if let Some(v) = env.var("SIDECAR_ADMIN_TOKEN") {
-            self.admin.token = Secret(v);
-        }
-        if let Some(v) = env.var("SIDECAR_GRAFANA_TOKEN") {
-            self.grafana.token = Secret(v);
-        }
-        if let Some(v) = env.var("SIDECAR_PROBE_API_KEY") {
-            self.probe.api_key = Secret(v);
-        }
-        if let Some(v) = env.var("SIDECAR_QUEUE_REDIS_URL") {
-            self.queue.redis_url = Secret(v);
         }
         // Standard OpenTelemetry variables win over the file.
         if let Some(v) = env

@@ -70,6 +70,7 @@ impl UpstreamUrl {
     }
 
     /// The upstream URI for a request path-and-query (which starts with `/`).
+    #[cfg(test)]
     pub fn join(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
         let mut pq = String::with_capacity(self.base_path.len() + path_and_query.len());
         pq.push_str(&self.base_path);
@@ -118,9 +119,6 @@ impl Percent {
     }
     pub fn get(self) -> u8 {
         self.0
-    }
-    pub fn fraction(self) -> f64 {
-        f64::from(self.0) / 100.0
     }
 }
 

@@ -10,14 +10,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{HeaderValue, Response, Uri};
 
 use crate::boxed::BoxError;
-use crate::config::{UpstreamConfig, UpstreamUrl};
+use crate::config::UpstreamConfig;
 use crate::proxy::Outgoing;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::connect::Dialer;
@@ -55,7 +54,6 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct Forward {
     pool: Pool,
-    upstream: Arc<UpstreamUrl>,
     body_read_timeout: Duration,
 }
 
@@ -83,18 +81,8 @@ impl Forward {
         );
         Ok(Forward {
             pool,
-            upstream: Arc::new(url.clone()),
             body_read_timeout: config.body_read_timeout,
         })
-    }
-
-    pub fn upstream(&self) -> &UpstreamUrl {
-        &self.upstream
-    }
-
-    /// The connection pool (idle and opened counts, for tests).
-    pub fn pool(&self) -> &Pool {
-        &self.pool
     }
 }
 

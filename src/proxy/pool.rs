@@ -158,6 +158,7 @@ impl Pool {
     }
 
     /// Connections opened since start.
+    #[cfg(test)]
     pub fn opened(&self) -> u64 {
         self.shared.opened.load(Ordering::Relaxed)
     }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 
 use super::Queue;
-use super::record::{OrderId, OrderRecord, now_ms, rfc3339};
+use super::record::{OrderId, OrderRecord};
 use crate::admin::{ActionAnswer, ActionFuture, AdminPart};
+use crate::times::{now_ms, rfc3339_ms};
 
 /// The dead-letter endpoints' path.
 pub const DEAD_LETTERS: &str = "/queue/dead-letters";
@@ -21,9 +22,9 @@ fn dead_letter_view(r: &OrderRecord) -> serde_json::Value {
     serde_json::json!({
         "id": r.id,
         "reason": r.because,
-        "enqueuedAt": rfc3339(r.enqueued_ms),
-        "givenUpAt": rfc3339(r.updated_ms),
-        "expiresAt": rfc3339(r.expires_ms),
+        "enqueuedAt": rfc3339_ms(r.enqueued_ms),
+        "givenUpAt": rfc3339_ms(r.updated_ms),
+        "expiresAt": rfc3339_ms(r.expires_ms),
         "attempts": r.attempts,
         "lastError": r.last_error,
         "lastStatus": r.answer.as_ref().map(|a| a.status),
@@ -114,7 +115,7 @@ impl AdminPart for Queue {
                 "expired": c.expired.load(Ordering::Relaxed),
                 "deadLetter": c.dead_letter.load(Ordering::Relaxed),
             },
-            "lastReplayAt": (last > 0).then(|| rfc3339(last)),
+            "lastReplayAt": (last > 0).then(|| rfc3339_ms(last)),
             "ttlSeconds": self.config.ttl.as_secs(),
             "replayPerSecond": self.config.replay_per_second,
             "deadLetterAfter": self.config.dead_letter_after,

@@ -62,7 +62,6 @@ pub struct EmbeddedStore {
 
 struct Inner {
     db: Database,
-    path: PathBuf,
     /// Orders claimed and not finished (this process only).
     in_flight: Mutex<HashSet<u128>>,
 }
@@ -116,7 +115,6 @@ impl EmbeddedStore {
         txn.commit().map_err(io)?;
         let inner = Arc::new(Inner {
             db,
-            path,
             in_flight: Mutex::new(HashSet::new()),
         });
         let (writer, jobs) = std::sync::mpsc::channel::<Job>();
@@ -135,10 +133,6 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
             .await
             .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 
     fn run<T: Send + 'static>(
@@ -537,10 +531,10 @@ mod tests {
     fn the_dir_is_0700_and_the_file_0600() {
         use std::os::unix::fs::PermissionsExt;
         let dir = temp_dir("perms").join("nested");
-        let store = EmbeddedStore::open(&dir).expect("opens");
+        let _store = EmbeddedStore::open(&dir).expect("opens");
         let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
-        assert_eq!(mode(store.path()), 0o600);
+        assert_eq!(mode(&dir.join(FILE_NAME)), 0o600);
     }
 
     #[test]

@@ -16,9 +16,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use super::Queue;
 use super::error::{OrderGivenUp, OrderNotFound, QueueUnavailable};
 use super::prefer::PREFERENCE_APPLIED;
-use super::record::{AuthHash, OrderId, OrderRecord, OrderState, rfc3339};
+use super::record::{AuthHash, OrderId, OrderRecord, OrderState};
 use crate::boxed::BoxError;
 use crate::proxy::body::ProxyBody;
+use crate::times::{now_ms, rfc3339_ms};
 
 /// Header naming a stored order's state on `GET /orders/<id>` answers.
 pub const X_ORDER_STATE: &str = "x-sidecar-order-state";
@@ -53,7 +54,7 @@ pub fn accepted(record: &OrderRecord) -> Response<ProxyBody> {
             "state": OrderState::Queued.as_str(),
             "reason": record.because,
             "location": format!("{ORDERS_PREFIX}{}", record.id),
-            "enqueuedAt": rfc3339(record.enqueued_ms),
+            "enqueuedAt": rfc3339_ms(record.enqueued_ms),
         }),
     );
     let h = res.headers_mut();
@@ -85,8 +86,7 @@ pub async fn order_answer(
     };
     let record = found.record;
     // Someone else's order looks exactly like no order.
-    if !record.auth.matches(&AuthHash::of(headers)) || record.expires_ms <= super::record::now_ms()
-    {
+    if !record.auth.matches(&AuthHash::of(headers)) || record.expires_ms <= now_ms() {
         return Err(Box::new(OrderNotFound));
     }
     if let Some(answer) = &record.answer {
@@ -122,9 +122,9 @@ pub async fn order_answer(
             "position": found.position,
             "attempts": record.attempts,
             "lastError": record.last_error,
-            "enqueuedAt": rfc3339(record.enqueued_ms),
-            "nextAttemptAt": rfc3339(record.next_ms),
-            "expiresAt": rfc3339(record.expires_ms),
+            "enqueuedAt": rfc3339_ms(record.enqueued_ms),
+            "nextAttemptAt": rfc3339_ms(record.next_ms),
+            "expiresAt": rfc3339_ms(record.expires_ms),
         }),
     );
     res.headers_mut()

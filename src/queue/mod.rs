@@ -45,12 +45,13 @@ use tokio::sync::Notify;
 use crate::config::{QueueBackend, QueueConfig};
 use crate::resilience::breaker::Breaker;
 use crate::telemetry::metrics::{AsyncOffReason, Metrics, ReplayResult};
+use crate::times::now_ms;
 
 pub use layer::AsyncOrderLayer;
 pub use record::{AuthHash, OrderId, OrderRecord, OrderState, QueuedBecause};
 pub use store::{Claim, Lookup, QueueStats, Store, StoreError};
 
-use record::{StoredRequest, now_ms};
+use record::StoredRequest;
 
 /// Why async orders are off, as `/status` and `/readyz` say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,10 +158,6 @@ impl Queue {
         q
     }
 
-    pub fn config(&self) -> &QueueConfig {
-        &self.config
-    }
-
     pub fn backend(&self) -> &'static str {
         self.store.as_ref().map_or(
             match self.config.backend {
@@ -171,6 +168,7 @@ impl Queue {
         )
     }
 
+    #[cfg(test)]
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.store.as_ref()
     }
@@ -254,7 +252,7 @@ impl Queue {
         let delay = match because {
             QueuedBecause::CircuitOpen => 0,
             QueuedBecause::Timeout | QueuedBecause::Unreachable => {
-                record::duration_ms(self.config.replay_delay)
+                crate::times::millis(self.config.replay_delay)
             }
         };
         let rec = OrderRecord {

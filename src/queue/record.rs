@@ -5,14 +5,12 @@
 //! answer. The request is dropped from the record as soon as an answer is
 //! stored, so a made order no longer carries the apiKey.
 
-use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use subtle::ConstantTimeEq;
 
 /// An order's id: 128 random bits from the system CSPRNG, shown as 32 hex
@@ -256,24 +254,6 @@ impl OrderRecord {
     pub fn decode(bytes: &[u8]) -> Result<OrderRecord, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    ms(SystemTime::now())
-}
-
-pub fn ms(t: SystemTime) -> u64 {
-    crate::chaos::episodes::unix_ms(t)
-}
-
-/// `ms` as RFC 3339 (for answers and `/status`).
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-pub fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 mod b64 {

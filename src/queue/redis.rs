@@ -28,9 +28,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Value};
 use tokio::sync::OnceCell;
 
-use super::record::{OrderId, OrderRecord, OrderState, duration_ms};
+use super::record::{OrderId, OrderRecord, OrderState};
 use super::store::{Claim, Lookup, QueueStats, Store, StoreError, StoreFuture};
 use crate::config::QueueConfig;
+use crate::times::millis;
 
 const GROUP: &str = "replayers";
 /// Bounds every connect and every command.
@@ -65,18 +66,13 @@ impl RedisStore {
             client,
             conn: OnceCell::new(),
             consumer: format!("{host}-{}-{nonce:08x}", std::process::id()),
-            claim_idle_ms: duration_ms(config.claim_idle),
-            ttl_ms: duration_ms(config.ttl),
+            claim_idle_ms: millis(config.claim_idle),
+            ttl_ms: millis(config.ttl),
             stream: format!("{p}:stream"),
             queued: format!("{p}:queued"),
             dead: format!("{p}:dead"),
             prefix: p.clone(),
         })
-    }
-
-    /// This replica's consumer name in the group.
-    pub fn consumer(&self) -> &str {
-        &self.consumer
     }
 
     fn key(&self, id: OrderId) -> String {

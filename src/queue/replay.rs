@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use tower::{Service, ServiceExt};
 
 use super::Queue;
-use super::record::{ANSWER_HEADERS, OrderRecord, OrderState, StoredAnswer, StoredHeader, now_ms};
+use super::record::{ANSWER_HEADERS, OrderRecord, OrderState, StoredAnswer, StoredHeader};
 use super::store::{Claim, expiry};
 use crate::boxed::BoxError;
 use crate::error::kind_of;
@@ -44,6 +44,7 @@ use crate::proxy::body::ProxyBody;
 use crate::resilience::breaker::CircuitState;
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
 use crate::telemetry::metrics::ReplayResult;
+use crate::times::{millis, now_ms};
 
 /// Largest factory answer kept for `GET /orders/<id>`.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -277,7 +278,7 @@ fn next_state(
                 Some(ReplayResult::DeadLetter)
             } else {
                 let wait = backoff(queue, rec.failures.max(1));
-                rec.next_ms = now.saturating_add(super::record::duration_ms(wait));
+                rec.next_ms = now.saturating_add(millis(wait));
                 Some(ReplayResult::Failed)
             }
         }

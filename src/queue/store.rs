@@ -104,5 +104,5 @@ pub trait Store: Send + Sync + 'static {
 
 /// How long a finished order is kept: `ttl` from now.
 pub fn expiry(now_ms: u64, ttl: Duration) -> u64 {
-    now_ms.saturating_add(super::record::duration_ms(ttl))
+    now_ms.saturating_add(crate::times::millis(ttl))
 }

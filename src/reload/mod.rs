@@ -37,6 +37,7 @@ use crate::admin::{ActionAnswer, ActionFuture, AdminPart};
 use crate::config::{Config, ProcessEnv};
 use crate::telemetry::Metrics;
 pub use crate::telemetry::metrics::ReloadResult;
+use crate::times::rfc3339;
 pub use diff::RestartNeeded;
 pub use swap::{Swap, SwapService};
 
@@ -124,7 +125,7 @@ impl Reloader {
     fn run(&self, trigger: &'static str, at: SystemTime) -> ReloadReport {
         let mut report = ReloadReport {
             result: ReloadResult::Invalid,
-            at: humantime::format_rfc3339_millis(at).to_string(),
+            at: rfc3339(at),
             trigger,
             file: self.file.as_ref().map(|f| f.display().to_string()),
             changed: Vec::new(),

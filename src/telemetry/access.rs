@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderValue, Method, StatusCode, Uri};
 
 use crate::config::LogFormat;
+use crate::proxy::http1::common::push_decimal;
 use crate::telemetry::outcome::RequestOutcome;
 
 /// The `tracing` target of access lines.
@@ -121,7 +122,7 @@ thread_local! {
 
 #[derive(Default)]
 struct Buffer {
-    line: String,
+    line: Vec<u8>,
     /// `YYYY-MM-DDTHH:MM:SS` of `second` (formatted once a second).
     stamp: String,
     second: u64,
@@ -140,7 +141,7 @@ impl Pending {
                 .attempts
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u32>().ok()),
-            micros: u64::try_from(a.elapsed.as_micros()).unwrap_or(u64::MAX),
+            micros: crate::times::micros(a.elapsed),
             bytes: a.bytes,
             trace_id: a.trace_id,
             episode: self.episodes.open_episode(),
@@ -164,143 +165,129 @@ impl Pending {
                 LogFormat::Json => json(&mut b.line, &b.stamp, now.subsec_micros(), &line),
             }
             // One write: lines from other threads never interleave inside it.
-            let _ = std::io::stderr().write_all(b.line.as_bytes());
+            let _ = std::io::stderr().write_all(&b.line);
         });
     }
 }
 
 /// `2026-12-06T22:14:38.559435Z  INFO factory_sidecar::access: request client=... \n`,
 /// as the log's text formatter writes its lines (without colours).
-fn text(out: &mut String, stamp: &str, micros: u32, l: &Line<'_>) {
+fn text(out: &mut Vec<u8>, stamp: &str, micros: u32, l: &Line<'_>) {
     timestamp(out, stamp, micros);
-    out.push_str("  INFO ");
-    out.push_str(TARGET);
-    out.push_str(": request");
+    push(out, "  INFO ");
+    push(out, TARGET);
+    push(out, ": request");
     if let Some(c) = l.client {
-        out.push_str(" client=");
-        out.push_str(c);
+        push(out, " client=");
+        push(out, c);
     }
-    out.push_str(" method=");
-    out.push_str(l.method);
-    out.push_str(" path=");
-    out.push_str(l.path);
-    out.push_str(" status=");
-    number(out, u64::from(l.status));
-    out.push_str(" outcome=");
-    out.push_str(l.outcome);
+    push(out, " method=");
+    push(out, l.method);
+    push(out, " path=");
+    push(out, l.path);
+    push(out, " status=");
+    push_decimal(out, u64::from(l.status));
+    push(out, " outcome=");
+    push(out, l.outcome);
     if let Some(n) = l.attempts {
-        out.push_str(" attempts=");
-        number(out, u64::from(n));
+        push(out, " attempts=");
+        push_decimal(out, u64::from(n));
     }
-    out.push_str(" duration_ms=");
+    push(out, " duration_ms=");
     millis(out, l.micros);
     if let Some(n) = l.bytes {
-        out.push_str(" bytes=");
-        number(out, n);
+        push(out, " bytes=");
+        push_decimal(out, n);
     }
     if let Some(t) = l.trace_id {
         let _ = write!(out, " trace_id={t}");
     }
     if let Some(e) = l.episode {
-        out.push_str(" episode=");
-        number(out, e);
+        push(out, " episode=");
+        push_decimal(out, e);
     }
-    out.push('\n');
+    out.push(b'\n');
 }
 
 /// One flat JSON object, as the log's JSON formatter writes its lines.
-fn json(out: &mut String, stamp: &str, micros: u32, l: &Line<'_>) {
-    out.push_str("{\"timestamp\":\"");
+fn json(out: &mut Vec<u8>, stamp: &str, micros: u32, l: &Line<'_>) {
+    push(out, "{\"timestamp\":\"");
     timestamp(out, stamp, micros);
-    out.push_str("\",\"level\":\"INFO\",\"message\":\"request\"");
+    push(out, "\",\"level\":\"INFO\",\"message\":\"request\"");
     if let Some(c) = l.client {
         json_field(out, "client", c);
     }
     json_field(out, "method", l.method);
     json_field(out, "path", l.path);
-    out.push_str(",\"status\":");
-    number(out, u64::from(l.status));
+    push(out, ",\"status\":");
+    push_decimal(out, u64::from(l.status));
     json_field(out, "outcome", l.outcome);
     if let Some(n) = l.attempts {
-        out.push_str(",\"attempts\":");
-        number(out, u64::from(n));
+        push(out, ",\"attempts\":");
+        push_decimal(out, u64::from(n));
     }
-    out.push_str(",\"duration_ms\":");
+    push(out, ",\"duration_ms\":");
     millis(out, l.micros);
     if let Some(n) = l.bytes {
-        out.push_str(",\"bytes\":");
-        number(out, n);
+        push(out, ",\"bytes\":");
+        push_decimal(out, n);
     }
     if let Some(t) = l.trace_id {
         let _ = write!(out, ",\"trace_id\":\"{t}\"");
     }
     if let Some(e) = l.episode {
-        out.push_str(",\"episode\":");
-        number(out, e);
+        push(out, ",\"episode\":");
+        push_decimal(out, e);
     }
-    out.push_str(",\"target\":\"");
-    out.push_str(TARGET);
-    out.push_str("\"}\n");
+    push(out, ",\"target\":\"");
+    push(out, TARGET);
+    push(out, "\"}\n");
+}
+
+fn push(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// `<stamp>.<micros, 6 digits>Z`.
-fn timestamp(out: &mut String, stamp: &str, micros: u32) {
-    out.push_str(stamp);
-    out.push('.');
+fn timestamp(out: &mut Vec<u8>, stamp: &str, micros: u32) {
+    push(out, stamp);
+    out.push(b'.');
     padded(out, u64::from(micros), 6);
-    out.push('Z');
-}
-
-/// `n` in decimal, without `core::fmt` (about ten times cheaper per number,
-/// and a line has several).
-fn number(out: &mut String, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
+    out.push(b'Z');
 }
 
 /// `n` in decimal, zero-padded to `width` digits (`n` has at most `width`).
-fn padded(out: &mut String, n: u64, width: u32) {
+fn padded(out: &mut Vec<u8>, n: u64, width: u32) {
     let mut unit = 10u64.pow(width.saturating_sub(1));
     while unit > 0 {
-        out.push(char::from(b'0' + (n / unit % 10) as u8));
+        out.push(b'0' + (n / unit % 10) as u8);
         unit /= 10;
     }
 }
 
-/// `,"key":"value"` with the value escaped for JSON.
-fn json_field(out: &mut String, key: &str, value: &str) {
-    out.push_str(",\"");
-    out.push_str(key);
-    out.push_str("\":\"");
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
+/// `,"key":"value"` with the value escaped for JSON (bytes of multi-byte
+/// UTF-8 characters, all 0x80 and above, pass as they are).
+fn json_field(out: &mut Vec<u8>, key: &str, value: &str) {
+    push(out, ",\"");
+    push(out, key);
+    push(out, "\":\"");
+    for &b in value.as_bytes() {
+        match b {
+            b'"' => push(out, "\\\""),
+            b'\\' => push(out, "\\\\"),
+            b if b < 0x20 => {
+                let _ = write!(out, "\\u{b:04x}");
             }
-            c => out.push(c),
+            b => out.push(b),
         }
     }
-    out.push('"');
+    out.push(b'"');
 }
 
 /// Microseconds as milliseconds with three decimals: `5.798`, `0.041`.
-fn millis(out: &mut String, micros: u64) {
-    number(out, micros / 1000);
-    out.push('.');
+fn millis(out: &mut Vec<u8>, micros: u64) {
+    push_decimal(out, micros / 1000);
+    out.push(b'.');
     padded(out, micros % 1000, 3);
 }
 
@@ -371,21 +358,21 @@ mod tests {
 
     #[test]
     fn numbers_are_written_without_fmt() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         for n in [0, 7, 10, 1730, u64::MAX] {
             s.clear();
-            number(&mut s, n);
-            assert_eq!(s, n.to_string());
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string().as_bytes());
         }
         s.clear();
         millis(&mut s, 41);
-        assert_eq!(s, "0.041");
+        assert_eq!(s, b"0.041");
         s.clear();
         millis(&mut s, 12_345_678);
-        assert_eq!(s, "12345.678");
+        assert_eq!(s, b"12345.678");
         s.clear();
         padded(&mut s, 1, 6);
-        assert_eq!(s, "000001");
+        assert_eq!(s, b"000001");
     }
 
     #[test]
@@ -419,16 +406,18 @@ mod tests {
 
     #[test]
     fn text_and_json_lines_look_like_the_rest_of_the_log() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         text(&mut out, "2026-12-06T22:14:38", 559_435, &sample(Some(4)));
+        let out = String::from_utf8(out).expect("utf8");
         assert_eq!(
             out,
             "2026-12-06T22:14:38.559435Z  INFO factory_sidecar::access: request client=127.0.0.1 \
              method=POST path=/api/\"order\" status=200 outcome=ok attempts=2 duration_ms=5.798 \
              bytes=1730 episode=4\n"
         );
-        let mut out = String::new();
+        let mut out = Vec::new();
         json(&mut out, "2026-12-06T22:14:38", 1, &sample(None));
+        let out = String::from_utf8(out).expect("utf8");
         let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
         assert_eq!(v["timestamp"], "2026-12-06T22:14:38.000001Z");
         assert_eq!(v["path"], "/api/\"order\"");

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::admin::AdminPart;
 use crate::chaos::episodes::{EpisodeEvent, EventKind};
 use crate::config::GrafanaConfig;
+use crate::times::unix_ms;
 
 /// The sidecar's one TLS stack (rustls, webpki roots), as the factory
 /// client and the OTLP exporter use it.
@@ -83,11 +84,6 @@ pub struct Annotation {
     pub time_end: Option<u64>,
     pub tags: Vec<String>,
     pub text: String,
-}
-
-fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[derive(Debug, Default)]
@@ -238,7 +234,7 @@ impl Annotator {
     /// A chaos episode of `chaos_type` began at `at`.
     pub fn episode_started(&self, chaos_type: &str, at: SystemTime, text: impl Into<String>) {
         self.post(Annotation {
-            time: epoch_ms(at),
+            time: unix_ms(at),
             time_end: None,
             tags: vec!["chaos".to_owned(), chaos_type.to_owned()],
             text: text.into(),
@@ -255,8 +251,8 @@ impl Annotator {
         text: impl Into<String>,
     ) {
         self.post(Annotation {
-            time: epoch_ms(started),
-            time_end: Some(epoch_ms(resolved)),
+            time: unix_ms(started),
+            time_end: Some(unix_ms(resolved)),
             tags: vec![
                 "chaos".to_owned(),
                 chaos_type.to_owned(),
@@ -517,6 +513,7 @@ impl Poster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn annotations_serialize_as_grafana_wants() {

@@ -130,11 +130,6 @@ impl Telemetry {
         &self.metrics
     }
 
-    /// The admin `/metrics` body: the same instruments OTLP exports.
-    pub fn prometheus_text(&self) -> String {
-        self.metrics.prometheus_text()
-    }
-
     /// The tracer for server and client spans, when traces are exported.
     pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::SdkTracer> {
         use opentelemetry::trace::TracerProvider as _;

@@ -16,15 +16,6 @@ pub enum RequestOutcome {
 }
 
 impl RequestOutcome {
-    pub const ALL: [RequestOutcome; 6] = [
-        RequestOutcome::Ok,
-        RequestOutcome::FactoryError,
-        RequestOutcome::CircuitOpen,
-        RequestOutcome::Timeout,
-        RequestOutcome::Unreachable,
-        RequestOutcome::Rejected,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             RequestOutcome::Ok => "ok",

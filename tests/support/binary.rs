@@ -11,6 +11,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use super::client::TestClient;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_factory-sidecar");
 
@@ -22,24 +25,15 @@ pub struct Binary {
     pub url: String,
     pub admin: String,
     stderr: Arc<Mutex<String>>,
+    /// Copies stderr into `stderr`; ends when the process closes it.
+    reader: JoinHandle<()>,
 }
-
-/// A fresh, unique path in the temp dir for a test's config file.
-pub fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("factory-sidecar-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    dir.join(format!("{n}-{name}"))
-}
-
-static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Binary {
     /// Writes `config` (whose listeners should be `127.0.0.1:0`) and starts
     /// the binary on it; returns once it serves.
     pub async fn start(config: &str) -> Binary {
-        let path = temp_path("sidecar.toml");
-        std::fs::write(&path, config).expect("write config");
+        let path = super::temp_file("sidecar.toml", config);
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&path)
@@ -52,7 +46,7 @@ impl Binary {
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&stderr);
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut lines = BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut s = sink.lock();
@@ -95,6 +89,7 @@ impl Binary {
             child,
             config: path,
             stderr,
+            reader,
         }
     }
 
@@ -147,13 +142,34 @@ impl Binary {
             .expect("wait");
     }
 
+    /// Waits until `/readyz` answers 200.
+    pub async fn ready(&self) {
+        let (client, url) = (TestClient::http1(), format!("{}/readyz", self.admin));
+        super::eventually("the sidecar to be ready", Duration::from_secs(20), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move { (client.get(&url).await.status == 200).then_some(()) }
+        })
+        .await;
+    }
+
     /// SIGTERM, then waits for the exit code.
-    pub async fn stop(mut self) -> Option<i32> {
+    pub async fn stop(self) -> Option<i32> {
         self.signal("TERM");
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+        self.exit().await.0
+    }
+
+    /// Waits for the process to end (after a signal) and for the last of
+    /// its stderr: the exit code and everything it logged.
+    pub async fn exit(mut self) -> (Option<i32>, String) {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("exits after SIGTERM")
-            .expect("wait")
-            .code()
+            .expect("wait");
+        // The pipe closed with the process: the reader has the last line.
+        tokio::time::timeout(Duration::from_secs(30), &mut self.reader)
+            .await
+            .expect("stderr read to its end")
+            .expect("the stderr reader");
+        (status.code(), self.logs())
     }
 }

@@ -1,9 +1,12 @@
 //! The test client for exchanges that must work: [`super::http::Http`] with
-//! every failure turned into a panic naming it, plus chunked uploads.
+//! every failure turned into a panic naming it; the exchanges tests repeat
+//! (orders as the pizza service sends them, admin calls with a token,
+//! `/status`, `/metrics`); chunked uploads.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use factory_sidecar::sim::SAMPLE_ORDER;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -55,8 +58,44 @@ impl TestClient {
     }
 
     pub async fn get_with_token(&self, url: &str, token: &str) -> Answer {
+        self.with_token(Method::GET, url, token).await
+    }
+
+    /// `method url` with `authorization: Bearer <token>` and no body: an
+    /// admin call, or the service reading what is its own.
+    pub async fn with_token(&self, method: Method, url: &str, token: &str) -> Answer {
         let auth = format!("Bearer {token}");
-        self.request(Method::GET, url, &[("authorization", &auth)], "")
+        self.request(method, url, &[("authorization", &auth)], "")
+            .await
+    }
+
+    /// The admin `/status` document at `admin` (which must answer 200).
+    pub async fn status(&self, admin: &str, token: &str) -> serde_json::Value {
+        let res = self.get_with_token(&format!("{admin}/status"), token).await;
+        assert_eq!(res.status, 200, "/status: {}", res.text());
+        res.json()
+    }
+
+    /// The admin `/metrics` text at `admin`.
+    pub async fn metrics(&self, admin: &str) -> String {
+        self.get(&format!("{admin}/metrics")).await.text()
+    }
+
+    /// An order as the pizza service sends it: `POST {proxy}/api/order`
+    /// with the sample order and its apiKey `key`.
+    pub async fn order(&self, proxy: &str, key: &str) -> Answer {
+        self.order_to(&format!("{proxy}/api/order"), key, &[]).await
+    }
+
+    /// The sample order to `url`, with the apiKey `key` and `extra` headers.
+    pub async fn order_to(&self, url: &str, key: &str, extra: &[(&str, &str)]) -> Answer {
+        let auth = format!("Bearer {key}");
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        headers.extend_from_slice(extra);
+        self.request(Method::POST, url, &headers, SAMPLE_ORDER)
             .await
     }
 }

@@ -171,24 +171,8 @@ pub fn queried_metric_names() -> Result<BTreeSet<String>, GrafanaFileError> {
     Ok(names)
 }
 
-/// The sample names of a Prometheus text exposition (what PromQL selects:
-/// `x_bucket`, `x_count`, `x_sum`, `y_total`, `z`).
-pub fn sample_names(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// PromQL words that are not metric names.
+/// PromQL words that are not metric names (besides [`LABEL_LISTS`]).
 const KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
     "bool",
     "and",
     "or",

@@ -38,15 +38,6 @@ fn binary() -> String {
     );
 }
 
-/// A port nothing listens on now (Prometheus cannot report a port 0 it
-/// chose, so the test picks one; the window for a clash is small).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// `%`-encodes a form value (RFC 3986 unreserved characters stay).
 pub fn form_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
@@ -66,7 +57,7 @@ impl Prometheus {
     /// `factory-sidecar`, with `rules` (a rule file's text) loaded.
     pub async fn start(targets: &[String], rules: &str) -> Prometheus {
         let bin = binary();
-        let dir = super::binary::temp_path("prometheus");
+        let dir = super::temp_path("prometheus");
         std::fs::create_dir_all(&dir).expect("prometheus dir");
         let rules_path = dir.join("rules.yml");
         std::fs::write(&rules_path, rules).expect("write rules");
@@ -80,7 +71,8 @@ impl Prometheus {
         );
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
-        let port = free_port();
+        // Prometheus cannot report a port 0 it chose: the test picks one.
+        let port = super::free_port();
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(

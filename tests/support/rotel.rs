@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use factory_sidecar::config::OtlpProtocol;
 use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -70,13 +71,6 @@ pub struct Collector {
     _child: Child,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// Where pip put `rotel-agent`.
 fn agent_path() -> std::path::PathBuf {
     let out = std::process::Command::new("python3")
@@ -105,7 +99,7 @@ fn agent_path() -> std::path::PathBuf {
 impl Collector {
     /// Starts the collector and waits until both ports accept connections.
     pub async fn start() -> Collector {
-        let (http_port, grpc_port) = (free_port(), free_port());
+        let (http_port, grpc_port) = (super::free_port(), super::free_port());
         let mut child = Command::new(agent_path())
             .args([
                 "start",
@@ -148,6 +142,14 @@ impl Collector {
             grpc_endpoint: format!("http://127.0.0.1:{grpc_port}"),
             received,
             _child: child,
+        }
+    }
+
+    /// Where a sidecar exports to this collector over `protocol`.
+    pub fn endpoint(&self, protocol: OtlpProtocol) -> String {
+        match protocol {
+            OtlpProtocol::HttpProtobuf => self.http_endpoint.clone(),
+            OtlpProtocol::Grpc => self.grpc_endpoint.clone(),
         }
     }
 

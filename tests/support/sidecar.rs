@@ -19,11 +19,27 @@ pub fn config(upstream: &str, tweak: impl FnOnce(&mut Config)) -> Config {
     c
 }
 
+/// No retries and a breaker that never trips: for tests about what passes
+/// through (fidelity, limits, faults), not about resilience.
+pub fn plain(c: &mut Config) {
+    c.retry.max_attempts = 1;
+    c.circuit_breaker.consecutive_failures = 1000;
+    c.circuit_breaker.minimum_calls = 1000;
+}
+
 /// A started sidecar and the URLs tests talk to.
 pub struct Running {
     pub sidecar: Sidecar,
     pub url: String,
     pub admin: String,
+}
+
+impl Running {
+    /// Shuts the sidecar down and waits until it has stopped.
+    pub async fn stop(self) {
+        self.sidecar.shutdown();
+        self.sidecar.stopped().await;
+    }
 }
 
 pub async fn start(config: Config) -> Running {

@@ -141,6 +141,7 @@ impl H1Conn {
     /// Sends `req` (origin form; `host` is the factory's) and reads the
     /// answer head; [`Answer::with_body`] then reads the body on from this
     /// connection.
+    #[cfg(test)]
     pub async fn send(
         &mut self,
         req: &Request<Bytes>,

@@ -624,5 +624,4 @@ fn refusal(result: &Answer) -> Option<Duration> {
 }
 
 #[cfg(test)]
-#[path = "patient_tests.rs"]
 mod tests;

@@ -18,6 +18,9 @@
 //! end), one metric update and one [`EpisodeEvent`] on a broadcast channel
 //! (for Grafana annotations). Links are kept raw only to follow them; they
 //! are shown masked everywhere.
+//!
+//! Here: the registry and its decisions. Beside it: `view.rs` (the
+//! `/status` part) and `saved.rs` (episodes kept across restarts).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -36,6 +39,13 @@ use crate::chaos::resolve::FactoryAnswer;
 use crate::chaos::{ChaosType, ResolveResult};
 use crate::live::LiveDuration;
 use crate::telemetry::metrics::Metrics;
+use crate::times::millis;
+
+mod saved;
+mod view;
+
+pub use saved::{SavedEpisode, SavedResolve};
+pub use view::{EpisodeView, EpisodesSnapshot, ResolveView};
 
 /// Closed episodes kept for `/status`.
 pub const HISTORY: usize = 50;
@@ -165,54 +175,10 @@ impl FollowTicket {
     pub fn episode(&self) -> u64 {
         self.episode
     }
+    #[cfg(test)]
     pub fn how(&self) -> How {
         self.how
     }
-}
-
-/// One resolve attempt as `/status` shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResolveView {
-    pub at: String,
-    pub how: How,
-    #[serde(flatten)]
-    pub answer: FactoryAnswer,
-}
-
-/// One episode as `/status` shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EpisodeView {
-    pub id: u64,
-    #[serde(rename = "type")]
-    pub chaos: ChaosType,
-    pub first_seen: String,
-    pub last_seen: String,
-    pub attempts: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_status: Option<u16>,
-    /// Masked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub link: Option<String>,
-    pub followable: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolved_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub how: Option<How>,
-    /// So far, for an open episode.
-    pub duration_seconds: f64,
-    pub resolves: Vec<ResolveView>,
-}
-
-/// The episodes part of `/status`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EpisodesSnapshot {
-    /// Open episodes.
-    pub active: Vec<EpisodeView>,
-    /// Closed ones, newest first.
-    pub recent: Vec<EpisodeView>,
 }
 
 #[derive(Default)]
@@ -254,10 +220,6 @@ impl std::fmt::Debug for Registry {
             .field("open", &self.open.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
-}
-
-fn time(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 impl Registry {
@@ -559,7 +521,7 @@ impl Registry {
             chaos.r#type = ep.chaos.as_str(),
             how = how.as_str(),
             attempts = ep.attempts,
-            duration_ms = lasted.as_millis() as u64,
+            duration_ms = millis(lasted),
             link = ep.shown.as_deref().unwrap_or("none"),
             "chaos episode over"
         );
@@ -580,43 +542,8 @@ impl Registry {
         self.publish_open(inner);
     }
 
-    /// Open and recent episodes, links masked.
-    pub fn snapshot(&self) -> EpisodesSnapshot {
-        let now = Instant::now();
-        let inner = self.inner.lock();
-        let view = |e: &Episode| EpisodeView {
-            id: e.id,
-            chaos: e.chaos,
-            first_seen: time(e.first_seen),
-            last_seen: time(e.last_seen),
-            attempts: e.attempts,
-            last_status: e.last_status,
-            link: e.shown.clone(),
-            followable: e.link.is_some(),
-            resolved_at: e.resolved_at.map(time),
-            how: e.how,
-            duration_seconds: e
-                .ended
-                .unwrap_or(now)
-                .duration_since(e.started)
-                .as_secs_f64(),
-            resolves: e
-                .resolves
-                .iter()
-                .map(|r| ResolveView {
-                    at: time(r.at),
-                    how: r.how,
-                    answer: r.answer.clone(),
-                })
-                .collect(),
-        };
-        EpisodesSnapshot {
-            active: inner.open.iter().map(view).collect(),
-            recent: inner.closed.iter().rev().map(view).collect(),
-        }
-    }
-
     /// Open episodes right now.
+    #[cfg(test)]
     pub fn open_count(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
@@ -625,137 +552,6 @@ impl Registry {
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
-
-    /// Every episode as kept across restarts: open ones first, then the
-    /// closed ones oldest first. Masked links only: a restored episode
-    /// becomes followable again when the factory shows its link again.
-    pub fn export(&self) -> Vec<SavedEpisode> {
-        let now = Instant::now();
-        let inner = self.inner.lock();
-        inner
-            .open
-            .iter()
-            .chain(inner.closed.iter())
-            .map(|e| SavedEpisode {
-                id: e.id,
-                chaos: e.chaos,
-                first_seen: unix_ms(e.first_seen),
-                last_seen: unix_ms(e.last_seen),
-                attempts: e.attempts,
-                last_status: e.last_status,
-                link: e.shown.clone(),
-                resolved_at: e.resolved_at.map(unix_ms),
-                how: e.how,
-                duration_ms: u64::try_from(
-                    e.ended.unwrap_or(now).duration_since(e.started).as_millis(),
-                )
-                .unwrap_or(u64::MAX),
-                resolves: e
-                    .resolves
-                    .iter()
-                    .map(|r| SavedResolve {
-                        at: unix_ms(r.at),
-                        how: r.how,
-                        answer: r.answer.clone(),
-                    })
-                    .collect(),
-            })
-            .collect()
-    }
-
-    /// Puts saved episodes back (at start, before any answer is seen).
-    /// Open ones count as active again (`sidecar.chaos.active`) and close
-    /// as usual, with a Grafana region from their first sighting.
-    pub fn import(&self, saved: Vec<SavedEpisode>) {
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        let ago = |t: u64| wall.duration_since(from_ms(t)).unwrap_or(Duration::ZERO);
-        let at = |t: u64| now.checked_sub(ago(t)).unwrap_or(now);
-        let mut inner = self.inner.lock();
-        for s in saved {
-            let first_seen = from_ms(s.first_seen);
-            let started = at(s.first_seen);
-            let ep = Episode {
-                id: s.id,
-                chaos: s.chaos,
-                first_seen,
-                last_seen: from_ms(s.last_seen),
-                started,
-                last_seen_at: at(s.last_seen),
-                attempts: s.attempts,
-                last_status: s.last_status,
-                link: None,
-                shown: s.link,
-                resolved_at: s.resolved_at.map(from_ms),
-                ended: s
-                    .resolved_at
-                    .map(|_| started + Duration::from_millis(s.duration_ms)),
-                how: s.how,
-                resolves: s
-                    .resolves
-                    .into_iter()
-                    .map(|r| ResolveRecord {
-                        at: from_ms(r.at),
-                        how: r.how,
-                        answer: r.answer,
-                    })
-                    .collect(),
-                follow: None,
-                last_follow: None,
-            };
-            inner.next_id = inner.next_id.max(ep.id);
-            if ep.resolved_at.is_some() {
-                if inner.closed.len() >= HISTORY {
-                    inner.closed.pop_front();
-                }
-                inner.closed.push_back(ep);
-            } else if !inner.open.iter().any(|o| o.chaos == ep.chaos) {
-                self.metrics.chaos_active(ep.chaos, true);
-                inner.open.push(ep);
-            }
-        }
-        self.open.store(inner.open.len(), Ordering::Release);
-    }
-}
-
-/// Milliseconds since the Unix epoch (0 before it).
-pub(crate) fn unix_ms(t: SystemTime) -> u64 {
-    u64::try_from(
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
-}
-
-fn from_ms(t: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(t)
-}
-
-/// An episode as saved by the episode store (times in Unix ms).
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SavedEpisode {
-    pub id: u64,
-    pub chaos: ChaosType,
-    pub first_seen: u64,
-    pub last_seen: u64,
-    pub attempts: u64,
-    pub last_status: Option<u16>,
-    /// Masked.
-    pub link: Option<String>,
-    pub resolved_at: Option<u64>,
-    pub how: Option<How>,
-    pub duration_ms: u64,
-    pub resolves: Vec<SavedResolve>,
-}
-
-/// A resolve attempt as saved.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct SavedResolve {
-    pub at: u64,
-    pub how: How,
-    pub answer: FactoryAnswer,
 }
 
 fn push_bounded(v: &mut VecDeque<ResolveRecord>, r: ResolveRecord) {
