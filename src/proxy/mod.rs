@@ -5,7 +5,8 @@
 //!   and the wire rules they share);
 //! - `collect`, `headers`, `stack`: the request on its way down;
 //! - `client` (`Forward`), `pool`, `connect`: the way to the factory;
-//!   `body` the answer bodies, `recycle` header maps kept for reuse.
+//!   `body` the answer bodies, `recycle` header maps kept for reuse;
+//!   `anchor` a timer that keeps the orders' timers from waking the runtime.
 
 use std::sync::Arc;
 
@@ -56,6 +57,7 @@ macro_rules! write_through {
 }
 pub(crate) use write_through;
 
+pub mod anchor;
 pub mod body;
 pub mod client;
 pub mod collect;

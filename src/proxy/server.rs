@@ -35,6 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::ServerConfig;
+use crate::proxy::anchor::Anchor;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::collect::RequestBody;
 use crate::proxy::headers::ClientAddr;
@@ -116,6 +117,8 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    // Keeps the timers each order arms from waking the runtime (see anchor.rs).
+    let _anchor = Anchor::spawn();
     let builder = Arc::new(builder(&opts));
     let graceful = GracefulShutdown::new();
     let drain = Arc::new(Drain::default());
