@@ -21,10 +21,13 @@
 #   bash benches/syscalls.sh --bin path/to/factory-sidecar   (compare builds)
 #
 # Columns, per order: calls of each system call worth its own column, then
-# all others, the total, reads that found nothing (EAGAIN), and context
+# all others, the total, reads that found nothing (EAGAIN), context
 # switches (the proxy blocked in epoll_wait and was woken, or was
-# preempted). Needs perf, wrk and taskset; loopback only; about 5 s per
-# target and connection count.
+# preempted) and CPU time; then the same two for the load side, wrk and the
+# simulator on CPU 1, whose work a proxy also shapes (a proxy that sends in
+# bursts wakes them less often). CPU times are times: compare them within a
+# run. Needs perf, wrk and taskset; loopback only; about 5 s per target and
+# connection count.
 set -euo pipefail
 
 TARGETS="sidecar nginx" CONNS="1 32 256" SECS=3 BIN=""
@@ -34,7 +37,7 @@ while (($#)); do
     --conns) CONNS=${2:?}; shift ;;
     --secs) SECS=${2:?}; shift ;;
     --bin) BIN=${2:?}; shift ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "syscalls.sh: unknown option '$1'" >&2; exit 1 ;;
     esac
     shift
@@ -136,9 +139,10 @@ stop_target() {
     wait "$PID" 2>/dev/null || true
 }
 
-# wrk for SECS seconds at CONNS connections; prints the orders answered.
+# wrk for SECS seconds at CONNS connections, its context switches and CPU
+# time counted into $TMP/wrk.stat; prints the orders answered.
 orders() { # conns secs
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$1" -d"$2s" --timeout 5s -s "$ROOT/benches/configs/load.lua" \
+    perf stat -x, -e context-switches,task-clock -o "$TMP/wrk.stat" taskset -c "$LOAD_CPU" wrk -t1 -c"$1" -d"$2s" --timeout 5s -s "$ROOT/benches/configs/load.lua" \
         "http://$LISTEN/api/order" >"$TMP/wrk.out" 2>&1
     local result
     result=$(grep '^RESULT' "$TMP/wrk.out") || { cat "$TMP/wrk.out" >&2; exit 1; }
@@ -153,33 +157,39 @@ orders() { # conns secs
 COLS=(read recvfrom write sendto writev epoll_wait epoll_ctl futex getsockopt)
 # Reads that may find nothing (EAGAIN, -11).
 READS=(read recvfrom readv recvmsg)
-EVENTS=raw_syscalls:sys_enter,context-switches
+EVENTS=raw_syscalls:sys_enter,context-switches,task-clock
 for c in "${COLS[@]}"; do EVENTS+=",syscalls:sys_enter_$c"; done
 FILTERED=()
 for r in "${READS[@]}"; do FILTERED+=(-e "syscalls:sys_exit_$r" --filter 'ret == -11'); done
 
-# Counts the proxy's system calls while wrk runs; prints "name count" lines,
-# "orders N" first.
+# Counts the proxy's system calls, and the load side's (wrk and the
+# simulator) context switches and CPU time, while wrk runs; prints "name
+# count" lines, "orders N" first.
 count() { # conns
     perf stat -x, -e "$EVENTS" "${FILTERED[@]}" -p "$PID" -o "$TMP/perf.out" &
     local stat=$! n
+    perf stat -x, -e context-switches,task-clock -p "$SIM_PID" -o "$TMP/sim.stat" &
+    local sim=$!
     # perf prints nothing until it ends; give it a moment to attach.
     sleep 0.5
     n=$(orders "$1" "$SECS")
-    kill -INT "$stat"
-    wait "$stat" 2>/dev/null || true
+    kill -INT "$stat" "$sim"
+    wait "$stat" "$sim" 2>/dev/null || true
     echo "orders $n"
     # "count,unit,event,..."; the filtered exits count EAGAIN reads.
-    awk -F, '$1 ~ /^[0-9]+$/ { e = $3; sub(/^syscalls:sys_enter_/, "", e)
+    awk -F, '$1 ~ /^[0-9.]+$/ { e = $3; sub(/^syscalls:sys_enter_/, "", e)
              if (e ~ /^syscalls:sys_exit_/) e = "eagain"; s[e] += $1 }
              END { for (e in s) print e, s[e] }' "$TMP/perf.out"
+    # task-clock is in milliseconds.
+    awk -F, '$1 ~ /^[0-9.]+$/ { s["load_" $3] += $1 } END { for (e in s) print e, s[e] }' \
+        "$TMP/wrk.stat" "$TMP/sim.stat"
 }
 
 printf 'per order (%s s of wrk per point)\n\n| target | conns |' "$SECS"
 for c in "${COLS[@]}"; do printf ' %s |' "$c"; done
-printf ' other | **total** | EAGAIN reads | context switches |\n|---|---:|'
+printf ' other | **total** | EAGAIN reads | context switches | CPU µs | load side: context switches | load side: CPU µs |\n|---|---:|'
 for _ in "${COLS[@]}"; do printf -- '---:|'; done
-printf -- '---:|---:|---:|---:|\n'
+printf -- '---:|---:|---:|---:|---:|---:|---:|\n'
 for conns in $CONNS; do
     for t in $TARGETS; do
         start_target "$t"
@@ -193,8 +203,9 @@ for conns in $CONNS; do
                 printf "| %s | %s |", t, c
                 other = v["raw_syscalls:sys_enter"]
                 for (i = 1; i <= k; i++) { printf " %.2f |", v[col[i]] / n; other -= v[col[i]] }
-                printf " %.2f | **%.2f** | %.2f | %.2f |\n", other / n, v["raw_syscalls:sys_enter"] / n,
-                    v["eagain"] / n, v["context-switches"] / n
+                printf " %.2f | **%.2f** | %.2f | %.2f | %.1f | %.2f | %.1f |\n", other / n,
+                    v["raw_syscalls:sys_enter"] / n, v["eagain"] / n, v["context-switches"] / n,
+                    1000 * v["task-clock"] / n, v["load_context-switches"] / n, 1000 * v["load_task-clock"] / n
             }' "$TMP/counts"
     done
 done
