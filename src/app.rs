@@ -58,10 +58,15 @@ pub struct Sidecar {
     task: JoinHandle<()>,
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { what, addr, source })
+/// Binds `addr` and reads back the address bound (port 0 gets a free one).
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let fail = |source| StartError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    Ok((listener, bound))
 }
 
 impl Sidecar {
@@ -135,22 +140,8 @@ impl Sidecar {
         let annotator = Arc::new(Annotator::start(&config.grafana)?);
         let annotating = annotator.follow(parts.chaos.subscribe());
 
-        let proxy_listener = bind("server.listen", config.server.listen).await?;
-        let admin_listener = bind("admin.listen", config.admin.listen).await?;
-        let proxy_addr = proxy_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                what: "server.listen",
-                addr: config.server.listen,
-                source,
-            })?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                what: "admin.listen",
-                addr: config.admin.listen,
-                source,
-            })?;
+        let (proxy_listener, proxy_addr) = bind("server.listen", config.server.listen).await?;
+        let (admin_listener, admin_addr) = bind("admin.listen", config.admin.listen).await?;
 
         let mut admin_parts: Vec<Arc<dyn AdminPart>> = vec![
             Arc::clone(&parts.counts) as Arc<dyn AdminPart>,

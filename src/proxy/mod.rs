@@ -3,7 +3,8 @@
 //! - `server` (listener, hand-over to hyper) and `http1` (HTTP/1.1 spoken
 //!   by the sidecar itself: the fast path, the guard, the factory client,
 //!   and the wire rules they share);
-//! - `collect`, `headers`, `stack`: the request on its way down;
+//! - `collect`, `headers`, `stack` (and `buffered`, the part below body
+//!   buffering as one trait): the request on its way down;
 //! - `client` (`Forward`), `pool`, `connect`: the way to the factory;
 //!   `body` the answer bodies, `recycle` header maps kept for reuse;
 //!   `anchor` a timer that keeps the orders' timers from waking the runtime.
@@ -59,6 +60,7 @@ pub(crate) use write_through;
 
 pub mod anchor;
 pub mod body;
+pub mod buffered;
 pub mod client;
 pub mod collect;
 pub mod connect;

@@ -3,17 +3,16 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, Response};
 use tower::{Service, ServiceBuilder};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
-use crate::boxed::BoxError;
 use crate::chaos::{Chaos, ChaosLayer};
 use crate::config::Config;
 use crate::error::RescueLayer;
 use crate::orders::Patience;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::buffered::BufferedStack;
 use crate::proxy::client::Forward;
 use crate::proxy::collect::{CollectBodyLayer, RequestBody};
 use crate::proxy::headers::ForwardedHeadersLayer;
@@ -136,19 +135,7 @@ pub fn build(
 /// through deadline, retry, breaker, per-try telemetry, attempt timeout and
 /// chaos to the factory. The synthetic probe enters here, so its orders meet
 /// exactly what a diner's order meets.
-pub fn build_buffered(
-    config: &Config,
-    parts: &Parts,
-) -> impl Service<
-    Request<Bytes>,
-    Response = Response<ProxyBody>,
-    Error = BoxError,
-    Future: Send + 'static,
->
-+ Clone
-+ Send
-+ 'static
-+ use<> {
+pub fn build_buffered(config: &Config, parts: &Parts) -> impl BufferedStack + use<> {
     ServiceBuilder::new()
         .layer(ForwardedHeadersLayer)
         .layer(DeadlineLayer::new(config.upstream.request_timeout).orders(
@@ -181,6 +168,8 @@ pub fn build_buffered(
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     /// The future of one request below body buffering: hyper keeps one per

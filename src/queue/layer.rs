@@ -22,12 +22,12 @@ use http::{Method, Request, Response};
 
 use super::http::{ORDERS_PREFIX, accepted, order_answer};
 use super::prefer::wants_async;
-use super::replay::Stack;
 use super::{Queue, QueuedBecause};
 use crate::boxed::BoxError;
 use crate::error::{ErrorKind, kind_of};
 use crate::orders::OrderRoutes;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::buffered::BufferedStack;
 use crate::resilience::breaker::CircuitState;
 use tower::ServiceExt;
 
@@ -100,7 +100,7 @@ fn queueable(err: &(dyn std::error::Error + 'static)) -> Option<QueuedBecause> {
     }
 }
 
-impl<S: Stack> tower::Service<Request<Bytes>> for AsyncOrders<S> {
+impl<S: BufferedStack> tower::Service<Request<Bytes>> for AsyncOrders<S> {
     type Response = Response<ProxyBody>;
     type Error = BoxError;
     type Future = AsyncFuture<S::Future>;
@@ -261,7 +261,7 @@ mod tests {
     }
 
     /// The stack below: the factory cannot be reached; counts calls.
-    fn unreachable(calls: Arc<AtomicUsize>) -> impl Stack {
+    fn unreachable(calls: Arc<AtomicUsize>) -> impl BufferedStack {
         tower::service_fn(move |_req: Request<Bytes>| {
             calls.fetch_add(1, Ordering::SeqCst);
             async {

@@ -41,6 +41,7 @@ use super::store::{Claim, expiry};
 use crate::boxed::BoxError;
 use crate::error::kind_of;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::buffered::BufferedStack;
 use crate::resilience::breaker::CircuitState;
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
 use crate::telemetry::metrics::ReplayResult;
@@ -63,34 +64,8 @@ fn expire_every(queue: &Queue) -> u32 {
     u32::try_from(secs).unwrap_or(60)
 }
 
-/// The stack replays go through (the one below the server layer), and
-/// the one the async-order layer wraps.
-pub trait Stack:
-    Service<
-        Request<Bytes>,
-        Response = Response<ProxyBody>,
-        Error = BoxError,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S> Stack for S where
-    S: Service<
-            Request<Bytes>,
-            Response = Response<ProxyBody>,
-            Error = BoxError,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
-
 /// Starts the replayer and the sweeper; abort the handles to stop them.
-pub fn spawn(queue: Arc<Queue>, service: impl Stack) -> Vec<JoinHandle<()>> {
+pub fn spawn(queue: Arc<Queue>, service: impl BufferedStack) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(replayer(Arc::clone(&queue), service)),
         tokio::spawn(sweeper(queue)),
@@ -112,7 +87,7 @@ async fn idle(queue: &Queue) {
     let _ = tokio::time::timeout(wait, queue.wake.notified()).await;
 }
 
-async fn replayer(queue: Arc<Queue>, service: impl Stack) {
+async fn replayer(queue: Arc<Queue>, service: impl BufferedStack) {
     let Some(store) = queue.store.clone() else {
         return;
     };

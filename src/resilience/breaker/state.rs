@@ -370,17 +370,12 @@ fn mode_state(mode: Mode) -> CircuitState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Percent;
 
+    /// The layer tests' config, tripping after three failures in a row.
     fn config() -> BreakerConfig {
         BreakerConfig {
-            enabled: true,
-            failure_rate_percent: Percent::new(50).expect("valid percent"),
-            minimum_calls: 10,
-            window: Duration::from_secs(10),
             consecutive_failures: 3,
-            open_for: Duration::from_secs(5),
-            half_open_probes: 1,
+            ..super::super::tests::config()
         }
     }
 

@@ -15,7 +15,8 @@ use crate::proxy::Outgoing;
 use crate::resilience::testing::{Script, Step, TestService, request, until};
 use crate::telemetry::metrics::Metrics;
 
-fn config() -> BreakerConfig {
+/// A breaker that trips at 50 % of 10 calls or 5 failures in a row.
+pub(super) fn config() -> BreakerConfig {
     BreakerConfig {
         enabled: true,
         failure_rate_percent: Percent::new(50).expect("valid percent"),
