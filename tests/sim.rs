@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use support::http::{Http, eventually, request};
 use support::sim::{
     fast_options, keys, link_path, msg, order, pizza_validation, sample_order, set_chaos, start,
-    start_with, stats,
+    start_with, stats, verify,
 };
 
 #[tokio::test]
@@ -80,14 +80,7 @@ async fn order_without_chaos_gets_a_jwt_that_verifies_against_the_jwks() {
     );
 
     // And the factory's own verify endpoint agrees.
-    let verify = http
-        .post_json(
-            &format!("{}/api/order/verify", sim.url()),
-            None,
-            &json!({ "jwt": jwt }).to_string(),
-        )
-        .await
-        .expect("verify");
+    let verify = verify(&http, &sim, jwt).await;
     assert_eq!(verify.status, StatusCode::OK);
     assert_eq!(verify.json()["message"], "valid");
     assert_eq!(verify.json()["payload"], data.claims);

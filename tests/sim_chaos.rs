@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use support::http::{Http, eventually, request};
 use support::sim::{
     FAST, fast_options, keys, link_path, msg, order, pizza_validation, sample_order, set_chaos,
-    start, start_with, stats,
+    start, start_with, stats, verify,
 };
 
 #[tokio::test]
@@ -168,14 +168,7 @@ async fn throttle_waits_then_answers_a_good_pizza_with_the_report_link() {
     assert_eq!(r.status, StatusCode::OK);
     let body = r.json();
     assert_eq!(keys(&body), ["jwt", "reportUrl"]);
-    let verify = http
-        .post_json(
-            &format!("{}/api/order/verify", sim.url()),
-            None,
-            &json!({ "jwt": body["jwt"] }).to_string(),
-        )
-        .await
-        .expect("verify");
+    let verify = verify(&http, &sim, body["jwt"].as_str().expect("jwt")).await;
     assert_eq!(
         verify.status,
         StatusCode::OK,
@@ -218,14 +211,7 @@ async fn badjwt_answers_200_with_a_token_that_fails_verification() {
     let set: JwkSet = serde_json::from_slice(&sim.jwks()).expect("jwks");
     let key = DecodingKey::from_jwk(&set.keys[0]).expect("key");
     assert!(jsonwebtoken::decode::<Value>(jwt, &key, &pizza_validation()).is_err());
-    let verify = http
-        .post_json(
-            &format!("{}/api/order/verify", sim.url()),
-            None,
-            &json!({ "jwt": jwt }).to_string(),
-        )
-        .await
-        .expect("verify");
+    let verify = verify(&http, &sim, jwt).await;
     assert_eq!(verify.status, StatusCode::FORBIDDEN);
     assert_eq!(
         stats(&http, &sim).await.orders_ok,

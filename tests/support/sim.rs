@@ -91,3 +91,14 @@ pub fn pizza_validation() -> Validation {
     v.required_spec_claims.clear();
     v
 }
+
+/// The factory's own `POST /api/order/verify` of `jwt`.
+pub async fn verify(http: &Http, sim: &SimHandle, jwt: &str) -> Reply {
+    http.post_json(
+        &format!("{}/api/order/verify", sim.url()),
+        None,
+        &serde_json::json!({ "jwt": jwt }).to_string(),
+    )
+    .await
+    .expect("verify is always answered")
+}
