@@ -16,12 +16,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, header};
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
 use crate::admin::AdminPart;
-use crate::boxed::BoxError;
 use crate::config::ProbeConfig;
-use crate::proxy::body::ProxyBody;
+use crate::proxy::buffered::BufferedStack;
 use crate::resilience::classify::{Outcome, classify};
 use crate::telemetry::Metrics;
 use crate::times::{millis, rfc3339};
@@ -72,19 +71,12 @@ fn order_body(config: &ProbeConfig) -> Bytes {
 }
 
 /// Runs the probe until the task is aborted (on shutdown).
-pub fn spawn<S>(
+pub fn spawn(
     config: ProbeConfig,
-    service: S,
+    service: impl BufferedStack,
     metrics: Arc<Metrics>,
     state: Arc<ProbeState>,
-) -> tokio::task::JoinHandle<()>
-where
-    S: Service<Request<Bytes>, Response = http::Response<ProxyBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let body = order_body(&config);
         let auth = HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()));

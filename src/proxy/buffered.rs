@@ -1,7 +1,8 @@
 //! What the stack below body buffering is, as one trait: the server's stack
 //! wraps it, the synthetic probe and the async-order queue's replays enter
 //! it (so their orders meet what a diner's order meets). A named trait,
-//! because the bounds are long and three modules spell them.
+//! because the bounds are long and the stack, the probe and the queue all
+//! need the same ones.
 
 use bytes::Bytes;
 use http::{Request, Response};

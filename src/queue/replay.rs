@@ -33,12 +33,11 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
 use super::Queue;
 use super::record::{ANSWER_HEADERS, OrderRecord, OrderState, StoredAnswer, StoredHeader};
 use super::store::{Claim, expiry};
-use crate::boxed::BoxError;
 use crate::error::kind_of;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::buffered::BufferedStack;
@@ -168,10 +167,7 @@ async fn stored_answer(res: Response<ProxyBody>) -> Result<StoredAnswer, String>
     })
 }
 
-async fn send<S>(service: S, req: Request<Bytes>) -> Ended
-where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError>,
-{
+async fn send(service: impl BufferedStack, req: Request<Bytes>) -> Ended {
     match service.oneshot(req).await {
         Ok(res) => {
             let outcome = classify_response(&res);
@@ -261,10 +257,7 @@ fn next_state(
     (rec, result)
 }
 
-async fn replay_one<S>(queue: &Queue, service: S, claim: Claim, half_open: bool)
-where
-    S: Service<Request<Bytes>, Response = Response<ProxyBody>, Error = BoxError>,
-{
+async fn replay_one(queue: &Queue, service: impl BufferedStack, claim: Claim, half_open: bool) {
     let Some(store) = &queue.store else { return };
     let rec = claim.record.clone();
     let now = now_ms();
