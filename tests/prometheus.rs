@@ -265,24 +265,43 @@ async fn prometheus_sees_every_panel_counts_first_events_and_fires_the_shipped_a
     );
 
     // Every dashboard expression returns data, with Grafana's variables
-    // as Grafana fills them for this sidecar.
+    // as Grafana fills them for this sidecar. A rate needs two scrapes of
+    // its series: one that first appeared with the last orders (the
+    // waiting orders' histogram) gets until the next scrapes.
     let exprs = expressions(DASHBOARD_JSON, "the dashboard").expect("dashboard JSON");
     assert!(exprs.len() >= 20, "{} expressions", exprs.len());
-    let mut empty = Vec::new();
-    for e in &exprs {
-        let q = e
-            .replace("$__rate_interval", "1m")
-            .replace("$instance", &regex_escape(&w.instance));
-        match w.prometheus.query(&q).await {
-            Ok(result) if !result.is_empty() => {}
-            Ok(_) => empty.push(q),
-            Err(e) => empty.push(e),
-        }
+    let queries: Vec<String> = exprs
+        .iter()
+        .map(|e| {
+            e.replace("$__rate_interval", "1m")
+                .replace("$instance", &regex_escape(&w.instance))
+        })
+        .collect();
+    let every = Duration::from_millis(250);
+    let all = support::wait_every(WAIT, every, || async {
+        without_data(&w.prometheus, &queries).await.is_empty().then_some(())
+    })
+    .await;
+    if all.is_none() {
+        let empty = without_data(&w.prometheus, &queries).await;
+        panic!("panels without data: {empty:#?}");
     }
-    assert!(empty.is_empty(), "panels without data: {empty:#?}");
 
     w.sidecar.shutdown();
     w.sidecar.stopped().await;
+}
+
+/// The queries that return no data (or fail), with the failure.
+async fn without_data(prometheus: &Prometheus, queries: &[String]) -> Vec<String> {
+    let mut empty = Vec::new();
+    for q in queries {
+        match prometheus.query(q).await {
+            Ok(result) if !result.is_empty() => {}
+            Ok(_) => empty.push(q.clone()),
+            Err(e) => empty.push(e),
+        }
+    }
+    empty
 }
 
 /// `instance=~"$instance"`: the value as a regular expression.
