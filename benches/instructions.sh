@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Instructions per proxied request, counted by valgrind's callgrind: the
+# Instructions per proxied request, counted by valgrind's callgrind (with
+# idle polling off, `server.busy_poll = "0s"`, whose rounds would count with
+# the wall-clock time valgrind stretches rather than with the orders): the
 # user-space cost of one order through a proxy, repeatable to a fraction of a
 # percent whatever else the machine is doing (wall-clock figures on a shared
 # VM move by 10% or more between rounds; see benches/README.md). Counts
@@ -151,6 +153,7 @@ run_once() { # target n
         cat >"$TMP/$target.toml" <<EOF
 [server]
 listen = "$listen"
+busy_poll = "0s"
 [upstream]
 url = "http://$UP"
 pool_max_idle_per_host = 256

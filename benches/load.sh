@@ -310,6 +310,14 @@ cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
+# Seconds a sidecar target has spent polling with nothing to do
+# (server.busy_poll) so far, from its /metrics; 0 for every other target.
+poll_seconds() { # name
+    [[ -n ${ADMIN[$1]:-} ]] || { echo 0; return; }
+    curl -sS --max-time 5 -H "authorization: Bearer $ADMIN_TOKEN" "http://${ADMIN[$1]}/metrics" 2>/dev/null |
+        awk '$1 == "sidecar_busy_poll_idle_seconds_total" { v = $2 } END { printf "%.6f\n", v + 0 }'
+}
+
 # Busy and total ticks of one CPU so far (/proc/stat; busy is all but idle
 # and iowait): whether the load generator's CPU, not the proxy, was the limit.
 cpu_busy() { # cpu
@@ -613,6 +621,7 @@ for c in $CONNS; do
             [[ -z ${FLAG[$name]:-} ]] || continue
             kill -0 "${PID[$name]}" 2>/dev/null || { FLAG[$name]="exited during the run"; log "FLAG $name: exited"; continue; }
             run_wrk "$name" "$c" "$WARMUP" "$TMP/warm.out" || true
+            poll0=$(poll_seconds "$name")
             cpu0=$(cpu_ticks "${PID[$name]}")
             read -r busy0 total0 < <(cpu_busy "$LOAD_CPU")
             if ! run_wrk "$name" "$c" "$DURATION" "$TMP/wrk.out"; then
@@ -624,14 +633,19 @@ for c in $CONNS; do
             [[ -n $line ]] || die "no RESULT line from wrk for $name: $(tail -3 "$TMP/wrk.out")"
             cpu=$(($(cpu_ticks "${PID[$name]}") - cpu0))
             read -r busy1 total1 < <(cpu_busy "$LOAD_CPU")
-            # name conns round rps p50 p99 p999 max requests http_errors socket_errors cpu_us load_busy%
+            poll1=$(poll_seconds "$name")
+            # name conns round rps p50 p99 p999 max requests http_errors socket_errors cpu_us load_busy% poll_us
+            # (cpu_us leaves out the idle polling, which poll_us counts.)
             awk -v n="$name" -v c="$c" -v r="$r" -v cpu="$cpu" -v hz="$CLK_TCK" \
+                -v poll="$(awk -v a="$poll0" -v b="$poll1" 'BEGIN { printf "%.6f", (b > a ? b - a : 0) }')" \
                 -v busy=$((busy1 - busy0)) -v total=$((total1 - total0)) '{
                 for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-                printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f\n", n, c, r, f["rps"], f["p50_us"], f["p99_us"],
+                work = cpu / hz - poll; if (work < 0) work = 0
+                printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f\t%.2f\n", n, c, r, f["rps"], f["p50_us"], f["p99_us"],
                     f["p999_us"], f["max_us"], f["requests"], f["http_errors"],
                     f["connect"] + f["read"] + f["write"] + f["timeout"],
-                    (f["requests"] > 0 ? cpu * 1e6 / hz / f["requests"] : 0), (total > 0 ? 100 * busy / total : 0)
+                    (f["requests"] > 0 ? work * 1e6 / f["requests"] : 0), (total > 0 ? 100 * busy / total : 0),
+                    (f["requests"] > 0 ? poll * 1e6 / f["requests"] : 0)
             }' <<<"$line" >>"$RAW"
             log "$(printf '%-11s c=%-4s round %s: %s' "$name" "$c" "$r" "${line#RESULT }")"
         done
@@ -665,7 +679,7 @@ function med(s,   a, n, i, j, t) {
 {
     k = $1 "\t" $2
     if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
-    cpu[k] = cpu[k] " " $12; load[k] = load[k] " " $13; rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; p999[k] = p999[k] " " $7
+    cpu[k] = cpu[k] " " $12; poll[k] = poll[k] " " $14; load[k] = load[k] " " $13; rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; p999[k] = p999[k] " " $7
     err[k] += $10 + $11; req[k] += $9
     if (!(k in lo) || $4 < lo[k]) lo[k] = $4
     if (!(k in hi) || $4 > hi[k]) hi[k] = $4
@@ -673,11 +687,11 @@ function med(s,   a, n, i, j, t) {
 END {
     for (i = 1; i <= nk; i++) {
         k = order[i]; m = med(rps[k])
-        printf "%s\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%.0f\n", k, m, med(p50[k]), med(p99[k]), med(p999[k]), err[k], req[k], (m > 0 ? 100 * (hi[k] - lo[k]) / m : 0), med(cpu[k]), med(load[k])
+        printf "%s\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%.0f\t%.2f\n", k, m, med(p50[k]), med(p99[k]), med(p999[k]), err[k], req[k], (m > 0 ? 100 * (hi[k] - lo[k]) / m : 0), med(cpu[k]), med(load[k]), med(poll[k])
     }
 }' "$RAW" >"$AGG"
 
-get() { # name conns column(3=rps 4=p50 5=p99 6=p999 7=errors 8=requests 9=spread 10=cpu µs/req 11=load CPU busy %)
+get() { # name conns column(3=rps 4=p50 5=p99 6=p999 7=errors 8=requests 9=spread 10=cpu µs/req 11=load CPU busy % 12=idle poll µs/req)
     awk -F'\t' -v n="$1" -v c="$2" -v col="$3" '$1 == n && $2 == c { print $col; exit }' "$AGG"
 }
 fmt_us() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) printf "%d µs", u; else if (u < 100000) printf "%.2f ms", u / 1000; else printf "%.0f ms", u / 1000 }'; }
@@ -705,13 +719,13 @@ EXIT=0
     echo "- features wired into this sidecar binary (the parts its /status reports, and OTLP from its log): $STATUS_PARTS; a variant that turns off a feature not listed here measures no difference by construction"
     [[ -z $OTLP_SKIP ]] || echo "- **OTLP: $OTLP_SKIP. The OTLP variant is skipped; 'sidecar' runs without export.**"
     echo
-    echo "| target | conns | req/s | p50 | p99 | p99.9 | errors | CPU µs/req | load CPU busy | req/s ÷ direct | p99 ÷ direct | req/s ÷ nginx | p99 ÷ nginx | req/s ÷ haproxy | p99 ÷ haproxy |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| target | conns | req/s | p50 | p99 | p99.9 | errors | CPU µs/req | idle poll µs/req | load CPU busy | req/s ÷ direct | p99 ÷ direct | req/s ÷ nginx | p99 ÷ nginx | req/s ÷ haproxy | p99 ÷ haproxy |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for name in "${TARGETS[@]}"; do
         for c in $CONNS; do
             rps=$(get "$name" "$c" 3)
             if [[ -z $rps ]]; then
-                echo "| $name | $c | **${FLAG[$name]:-not measured}** | | | | | | | | | | | | |"
+                echo "| $name | $c | **${FLAG[$name]:-not measured}** | | | | | | | | | | | | | |"
                 continue
             fi
             p99=$(get "$name" "$c" 5)
@@ -734,9 +748,11 @@ EXIT=0
             fi
             load_busy="$(get "$name" "$c" 11)%"
             ((PIN)) || load_busy="-"
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$c" \
+            poll=$(get "$name" "$c" 12)
+            [[ -n ${ADMIN[$name]:-} ]] || poll="-"
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$c" \
                 "$(printf '%.0f' "$rps")" "$(fmt_us "$(get "$name" "$c" 4)")" "$(fmt_us "$p99")" \
-                "$(fmt_us "$(get "$name" "$c" 6)")" "$e" "$(get "$name" "$c" 10)" "$load_busy" "$vs_d" "$vs_dp" "$vs_n" "$vs_np" "$vs_h" "$vs_hp"
+                "$(fmt_us "$(get "$name" "$c" 6)")" "$e" "$(get "$name" "$c" 10)" "$poll" "$load_busy" "$vs_d" "$vs_dp" "$vs_n" "$vs_np" "$vs_h" "$vs_hp"
         done
     done
     echo
@@ -744,7 +760,7 @@ EXIT=0
         echo "For sidecar-fresh, the nginx ratios are against nginx-fresh (the same fresh tokens)."
         echo
     fi
-    echo "Errors = HTTP statuses >= 400 plus socket errors (connect, read, write, timeout > 5 s), summed over rounds. CPU µs/req = user + system CPU time of the target's processes (/proc/PID/stat; for direct, the simulator) over the requests served: the proxy's own cost, much less sensitive to other work on the machine than req/s. Load CPU busy = how busy CPU $LOAD_CPU (wrk, the simulator, the collector, and whatever else the machine runs there) was during the point: near 100 %, the load side rather than the proxy set the pace, and a cheaper proxy cannot show more req/s. Ratios: req/s above 1 and p99 below 1 favour the proxy in the row."
+    echo "Errors = HTTP statuses >= 400 plus socket errors (connect, read, write, timeout > 5 s), summed over rounds. CPU µs/req = user + system CPU time of the target's processes (/proc/PID/stat; for direct, the simulator) over the requests served, less the sidecar's idle polling: the proxy's own cost, much less sensitive to other work on the machine than req/s. Idle poll µs/req = CPU time a sidecar spent polling for events with none to handle (server.busy_poll, read from its sidecar_busy_poll_idle_seconds_total), per request: CPU that bought latency, not work. Load CPU busy = how busy CPU $LOAD_CPU (wrk, the simulator, the collector, and whatever else the machine runs there) was during the point: near 100 %, the load side rather than the proxy set the pace, and a cheaper proxy cannot show more req/s. Ratios: req/s above 1 and p99 below 1 favour the proxy in the row."
     if ((ROUNDS > 1)); then
         echo "Round-to-round req/s spread (max - min over median), the noise floor for the comparisons below: $(awk -F'\t' '{ if ($9 > m) m = $9; s += $9; n++ } END { if (n) printf "mean %.1f%%, worst %.1f%%", s / n, m }' "$AGG")."
     fi

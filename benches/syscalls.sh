@@ -10,7 +10,9 @@
 # simulator's SAMPLE_ORDER body) on CPU 1, 256 idle upstream connections
 # allowed; the sidecar variants of load.sh (`sidecar`: every feature on,
 # OTLP export every 1 s to a local rotel-agent on CPU 1; `sc-nootlp`, ...),
-# access log off as nginx's. Per target and connection count: a
+# access log off as nginx's, idle polling off (`server.busy_poll = "0s"`:
+# each polling round is one more epoll_wait, which is not an order's work
+# but time the CPU would otherwise sleep). Per target and connection count: a
 # 1 s warm-up, then S seconds of orders while `perf stat` counts the proxy's
 # system calls on their tracepoints (in the kernel, no stop per call, unlike
 # strace) and its context switches.
@@ -117,6 +119,9 @@ start_target() { # target
             -e "s|@UPSTREAM@|$UP|" -e "s|@POOL@|256|" -e "s|@MAX_ATTEMPTS@|${v[0]}|" \
             -e "s|@BREAKER@|${v[1]}|" -e "s|@CHAOS@|${v[2]}|g" -e "s|@OTLP@|$otlp|" \
             "$ROOT/benches/configs/sidecar.toml.in" >"$TMP/$target.toml"
+        # Idle polling (server.busy_poll) would add an epoll_wait per
+        # polling round; these counts are the work an order takes.
+        sed -i 's/^\[server\]$/[server]\nbusy_poll = "0s"/' "$TMP/$target.toml"
         env TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CPU" \
             "$BIN" run --config "$TMP/$target.toml" >"$TMP/t.log" 2>&1 &
         ;;

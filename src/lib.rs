@@ -41,13 +41,16 @@
 //! `queue::replay` (replays stored async orders through the stack below the
 //! server layer, like `probe`), [`sim`] (a faithful factory simulator),
 //! [`demo`], [`config`]; [`tls`] is shared with the telemetry exporters,
-//! [`times`] (moments and durations as written down) with every part.
+//! [`times`] (moments and durations as written down) with every part;
+//! [`busy_poll`] keeps a one-worker runtime polling between an order's
+//! request and its answer instead of sleeping.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod boxed;
+pub mod busy_poll;
 pub mod chaos;
 pub mod config;
 pub mod demo;

@@ -70,7 +70,11 @@ fn main() -> ExitCode {
     // serves ~14% more requests per CPU than a one-worker multi-thread one.
     let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
     let mut builder = if one_worker {
-        tokio::runtime::Builder::new_current_thread()
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        // Polls rather than sleeps for `server.busy_poll` after each request
+        // and answer (busy_poll.rs); off until the proxy's config sets it.
+        b.on_thread_park(factory_sidecar::busy_poll::before_park);
+        b
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };

@@ -279,7 +279,10 @@ async fn prometheus_sees_every_panel_counts_first_events_and_fires_the_shipped_a
         .collect();
     let every = Duration::from_millis(250);
     let all = support::wait_every(WAIT, every, || async {
-        without_data(&w.prometheus, &queries).await.is_empty().then_some(())
+        without_data(&w.prometheus, &queries)
+            .await
+            .is_empty()
+            .then_some(())
     })
     .await;
     if all.is_none() {

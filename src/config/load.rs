@@ -8,6 +8,10 @@ use std::time::Duration;
 use super::schema::*;
 use super::values::{Secret, UpstreamUrl};
 
+/// The longest `server.busy_poll` taken: beyond it polling buys no latency
+/// an order could notice and keeps the CPU busy between orders.
+const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
+
 /// One problem, located in the file when it can be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -227,6 +231,11 @@ impl Config {
             "server.header_read_timeout",
             &|| "header_read_timeout must be greater than 0".into(),
         );
+        ensure(s.busy_poll <= MAX_BUSY_POLL, "server.busy_poll", &|| {
+            "busy_poll must be at most 10ms (it keeps a CPU busy that long after every \
+             request and answer); \"0s\" turns it off"
+                .into()
+        });
 
         let u = &self.upstream;
         ensure(u.url.is_some(), "upstream", &|| {

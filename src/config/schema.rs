@@ -65,6 +65,10 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT: stop accepting, let in-flight requests finish this long.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// With one worker: after a request or an answer, keep polling for
+    /// events this long before sleeping (`crate::busy_poll`); `0s` off.
+    #[serde(with = "duration")]
+    pub busy_poll: Duration,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
+            busy_poll: Duration::from_micros(50),
         }
     }
 }

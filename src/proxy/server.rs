@@ -34,6 +34,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::busy_poll;
 use crate::config::ServerConfig;
 use crate::proxy::anchor::Anchor;
 use crate::proxy::body::ProxyBody;
@@ -55,6 +56,8 @@ pub struct ServeOptions {
     /// for tests): off, every connection goes to hyper from its first byte,
     /// so a test can send the same request down both paths and compare.
     pub fast_path: bool,
+    /// `server.busy_poll` (see `crate::busy_poll`).
+    pub busy_poll: Duration,
 }
 
 impl From<&ServerConfig> for ServeOptions {
@@ -66,6 +69,7 @@ impl From<&ServerConfig> for ServeOptions {
             max_body_bytes: c.max_body_bytes,
             shutdown_grace: c.shutdown_grace,
             fast_path: true,
+            busy_poll: c.busy_poll,
         }
     }
 }
@@ -119,6 +123,9 @@ pub async fn serve<S>(
 {
     // Keeps the timers each order arms from waking the runtime (see anchor.rs).
     let _anchor = Anchor::spawn();
+    // Polls for the window after each request and answer, with one worker.
+    busy_poll::set_window(opts.busy_poll);
+    let _spinner = busy_poll::Spinner::spawn();
     let builder = Arc::new(builder(&opts));
     let graceful = GracefulShutdown::new();
     let drain = Arc::new(Drain::default());

@@ -151,6 +151,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        // A request came: keep polling for its answer (busy_poll.rs).
+        crate::busy_poll::mark();
         let started = Instant::now();
         let method = req.method().clone();
         let route = Route::of(req.uri().path());
@@ -235,6 +237,7 @@ where
             let _guard = this.span.clone().map(OtelContext::attach);
             std::task::ready!(this.inner.poll(cx))
         };
+        crate::busy_poll::mark();
         let span = this.span.take();
         if let Ok(res) = &result {
             let status = res.status();

@@ -26,6 +26,7 @@ pub struct ProcessInstruments {
     _open_fds: ObservableGauge<u64>,
     _max_fds: ObservableGauge<u64>,
     _start_time: ObservableGauge<f64>,
+    _busy_poll_idle: ObservableCounter<f64>,
 }
 
 impl ProcessInstruments {
@@ -91,6 +92,16 @@ impl ProcessInstruments {
                 .with_unit("s")
                 .with_description("Start time of the process since unix epoch in seconds.")
                 .with_callback(move |o| o.observe(start, &[]))
+                .build(),
+            // Not the standard collector's, but read the same way: the part
+            // of the CPU time above that only polled (crate::busy_poll).
+            _busy_poll_idle: meter
+                .f64_observable_counter("sidecar.busy_poll.idle")
+                .with_unit("s")
+                .with_description(
+                    "CPU time spent polling for events with none to handle (server.busy_poll).",
+                )
+                .with_callback(|o| o.observe(crate::busy_poll::idle_seconds(), &[]))
                 .build(),
         }
     }
