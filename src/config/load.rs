@@ -506,6 +506,7 @@ mod tests {
         assert_eq!(c.upstream.url().port(), 443);
         assert_eq!(c.server.listen, "127.0.0.1:8081".parse().expect("addr"));
         assert_eq!(c.server.max_body_bytes, 1_048_576);
+        assert_eq!(c.server.busy_poll, Duration::from_micros(50));
         assert_eq!(c.upstream.request_timeout, Duration::from_secs(20));
         assert_eq!(c.retry.max_attempts, 3);
         assert_eq!(c.retry.on.len(), 4);
@@ -514,6 +515,18 @@ mod tests {
         assert_eq!(c.admin.listen.port(), 9901);
         assert_eq!(c.telemetry.otlp_protocol, OtlpProtocol::HttpProtobuf);
         assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn busy_poll_is_bounded_and_can_be_off() {
+        let base = "[upstream]\nurl = \"http://a\"\n[server]\n";
+        let c = parse(&format!("{base}busy_poll = \"0s\"\n")).expect("off");
+        assert_eq!(c.server.busy_poll, Duration::ZERO);
+        let c = parse(&format!("{base}busy_poll = \"200us\"\n")).expect("200us");
+        assert_eq!(c.server.busy_poll, Duration::from_micros(200));
+        let e = first_error(&format!("{base}busy_poll = \"11ms\"\n"));
+        assert!(e.starts_with("sidecar.toml:4:1: "), "{e}");
+        assert!(e.contains("busy_poll must be at most 10ms"), "{e}");
     }
 
     #[test]
