@@ -33,11 +33,18 @@ impl Binary {
     /// Writes `config` (whose listeners should be `127.0.0.1:0`) and starts
     /// the binary on it; returns once it serves.
     pub async fn start(config: &str) -> Binary {
+        Binary::start_with_env(config, &[]).await
+    }
+
+    /// [`Binary::start`] with these environment variables set as well
+    /// (`TOKIO_WORKER_THREADS=1`: one worker, as the benchmarks run it).
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Binary {
         let path = super::temp_file("sidecar.toml", config);
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&path)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
