@@ -35,11 +35,13 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use crate::times;
+
 /// The window in nanoseconds (`server.busy_poll`); 0 turns polling off.
 static WINDOW_NS: AtomicU64 = AtomicU64::new(0);
 
 /// Time spent polling with nothing to do, nanoseconds, over the process's
-/// life (the `sidecar.busy_poll` metric): CPU that bought only latency.
+/// life (`sidecar_busy_poll_idle_seconds_total`): CPU that bought only latency.
 static IDLE_NS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
@@ -61,10 +63,10 @@ struct State {
     waker: Option<Waker>,
 }
 
-/// Sets the window (config load and reload); zero turns polling off.
+/// Sets the window (when the proxy's listener starts: `[server]` keys need
+/// a restart); zero turns polling off.
 pub fn set_window(window: Duration) {
-    let ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
-    WINDOW_NS.store(ns, Ordering::Relaxed);
+    WINDOW_NS.store(times::nanos(window), Ordering::Relaxed);
 }
 
 /// Seconds spent polling with nothing to do so far.
@@ -96,9 +98,8 @@ pub fn before_park() {
             s.until = now.checked_add(Duration::from_nanos(window));
             s.polled = None;
         } else if let Some(polled) = s.polled {
-            let idle = now.saturating_duration_since(polled);
-            let ns = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-            IDLE_NS.fetch_add(ns, Ordering::Relaxed);
+            let idle = times::nanos(now.saturating_duration_since(polled));
+            IDLE_NS.fetch_add(idle, Ordering::Relaxed);
         }
         match s.until {
             Some(until) if now < until => {

@@ -42,6 +42,11 @@ pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// Nanoseconds (`u64::MAX` for a longer duration).
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +67,7 @@ mod tests {
         assert_eq!(micros(Duration::from_nanos(1_999)), 1);
         assert_eq!(millis(Duration::MAX), u64::MAX);
         assert_eq!(micros(Duration::MAX), u64::MAX);
+        assert_eq!(nanos(Duration::from_micros(3)), 3_000);
+        assert_eq!(nanos(Duration::MAX), u64::MAX);
     }
 }

@@ -22,15 +22,9 @@ fn config(upstream: &str, busy_poll: &str) -> String {
 
 /// `sidecar_busy_poll_idle_seconds_total` from the admin `/metrics`.
 async fn idle_seconds(client: &TestClient, bin: &Binary) -> f64 {
-    let answer = client.get(&format!("{}/metrics", bin.admin)).await;
-    assert_eq!(answer.status, 200);
-    let text = String::from_utf8_lossy(&answer.body).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("sidecar_busy_poll_idle_seconds_total "))
+    let text = client.metrics(&bin.admin).await;
+    support::metrics::value(&text, "sidecar_busy_poll_idle_seconds_total")
         .unwrap_or_else(|| panic!("no busy-poll series in /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .expect("a number")
 }
 
 #[tokio::test]
