@@ -141,7 +141,7 @@ class Bench:
                 f'[server]\nlisten = "127.0.0.1:{self.proxy_port}"\n'
                 f'[upstream]\nurl = "http://127.0.0.1:{self.sim_port}"\n'
                 f'[admin]\nlisten = "127.0.0.1:{self.admin_port}"\ntoken = "{TOKEN}"\n'
-                f'[log]\nlevel = "info"\n'
+                f'[log]\nlevel = "{self.args.log_level}"\n'
             )
         log = open(os.path.join(self.tmp, "sidecar.log"), "a")
         self.sidecar = subprocess.Popen(
@@ -253,6 +253,7 @@ class Bench:
         driving = asyncio.ensure_future(self.drive(orders, stop))
         await asyncio.sleep(a.before)
         began = time.monotonic()
+        print(f"  {name}: began at {time.strftime('%H:%M:%S', time.gmtime())} UTC", flush=True)
         if name == "down":
             self.kill_sim()
             await asyncio.sleep(a.outage)
@@ -304,6 +305,10 @@ def report(results, args):
                 name, path, len(mine), len(failed), len(after),
                 f"{max(took):.1f} s" if took else "-",
                 f"{statistics.median(took):.2f} s" if took else "-", lasted))
+        for o in [o for o in orders if o.path == "sidecar" and not o.ok]:
+            took = f"{o.end - o.start:.1f} s" if o.end is not None else "-"
+            print(f"{'':9} failed through the sidecar: started {o.start - began:+.1f} s from the"
+                  f" incident, took {took}, status {o.status}, error {o.error}")
         o = status.get("orders", {})
         b = status.get("retryBudget", {})
         print(f"{'':9} sidecar: parked {o.get('parkedTotal', '?')}, released {o.get('releasedTotal', '?')},"
@@ -322,6 +327,8 @@ def main():
     p.add_argument("--only", default="throttle,down,hang,fail,badjwt",
                    type=lambda s: [x for x in s.split(",") if x], help="incidents to run, in order")
     p.add_argument("--keep", help="keep configs and logs in this directory")
+    p.add_argument("--log-level", default="info",
+                   help="the sidecar's [log] level, e.g. info,factory_sidecar=debug [info]")
     args = p.parse_args()
     unknown = set(args.only) - {"throttle", "down", "hang", "fail", "badjwt"}
     if unknown:

@@ -469,9 +469,16 @@ where
         {
             ticket.refused(until);
         }
+        // Released by the lot and not sent yet: that fresh try is the next
+        // one. The lot will not release this order again until it is sent,
+        // so dropping the plan here would leave it waiting out its patience.
+        let released = slow.due == Due::Fresh;
         drop(result);
         if draining {
             return Some(self.drained());
+        }
+        if released {
+            return None;
         }
         match why {
             Parked::Refused { until } => self.set_due(Due::Nothing, until),

@@ -412,3 +412,39 @@ async fn without_a_deadline_layer_orders_are_plain() {
     let res = send(&svc, order()).await.expect("answer");
     assert_eq!(attempts(&res), "2");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_release_survives_its_old_try_failing_after_it() {
+    // One release a second: the second stuck order's fresh try is due 1 s
+    // after the first's. Its old try fails in between, with no budget to
+    // retry: it parks, and the release it was given still sends its try.
+    let rig = rig_with(
+        no_budget(),
+        BreakerConfig::default(),
+        OrdersConfig {
+            release_per_second: 1,
+            ..OrdersConfig::default()
+        },
+    );
+    let _never = rig.dead_try();
+    let failing = rig.dead_try();
+    let first = rig.spawn_order();
+    let second = rig.spawn_order();
+    until(|| rig.script.calls() == 2).await;
+    tokio::time::advance(ATTEMPT).await;
+    until(|| rig.patience.lot().waiting() == 2).await;
+    let res = send(&rig.svc, order()).await.expect("answer");
+    assert_eq!(res.status(), 200, "a prompt answer: both are released");
+    until(|| rig.script.calls() == 4).await;
+    drop(failing);
+    until(|| rig.patience.lot().parked() == 1).await;
+    let start = Instant::now();
+    for pending in [first, second] {
+        let res = pending.await.expect("task").expect("answer");
+        assert_eq!((res.status().as_u16(), attempts(&res)), (200, "2"));
+    }
+    assert!(
+        Instant::now() - start <= s(1),
+        "the fresh try went at its slot, not at patience's end"
+    );
+}
