@@ -129,7 +129,8 @@ impl Script {
     }
 }
 
-fn status(code: u16) -> Response<ProxyBody> {
+/// An empty answer with this status.
+pub fn status(code: u16) -> Response<ProxyBody> {
     let mut res = Response::new(ProxyBody::empty());
     *res.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
     res

@@ -478,6 +478,7 @@ where
             return Some(self.drained());
         }
         if released {
+            tracing::debug!("an older try ended before the release slot: the fresh try still goes");
             return None;
         }
         match why {

@@ -22,7 +22,7 @@ use crate::proxy::body::ProxyBody;
 use crate::resilience::breaker::{Breaker, BreakerLayer};
 use crate::resilience::deadline::DeadlineLayer;
 use crate::resilience::retry::{RetryBudget, RetryLayer, X_SIDECAR_ATTEMPTS, attempts_of};
-use crate::resilience::testing::{Script, Step, request, send, until};
+use crate::resilience::testing::{Script, Step, TestService, request, send, until};
 use crate::telemetry::metrics::Metrics;
 
 type Svc = tower::util::BoxCloneSyncService<Request<Bytes>, Response<ProxyBody>, BoxError>;
@@ -61,6 +61,19 @@ fn no_budget() -> RetryConfig {
 }
 
 fn rig_with(retry: RetryConfig, breaker: BreakerConfig, orders: OrdersConfig) -> Rig {
+    let script = Script::new();
+    rig_over(retry, breaker, orders, script.service(), script)
+}
+
+/// The real layers over `factory` (`script` only records what the tests
+/// push and call through it).
+fn rig_over(
+    retry: RetryConfig,
+    breaker: BreakerConfig,
+    orders: OrdersConfig,
+    factory: TestService,
+    script: Script,
+) -> Rig {
     let metrics = Arc::new(Metrics::default());
     let mut upstream = UpstreamConfig::new(UpstreamUrl::parse("http://127.0.0.1:9").expect("url"));
     upstream.attempt_timeout = ATTEMPT;
@@ -75,7 +88,6 @@ fn rig_with(retry: RetryConfig, breaker: BreakerConfig, orders: OrdersConfig) ->
         Arc::clone(&metrics),
     );
     let budget = RetryBudget::new(&retry);
-    let script = Script::new();
     let svc = ServiceBuilder::new()
         .layer(DeadlineLayer::new(s(20)).orders(Arc::clone(patience.routes()), patience.patience()))
         .layer(
@@ -83,7 +95,7 @@ fn rig_with(retry: RetryConfig, breaker: BreakerConfig, orders: OrdersConfig) ->
                 .patience(Arc::clone(&patience)),
         )
         .layer(BreakerLayer::new(Arc::clone(&breaker_handle)))
-        .service(script.service());
+        .service(factory);
     Rig {
         svc: Svc::new(svc),
         script,
@@ -448,3 +460,5 @@ async fn a_release_survives_its_old_try_failing_after_it() {
         "the fresh try went at its slot, not at patience's end"
     );
 }
+
+mod incidents;
