@@ -8,9 +8,9 @@
 # The config is read from /etc/factory-sidecar/sidecar.toml ($SIDECAR_CONFIG).
 # Inside a container the listeners must bind 0.0.0.0; the image sets
 # SIDECAR_LISTEN and SIDECAR_ADMIN_LISTEN for that (they override the file).
-# Workers: one per CPU unless TOKIO_WORKER_THREADS is set; the published
-# benchmarks run one (-e TOKIO_WORKER_THREADS=1, with server.busy_poll on). Not
-# the image's default yet: see docs/operations.md, Docker.
+# One worker (TOKIO_WORKER_THREADS=1, like nginx's default worker_processes 1):
+# the set-up the published benchmarks measure, with server.busy_poll on; pass
+# -e TOKIO_WORKER_THREADS=N for more (docs/operations.md, Docker).
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -30,7 +30,8 @@ COPY --from=build /src/target/release/factory-sidecar /usr/local/bin/factory-sid
 COPY config/sidecar.toml /etc/factory-sidecar/sidecar.toml
 ENV SIDECAR_CONFIG=/etc/factory-sidecar/sidecar.toml \
     SIDECAR_LISTEN=0.0.0.0:8081 \
-    SIDECAR_ADMIN_LISTEN=0.0.0.0:9901
+    SIDECAR_ADMIN_LISTEN=0.0.0.0:9901 \
+    TOKIO_WORKER_THREADS=1
 USER nonroot:nonroot
 EXPOSE 8081 9901
 HEALTHCHECK --interval=10s --timeout=4s --start-period=5s --retries=3 \
