@@ -305,10 +305,10 @@ def report(results, args):
                 name, path, len(mine), len(failed), len(after),
                 f"{max(took):.1f} s" if took else "-",
                 f"{statistics.median(took):.2f} s" if took else "-", lasted))
-        for o in [o for o in orders if o.path == "sidecar" and not o.ok]:
-            took = f"{o.end - o.start:.1f} s" if o.end is not None else "-"
-            print(f"{'':9} failed through the sidecar: started {o.start - began:+.1f} s from the"
-                  f" incident, took {took}, status {o.status}, error {o.error}")
+        for lost in [o for o in orders if o.path == "sidecar" and not o.ok]:
+            took = f"{lost.end - lost.start:.1f} s" if lost.end is not None else "-"
+            print(f"{'':9} failed through the sidecar: started {lost.start - began:+.1f} s from the"
+                  f" incident, took {took}, status {lost.status}, error {lost.error}")
         o = status.get("orders", {})
         b = status.get("retryBudget", {})
         print(f"{'':9} sidecar: parked {o.get('parkedTotal', '?')}, released {o.get('releasedTotal', '?')},"

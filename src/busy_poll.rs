@@ -182,20 +182,25 @@ mod tests {
         .expect("runtime thread")
     }
 
+    /// A request, then `quiet` with nothing to do: the runtime must park.
+    fn assert_parks_after_a_request(quiet: Duration, case: &str) {
+        let (before, after) = on_runtime(move || async move {
+            mark();
+            tokio::time::sleep(quiet).await;
+        });
+        assert!(
+            after > before,
+            "{case}: the runtime parked ({before} -> {after})"
+        );
+    }
+
     /// One test, as the window and the idle count are process-wide.
     #[test]
     fn polls_while_the_window_is_open_then_sleeps() {
         // Off: an order's request, then nothing; the runtime sleeps.
         set_window(Duration::ZERO);
         let idle = IDLE_NS.load(Ordering::Relaxed);
-        let (before, after) = on_runtime(|| async {
-            mark();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        });
-        assert!(
-            after > before,
-            "off: the runtime parked ({before} -> {after})"
-        );
+        assert_parks_after_a_request(Duration::from_millis(5), "off");
         assert_eq!(
             IDLE_NS.load(Ordering::Relaxed),
             idle,
@@ -230,14 +235,7 @@ mod tests {
 
         // A short window ends: the runtime blocks again once it has passed.
         set_window(Duration::from_micros(200));
-        let (before, after) = on_runtime(|| async {
-            mark();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        });
-        assert!(
-            after > before,
-            "closed: the runtime parked ({before} -> {after})"
-        );
+        assert_parks_after_a_request(Duration::from_millis(20), "closed");
         set_window(Duration::ZERO);
     }
 }
