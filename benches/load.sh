@@ -44,6 +44,11 @@ usage: benches/load.sh [options]
                     plain release build with every feature on
   --no-fresh        skip the fresh-token scenario (nginx-fresh, sidecar-fresh,
                     the RSA floor)
+  --halt-poll NS    for the run, set the guest kernel's idle polling
+                    (/sys/module/haltpoll/parameters/guest_halt_poll_ns; the
+                    kernel's default is 200000, some VMs ship 0) and put the
+                    old value back at the end; needs root and the haltpoll
+                    cpuidle driver. The machine line reports the value either way
   --no-write        print results only; leave benches/README.md alone
   --keep            keep the temporary directory (configs, logs, raw results)
   -h, --help        this text
@@ -55,7 +60,7 @@ EOF
 }
 
 # ---------------------------------------------------------------- options
-QUICK=0 PIN=1 INSTALL=1 BUILD=1 WRITE=1 KEEP=0 PGO=0 FRESH=1
+QUICK=0 PIN=1 INSTALL=1 BUILD=1 WRITE=1 KEEP=0 PGO=0 FRESH=1 HALT_POLL=""
 DURATION="" WARMUP="" ROUNDS="" STARTUPS="" CONNS="1 32 256" POOL=256 NICE=""
 while (($#)); do
     case "$1" in
@@ -72,6 +77,7 @@ while (($#)); do
     --no-build) BUILD=0 ;;
     --pgo) PGO=1 ;;
     --no-fresh) FRESH=0 ;;
+    --halt-poll) HALT_POLL=${2:?--halt-poll needs nanoseconds}; shift ;;
     --no-write) WRITE=0 ;;
     --keep) KEEP=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -96,6 +102,17 @@ for c in $CONNS; do
     [[ $c =~ ^[0-9]+$ && $c -ge 1 ]] || { echo "load.sh: --conns: '$c' is not a positive integer" >&2; exit 1; }
 done
 MAXCONN=$(tr ' ' '\n' <<<"$CONNS" | sort -n | tail -1)
+# The guest kernel's idle polling: with it off (0), a CPU with nothing to do
+# halts at once, and waking it (an interrupt through the hypervisor) is paid
+# by whoever wakes it; with it on, the CPU spins that long first. It moves
+# the figures at one connection more than any proxy does.
+HALT_POLL_FILE=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+HALT_POLL_OLD=$(cat "$HALT_POLL_FILE" 2>/dev/null || true)
+if [[ -n $HALT_POLL ]]; then
+    [[ $HALT_POLL =~ ^[0-9]+$ ]] || { echo "load.sh: --halt-poll must be nanoseconds" >&2; exit 1; }
+    [[ -n $HALT_POLL_OLD ]] || { echo "load.sh: --halt-poll: no $HALT_POLL_FILE (not a guest with the haltpoll cpuidle driver)" >&2; exit 1; }
+    [[ -w $HALT_POLL_FILE ]] || { echo "load.sh: --halt-poll: cannot write $HALT_POLL_FILE (root?)" >&2; exit 1; }
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONF=$ROOT/benches/configs
@@ -113,6 +130,7 @@ PIDS=()
 cleanup() {
     local rc=$? pid child all=() i
     trap - EXIT INT TERM
+    [[ -z $HALT_POLL || -z $HALT_POLL_OLD ]] || echo "$HALT_POLL_OLD" >"$HALT_POLL_FILE" 2>/dev/null || true
     for pid in "${PIDS[@]}"; do
         # nginx's worker is the master's child: take it too, by parent pid.
         for child in $(pgrep -P "$pid" 2>/dev/null || true); do all+=("$child"); done
@@ -129,6 +147,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# Set only now, so that cleanup puts the old value back whatever happens.
+[[ -z $HALT_POLL ]] || echo "$HALT_POLL" >"$HALT_POLL_FILE" || die "--halt-poll: cannot write $HALT_POLL_FILE"
 
 # Stops one process this script started (TERM, then KILL after 5 s). Sets
 # STOP_US to the time from SIGTERM to exit, or empty when it had to be killed.
@@ -298,15 +318,17 @@ order_via() {
         --data-raw "$BENCH_BODY" "http://$1/api/order" 2>"$TMP/order.err" || echo 000
 }
 
-# CPU time (user + system, in clock ticks) of PID and its children so far.
+# CPU time of PID and its children so far, in clock ticks: "total system"
+# (user + system, then system alone: the kernel's share, mostly the TCP
+# stack, which on loopback also receives every segment the proxy sends).
 cpu_ticks() {
-    local sum=0 p v
+    local sum=0 sys=0 p v k
     for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
         # Fields after "pid (comm) ": utime and stime are the 12th and 13th.
-        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }' || true)
-        sum=$((sum + ${v:-0}))
+        read -r v k < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13, $13 }' || true)
+        sum=$((sum + ${v:-0})) sys=$((sys + ${k:-0}))
     done
-    echo "$sum"
+    echo "$sum $sys"
 }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
@@ -622,7 +644,7 @@ for c in $CONNS; do
             kill -0 "${PID[$name]}" 2>/dev/null || { FLAG[$name]="exited during the run"; log "FLAG $name: exited"; continue; }
             run_wrk "$name" "$c" "$WARMUP" "$TMP/warm.out" || true
             poll0=$(poll_seconds "$name")
-            cpu0=$(cpu_ticks "${PID[$name]}")
+            read -r cpu0 sys0 < <(cpu_ticks "${PID[$name]}")
             read -r busy0 total0 < <(cpu_busy "$LOAD_CPU")
             if ! run_wrk "$name" "$c" "$DURATION" "$TMP/wrk.out"; then
                 FLAG[$name]="wrk failed at $c connections: $(tail -2 "$TMP/wrk.out" | tr '\n' ' ')"
@@ -631,21 +653,25 @@ for c in $CONNS; do
             fi
             line=$(grep '^RESULT ' "$TMP/wrk.out" | tail -1)
             [[ -n $line ]] || die "no RESULT line from wrk for $name: $(tail -3 "$TMP/wrk.out")"
-            cpu=$(($(cpu_ticks "${PID[$name]}") - cpu0))
+            read -r cpu1 sys1 < <(cpu_ticks "${PID[$name]}")
+            cpu=$((cpu1 - cpu0)) sys=$((sys1 - sys0))
             read -r busy1 total1 < <(cpu_busy "$LOAD_CPU")
             poll1=$(poll_seconds "$name")
-            # name conns round rps p50 p99 p999 max requests http_errors socket_errors cpu_us load_busy% poll_us
-            # (cpu_us leaves out the idle polling, which poll_us counts.)
-            awk -v n="$name" -v c="$c" -v r="$r" -v cpu="$cpu" -v hz="$CLK_TCK" \
+            # name conns round rps p50 p99 p999 max requests http_errors socket_errors cpu_us load_busy% poll_us kernel_us
+            # (cpu_us and kernel_us leave out the idle polling, which poll_us
+            # counts; it is taken from kernel time: it is mostly epoll_wait.)
+            awk -v n="$name" -v c="$c" -v r="$r" -v cpu="$cpu" -v sys="$sys" -v hz="$CLK_TCK" \
                 -v poll="$(awk -v a="$poll0" -v b="$poll1" 'BEGIN { printf "%.6f", (b > a ? b - a : 0) }')" \
                 -v busy=$((busy1 - busy0)) -v total=$((total1 - total0)) '{
                 for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
                 work = cpu / hz - poll; if (work < 0) work = 0
-                printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f\t%.2f\n", n, c, r, f["rps"], f["p50_us"], f["p99_us"],
+                kernel = sys / hz - poll; if (kernel < 0) kernel = 0; if (kernel > work) kernel = work
+                printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f\t%.2f\t%.2f\n", n, c, r, f["rps"], f["p50_us"], f["p99_us"],
                     f["p999_us"], f["max_us"], f["requests"], f["http_errors"],
                     f["connect"] + f["read"] + f["write"] + f["timeout"],
                     (f["requests"] > 0 ? work * 1e6 / f["requests"] : 0), (total > 0 ? 100 * busy / total : 0),
-                    (f["requests"] > 0 ? poll * 1e6 / f["requests"] : 0)
+                    (f["requests"] > 0 ? poll * 1e6 / f["requests"] : 0),
+                    (f["requests"] > 0 ? kernel * 1e6 / f["requests"] : 0)
             }' <<<"$line" >>"$RAW"
             log "$(printf '%-11s c=%-4s round %s: %s' "$name" "$c" "$r" "${line#RESULT }")"
         done
@@ -679,7 +705,7 @@ function med(s,   a, n, i, j, t) {
 {
     k = $1 "\t" $2
     if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
-    cpu[k] = cpu[k] " " $12; poll[k] = poll[k] " " $14; load[k] = load[k] " " $13; rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; p999[k] = p999[k] " " $7
+    cpu[k] = cpu[k] " " $12; kern[k] = kern[k] " " $15; poll[k] = poll[k] " " $14; load[k] = load[k] " " $13; rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; p999[k] = p999[k] " " $7
     err[k] += $10 + $11; req[k] += $9
     if (!(k in lo) || $4 < lo[k]) lo[k] = $4
     if (!(k in hi) || $4 > hi[k]) hi[k] = $4
@@ -687,11 +713,18 @@ function med(s,   a, n, i, j, t) {
 END {
     for (i = 1; i <= nk; i++) {
         k = order[i]; m = med(rps[k])
-        printf "%s\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%.0f\t%.2f\n", k, m, med(p50[k]), med(p99[k]), med(p999[k]), err[k], req[k], (m > 0 ? 100 * (hi[k] - lo[k]) / m : 0), med(cpu[k]), med(load[k]), med(poll[k])
+        printf "%s\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%.0f\t%.2f\t%.2f\n", k, m, med(p50[k]), med(p99[k]), med(p999[k]), err[k], req[k], (m > 0 ? 100 * (hi[k] - lo[k]) / m : 0), med(cpu[k]), med(load[k]), med(poll[k]), med(kern[k])
     }
 }' "$RAW" >"$AGG"
 
-get() { # name conns column(3=rps 4=p50 5=p99 6=p999 7=errors 8=requests 9=spread 10=cpu µs/req 11=load CPU busy % 12=idle poll µs/req)
+halt_poll_text() {
+    local v
+    v=$(cat "$HALT_POLL_FILE" 2>/dev/null || true)
+    if [[ -z $v ]]; then echo "not available"
+    elif [[ -n $HALT_POLL ]]; then echo "$v ns for this run (--halt-poll; the machine's own: $HALT_POLL_OLD)"
+    else echo "$v ns"; fi
+}
+get() { # name conns column(3=rps 4=p50 5=p99 6=p999 7=errors 8=requests 9=spread 10=cpu µs/req 11=load CPU busy % 12=idle poll µs/req 13=kernel µs/req)
     awk -F'\t' -v n="$1" -v c="$2" -v col="$3" '$1 == n && $2 == c { print $col; exit }' "$AGG"
 }
 fmt_us() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) printf "%d µs", u; else if (u < 100000) printf "%.2f ms", u / 1000; else printf "%.0f ms", u / 1000 }'; }
@@ -707,7 +740,7 @@ EXIT=0
 {
     echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC'), $( ((QUICK)) && echo "quick mode" || echo "full mode"): ${DURATION} s per point after ${WARMUP} s warm-up, $ROUNDS round(s) (figures are medians over rounds), targets interleaved."
     echo
-    echo "- machine: $NPROC CPUs, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r); load average at start $LOADAVG_START, at end $LOADAVG_END; CPU steal (time the hypervisor gave to other guests) ${STEAL_PCT}% over the run"
+    echo "- machine: $NPROC CPUs, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r); load average at start $LOADAVG_START, at end $LOADAVG_END; CPU steal (time the hypervisor gave to other guests) ${STEAL_PCT}% over the run; guest idle polling (haltpoll guest_halt_poll_ns) $(halt_poll_text)"
     echo "- versions: factory-sidecar $COMMIT ($(cd "$ROOT" && rustc --version 2>/dev/null | cut -d' ' -f1-2)), ${DESC[nginx]%%,*}, ${DESC[haproxy]%%,*}, $(wrk -v 2>&1 | awk 'NR==1{print $1, $2}')"
     if ((PIN)); then
         echo "- pinning: proxy under test on CPU $PROXY_CPU with one worker (nginx worker_processes 1, haproxy nbthread 1, sidecar TOKIO_WORKER_THREADS=1); wrk (1 thread), the simulator (1 worker) and the OTLP collector on CPU $LOAD_CPU"
@@ -719,13 +752,13 @@ EXIT=0
     echo "- features wired into this sidecar binary (the parts its /status reports, and OTLP from its log): $STATUS_PARTS; a variant that turns off a feature not listed here measures no difference by construction"
     [[ -z $OTLP_SKIP ]] || echo "- **OTLP: $OTLP_SKIP. The OTLP variant is skipped; 'sidecar' runs without export.**"
     echo
-    echo "| target | conns | req/s | p50 | p99 | p99.9 | errors | CPU µs/req | idle poll µs/req | load CPU busy | req/s ÷ direct | p99 ÷ direct | req/s ÷ nginx | p99 ÷ nginx | req/s ÷ haproxy | p99 ÷ haproxy |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| target | conns | req/s | p50 | p99 | p99.9 | errors | CPU µs/req | of which kernel | idle poll µs/req | load CPU busy | req/s ÷ direct | p99 ÷ direct | req/s ÷ nginx | p99 ÷ nginx | req/s ÷ haproxy | p99 ÷ haproxy |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for name in "${TARGETS[@]}"; do
         for c in $CONNS; do
             rps=$(get "$name" "$c" 3)
             if [[ -z $rps ]]; then
-                echo "| $name | $c | **${FLAG[$name]:-not measured}** | | | | | | | | | | | | | |"
+                echo "| $name | $c | **${FLAG[$name]:-not measured}** | | | | | | | | | | | | | | |"
                 continue
             fi
             p99=$(get "$name" "$c" 5)
@@ -750,9 +783,9 @@ EXIT=0
             ((PIN)) || load_busy="-"
             poll=$(get "$name" "$c" 12)
             [[ -n ${ADMIN[$name]:-} ]] || poll="-"
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$c" \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$c" \
                 "$(printf '%.0f' "$rps")" "$(fmt_us "$(get "$name" "$c" 4)")" "$(fmt_us "$p99")" \
-                "$(fmt_us "$(get "$name" "$c" 6)")" "$e" "$(get "$name" "$c" 10)" "$poll" "$load_busy" "$vs_d" "$vs_dp" "$vs_n" "$vs_np" "$vs_h" "$vs_hp"
+                "$(fmt_us "$(get "$name" "$c" 6)")" "$e" "$(get "$name" "$c" 10)" "$(get "$name" "$c" 13)" "$poll" "$load_busy" "$vs_d" "$vs_dp" "$vs_n" "$vs_np" "$vs_h" "$vs_hp"
         done
     done
     echo
@@ -760,7 +793,7 @@ EXIT=0
         echo "For sidecar-fresh, the nginx ratios are against nginx-fresh (the same fresh tokens)."
         echo
     fi
-    echo "Errors = HTTP statuses >= 400 plus socket errors (connect, read, write, timeout > 5 s), summed over rounds. CPU µs/req = user + system CPU time of the target's processes (/proc/PID/stat; for direct, the simulator) over the requests served, less the sidecar's idle polling: the proxy's own cost, much less sensitive to other work on the machine than req/s. Idle poll µs/req = CPU time a sidecar spent polling for events with none to handle (server.busy_poll, read from its sidecar_busy_poll_idle_seconds_total), per request: CPU that bought latency, not work. Load CPU busy = how busy CPU $LOAD_CPU (wrk, the simulator, the collector, and whatever else the machine runs there) was during the point: near 100 %, the load side rather than the proxy set the pace, and a cheaper proxy cannot show more req/s. Ratios: req/s above 1 and p99 below 1 favour the proxy in the row."
+    echo "Errors = HTTP statuses >= 400 plus socket errors (connect, read, write, timeout > 5 s), summed over rounds. CPU µs/req = user + system CPU time of the target's processes (/proc/PID/stat; for direct, the simulator) over the requests served, less the sidecar's idle polling: the proxy's own cost, much less sensitive to other work on the machine than req/s. Of which kernel = the system part of that time (the polling taken from it): the TCP stack, which on loopback also does the receiving side's work for each segment the proxy sends, so it is about the same for every proxy that sends the four segments an order needs. Idle poll µs/req = CPU time a sidecar spent polling for events with none to handle (server.busy_poll, read from its sidecar_busy_poll_idle_seconds_total), per request: CPU that bought latency, not work. Load CPU busy = how busy CPU $LOAD_CPU (wrk, the simulator, the collector, and whatever else the machine runs there) was during the point: near 100 %, the load side rather than the proxy set the pace, and a cheaper proxy cannot show more req/s. Ratios: req/s above 1 and p99 below 1 favour the proxy in the row."
     if ((ROUNDS > 1)); then
         echo "Round-to-round req/s spread (max - min over median), the noise floor for the comparisons below: $(awk -F'\t' '{ if ($9 > m) m = $9; s += $9; n++ } END { if (n) printf "mean %.1f%%, worst %.1f%%", s / n, m }' "$AGG")."
     fi
@@ -846,6 +879,17 @@ EXIT=0
                     "$extra µs vs floor $FLOOR_US µs, $(ratio "$extra" "$FLOOR_US") x"
             else
                 echo "- fresh tokens: extra CPU per order at $c conns: $extra µs (RSA floor not measured: openssl speed failed)"
+            fi
+            # What 0.6 x nginx-fresh leaves for the rest of an order, once the
+            # kernel's share (as measured with one token) and the RSA floor
+            # are paid: set against the user-space CPU of both proxies.
+            if [[ -n $FLOOR_US && $(get sidecar "$c" 13) != "" && $(get nginx "$c" 10) != "" ]]; then
+                awk -v nf="$nf" -v k="$(get sidecar "$c" 13)" -v f="$FLOOR_US" -v c="$c" \
+                    -v su="$(awk -v a="$(get sidecar "$c" 10)" -v b="$(get sidecar "$c" 13)" 'BEGIN { print a - b }')" \
+                    -v nu="$(awk -v a="$(get nginx "$c" 10)" -v b="$(get nginx "$c" 13)" 'BEGIN { print a - b }')" 'BEGIN {
+                    b = 1e6 / (0.6 * nf)
+                    printf "- fresh tokens at %s conns, the budget: 0.6 x nginx-fresh is %.1f µs of CPU per order; kernel %.1f µs + RSA floor %.1f µs leave %.1f µs for user space, where an order with one token takes the sidecar %.1f µs and nginx %.1f µs\n", c, b, k, f, b - k - f, su, nu
+                }'
             fi
         done
     fi

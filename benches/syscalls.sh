@@ -25,7 +25,12 @@
 # Columns, per order: calls of each system call worth its own column, then
 # all others, the total, reads that found nothing (EAGAIN), context
 # switches (the proxy blocked in epoll_wait and was woken, or was
-# preempted) and CPU time; then the same two for the load side, wrk and the
+# preempted) and CPU time, of which the part spent in the kernel (system
+# time from /proc/PID/stat: the TCP stack, which on loopback also does the
+# receiving side's work for every segment the proxy sends); the TCP
+# segments and pure ACKs sent on the whole machine (nstat; four per order is
+# the floor for a proxy: request in, request out, answer in, answer out);
+# then context switches and CPU time for the load side, wrk and the
 # simulator on CPU 1, whose work a proxy also shapes (a proxy that sends in
 # bursts wakes them less often). CPU times are times: compare them within a
 # run. Needs perf, wrk and taskset; loopback only; about 5 s per target and
@@ -167,6 +172,13 @@ for c in "${COLS[@]}"; do EVENTS+=",syscalls:sys_enter_$c"; done
 FILTERED=()
 for r in "${READS[@]}"; do FILTERED+=(-e "syscalls:sys_exit_$r" --filter 'ret == -11'); done
 
+# User and system CPU time of PID so far, in clock ticks ("user sys"):
+# how much of an order's cost is the kernel's.
+user_sys_ticks() { # pid
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
 # Counts the proxy's system calls, and the load side's (wrk and the
 # simulator) context switches and CPU time, while wrk runs; prints "name
 # count" lines, "orders N" first.
@@ -177,10 +189,18 @@ count() { # conns
     local sim=$!
     # perf prints nothing until it ends; give it a moment to attach.
     sleep 0.5
+    local t0 t1
+    t0=$(user_sys_ticks "$PID")
+    NSTAT_HISTORY=$TMP/nstat.hist nstat -n >/dev/null
     n=$(orders "$1" "$SECS")
+    NSTAT_HISTORY=$TMP/nstat.hist nstat -z TcpOutSegs TcpExtTCPPureAcks 2>/dev/null |
+        awk '$1 == "TcpOutSegs" { print "segs", $2 } $1 == "TcpExtTCPPureAcks" { print "pureacks", $2 }'
+    t1=$(user_sys_ticks "$PID")
     kill -INT "$stat" "$sim"
     wait "$stat" "$sim" 2>/dev/null || true
     echo "orders $n"
+    awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        print "user_s", (y[1] - x[1]) / hz; print "sys_s", (y[2] - x[2]) / hz }'
     # "count,unit,event,..."; the filtered exits count EAGAIN reads.
     awk -F, '$1 ~ /^[0-9.]+$/ { e = $3; sub(/^syscalls:sys_enter_/, "", e)
              if (e ~ /^syscalls:sys_exit_/) e = "eagain"; s[e] += $1 }
@@ -192,9 +212,9 @@ count() { # conns
 
 printf 'per order (%s s of wrk per point)\n\n| target | conns |' "$SECS"
 for c in "${COLS[@]}"; do printf ' %s |' "$c"; done
-printf ' other | **total** | EAGAIN reads | context switches | CPU µs | load side: context switches | load side: CPU µs |\n|---|---:|'
+printf ' other | **total** | EAGAIN reads | context switches | CPU µs | of which kernel µs | TCP segments (machine) | pure ACKs (machine) | load side: context switches | load side: CPU µs |\n|---|---:|'
 for _ in "${COLS[@]}"; do printf -- '---:|'; done
-printf -- '---:|---:|---:|---:|---:|---:|---:|\n'
+printf -- '---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for conns in $CONNS; do
     for t in $TARGETS; do
         start_target "$t"
@@ -208,9 +228,10 @@ for conns in $CONNS; do
                 printf "| %s | %s |", t, c
                 other = v["raw_syscalls:sys_enter"]
                 for (i = 1; i <= k; i++) { printf " %.2f |", v[col[i]] / n; other -= v[col[i]] }
-                printf " %.2f | **%.2f** | %.2f | %.2f | %.1f | %.2f | %.1f |\n", other / n,
+                printf " %.2f | **%.2f** | %.2f | %.2f | %.1f | %.1f | %.2f | %.3f | %.2f | %.1f |\n", other / n,
                     v["raw_syscalls:sys_enter"] / n, v["eagain"] / n, v["context-switches"] / n,
-                    1000 * v["task-clock"] / n, v["load_context-switches"] / n, 1000 * v["load_task-clock"] / n
+                    1000 * v["task-clock"] / n, 1e6 * v["sys_s"] / n, v["segs"] / n, v["pureacks"] / n,
+                    v["load_context-switches"] / n, 1000 * v["load_task-clock"] / n
             }' "$TMP/counts"
     done
 done
