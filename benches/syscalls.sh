@@ -123,10 +123,9 @@ start_target() { # target
         sed -e "s|@LISTEN@|$LISTEN|" -e "s|@ADMIN@|$admin|" -e "s|@TOKEN@|syscalls-bench|" \
             -e "s|@UPSTREAM@|$UP|" -e "s|@POOL@|256|" -e "s|@MAX_ATTEMPTS@|${v[0]}|" \
             -e "s|@BREAKER@|${v[1]}|" -e "s|@CHAOS@|${v[2]}|g" -e "s|@OTLP@|$otlp|" \
-            "$ROOT/benches/configs/sidecar.toml.in" >"$TMP/$target.toml"
-        # Idle polling (server.busy_poll) would add an epoll_wait per
-        # polling round; these counts are the work an order takes.
-        sed -i 's/^\[server\]$/[server]\nbusy_poll = "0s"/' "$TMP/$target.toml"
+            -e "s|@BUSY_POLL@|0s|" "$ROOT/benches/configs/sidecar.toml.in" >"$TMP/$target.toml"
+        # Idle polling (server.busy_poll) off: it would add an epoll_wait
+        # per polling round; these counts are the work an order takes.
         env TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CPU" \
             "$BIN" run --config "$TMP/$target.toml" >"$TMP/t.log" 2>&1 &
         ;;
