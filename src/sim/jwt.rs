@@ -43,7 +43,7 @@ use aws_lc_rs::signature::{self, KeyPair as _, RsaKeyPair, UnparsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 /// The issuer the real factory writes into every pizza header.
@@ -223,6 +223,10 @@ pub(crate) struct CachedOrder {
     signed: RwLock<Option<Signed>>,
     /// `--token-pool`: the distinct pizzas for this body, signed once.
     pool: OnceLock<Box<[Signed]>>,
+    /// Held while the pool is signed, so concurrent first orders wait for
+    /// one signing rather than each signing a pool of its own (32 at once
+    /// signed 8 192 tokens, seconds of CPU); counts the signings.
+    filling: Mutex<usize>,
     /// Which pooled pizza answers next.
     turn: AtomicUsize,
 }
@@ -267,6 +271,7 @@ impl OrderCache {
             payload_b64,
             signed: RwLock::new(None),
             pool: OnceLock::new(),
+            filling: Mutex::new(0),
             turn: AtomicUsize::new(0),
         });
         let mut map = self.map.write();
@@ -318,6 +323,10 @@ impl CachedOrder {
         if self.pool.get().is_some() {
             return Ok(());
         }
+        let mut fills = self.filling.lock();
+        if self.pool.get().is_some() {
+            return Ok(()); // filled while this order waited
+        }
         let pool = (0..size.max(1) as u64)
             .map(|back| {
                 let iat = now.saturating_sub(back);
@@ -326,8 +335,8 @@ impl CachedOrder {
                 Ok(Signed { iat, jwt, answer })
             })
             .collect::<Result<Box<[Signed]>, KeyError>>()?;
-        // A concurrent first order may have filled it meanwhile: either pool will do.
         let _ = self.pool.set(pool);
+        *fills += 1;
         Ok(())
     }
 }
@@ -434,6 +443,23 @@ mod tests {
         // Filling again keeps the pool (no new signatures).
         entry.fill_pool(&s, 5, 2_000).expect("no-op");
         assert_eq!(entry.pooled().expect("pooled").jwt, jwts[0]);
+    }
+
+    #[test]
+    fn concurrent_first_orders_sign_one_pool() {
+        let s = signer();
+        let entry = OrderCache::default().insert(Bytes::from_static(b"{}"), payload());
+        let start = std::sync::Barrier::new(8);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    start.wait();
+                    entry.fill_pool(&s, 4, 1_000).expect("sign");
+                });
+            }
+        });
+        assert!(entry.pooled().is_some());
+        assert_eq!(*entry.filling.lock(), 1, "one signing for eight first orders");
     }
 
     #[test]
