@@ -459,7 +459,11 @@ mod tests {
             }
         });
         assert!(entry.pooled().is_some());
-        assert_eq!(*entry.filling.lock(), 1, "one signing for eight first orders");
+        assert_eq!(
+            *entry.filling.lock(),
+            1,
+            "one signing for eight first orders"
+        );
     }
 
     #[test]
