@@ -346,6 +346,14 @@ cpu_busy() { # cpu
     awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
+# Interrupts that woke or preempted a task on CPU N so far: rescheduling and
+# function-call interrupts (/proc/interrupts RES and CAL), the ones a
+# wake-up from the other CPU sends. On a VM each is an exit to the
+# hypervisor, paid by the CPU that sends it.
+wakeups() { # cpu
+    awk -v col=$(($1 + 2)) '$1 == "RES:" || $1 == "CAL:" { n += $col } END { print n + 0 }' /proc/interrupts
+}
+
 # Sum of a /proc/PID/status field (VmRSS, VmHWM) over PID and its children, in KiB.
 mem_kib() {
     local field=$1 pid=$2 sum=0 p v
@@ -648,6 +656,7 @@ for c in $CONNS; do
             poll0=$(poll_seconds "$name")
             read -r cpu0 sys0 < <(cpu_ticks "${PID[$name]}")
             read -r busy0 total0 < <(cpu_busy "$LOAD_CPU")
+            wake0=$(wakeups "$LOAD_CPU")
             if ! run_wrk "$name" "$c" "$DURATION" "$TMP/wrk.out"; then
                 FLAG[$name]="wrk failed at $c connections: $(tail -2 "$TMP/wrk.out" | tr '\n' ' ')"
                 log "FLAG $name: ${FLAG[$name]}"
@@ -658,11 +667,12 @@ for c in $CONNS; do
             read -r cpu1 sys1 < <(cpu_ticks "${PID[$name]}")
             cpu=$((cpu1 - cpu0)) sys=$((sys1 - sys0))
             read -r busy1 total1 < <(cpu_busy "$LOAD_CPU")
+            wake1=$(wakeups "$LOAD_CPU")
             poll1=$(poll_seconds "$name")
-            # name conns round rps p50 p99 p999 max requests http_errors socket_errors cpu_us load_busy% poll_us kernel_us
+            # name conns round rps p50 p99 p999 max requests http_errors socket_errors cpu_us load_busy% poll_us kernel_us load_wakeups
             # (cpu_us and kernel_us leave out the idle polling, which poll_us
             # counts; it is taken from kernel time: it is mostly epoll_wait.)
-            awk -v n="$name" -v c="$c" -v r="$r" -v cpu="$cpu" -v sys="$sys" -v hz="$CLK_TCK" \
+            awk -v n="$name" -v c="$c" -v r="$r" -v cpu="$cpu" -v sys="$sys" -v hz="$CLK_TCK" -v wake=$((wake1 - wake0)) \
                 -v poll="$(awk -v a="$poll0" -v b="$poll1" 'BEGIN { printf "%.6f", (b > a ? b - a : 0) }')" \
                 -v busy=$((busy1 - busy0)) -v total=$((total1 - total0)) '{
                 for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
@@ -671,12 +681,13 @@ for c in $CONNS; do
                 # Polling is user and kernel time in a split nobody counts:
                 # where it is more than a tenth of the work, no kernel share.
                 if (poll > 0.1 * work) kernel = -1
-                printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f\t%.2f\t%.2f\n", n, c, r, f["rps"], f["p50_us"], f["p99_us"],
+                printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f\t%.2f\t%.2f\t%.3f\n", n, c, r, f["rps"], f["p50_us"], f["p99_us"],
                     f["p999_us"], f["max_us"], f["requests"], f["http_errors"],
                     f["connect"] + f["read"] + f["write"] + f["timeout"],
                     (f["requests"] > 0 ? work * 1e6 / f["requests"] : 0), (total > 0 ? 100 * busy / total : 0),
                     (f["requests"] > 0 ? poll * 1e6 / f["requests"] : 0),
-                    (f["requests"] > 0 && kernel >= 0 ? kernel * 1e6 / f["requests"] : -1)
+                    (f["requests"] > 0 && kernel >= 0 ? kernel * 1e6 / f["requests"] : -1),
+                    (f["requests"] > 0 ? wake / f["requests"] : 0)
             }' <<<"$line" >>"$RAW"
             log "$(printf '%-11s c=%-4s round %s: %s' "$name" "$c" "$r" "${line#RESULT }")"
         done
@@ -710,7 +721,7 @@ function med(s,   a, n, i, j, t) {
 {
     k = $1 "\t" $2
     if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
-    cpu[k] = cpu[k] " " $12; kern[k] = kern[k] " " $15; poll[k] = poll[k] " " $14; load[k] = load[k] " " $13; rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; p999[k] = p999[k] " " $7
+    cpu[k] = cpu[k] " " $12; kern[k] = kern[k] " " $15; wake[k] = wake[k] " " $16; poll[k] = poll[k] " " $14; load[k] = load[k] " " $13; rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; p999[k] = p999[k] " " $7
     err[k] += $10 + $11; req[k] += $9
     if (!(k in lo) || $4 < lo[k]) lo[k] = $4
     if (!(k in hi) || $4 > hi[k]) hi[k] = $4
@@ -718,7 +729,7 @@ function med(s,   a, n, i, j, t) {
 END {
     for (i = 1; i <= nk; i++) {
         k = order[i]; m = med(rps[k])
-        printf "%s\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%.0f\t%.2f\t%.2f\n", k, m, med(p50[k]), med(p99[k]), med(p999[k]), err[k], req[k], (m > 0 ? 100 * (hi[k] - lo[k]) / m : 0), med(cpu[k]), med(load[k]), med(poll[k]), med(kern[k])
+        printf "%s\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%.0f\t%.2f\t%.2f\t%.3f\n", k, m, med(p50[k]), med(p99[k]), med(p999[k]), err[k], req[k], (m > 0 ? 100 * (hi[k] - lo[k]) / m : 0), med(cpu[k]), med(load[k]), med(poll[k]), med(kern[k]), med(wake[k])
     }
 }' "$RAW" >"$AGG"
 
@@ -729,7 +740,7 @@ halt_poll_text() {
     elif [[ -n $HALT_POLL ]]; then echo "$v ns for this run (--halt-poll; the machine's own: $HALT_POLL_OLD)"
     else echo "$v ns"; fi
 }
-get() { # name conns column(3=rps 4=p50 5=p99 6=p999 7=errors 8=requests 9=spread 10=cpu µs/req 11=load CPU busy % 12=idle poll µs/req 13=kernel µs/req)
+get() { # name conns column(3=rps 4=p50 5=p99 6=p999 7=errors 8=requests 9=spread 10=cpu µs/req 11=load CPU busy % 12=idle poll µs/req 13=kernel µs/req 14=load CPU wake-up interrupts/req)
     awk -F'\t' -v n="$1" -v c="$2" -v col="$3" '$1 == n && $2 == c { print $col; exit }' "$AGG"
 }
 fmt_us() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) printf "%d µs", u; else if (u < 100000) printf "%.2f ms", u / 1000; else printf "%.0f ms", u / 1000 }'; }
@@ -757,13 +768,13 @@ EXIT=0
     echo "- features wired into this sidecar binary (the parts its /status reports, and OTLP from its log): $STATUS_PARTS; a variant that turns off a feature not listed here measures no difference by construction"
     [[ -z $OTLP_SKIP ]] || echo "- **OTLP: $OTLP_SKIP. The OTLP variant is skipped; 'sidecar' runs without export.**"
     echo
-    echo "| target | conns | req/s | p50 | p99 | p99.9 | errors | CPU µs/req | of which kernel | idle poll µs/req | load CPU busy | req/s ÷ direct | p99 ÷ direct | req/s ÷ nginx | p99 ÷ nginx | req/s ÷ haproxy | p99 ÷ haproxy |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| target | conns | req/s | p50 | p99 | p99.9 | errors | CPU µs/req | of which kernel | idle poll µs/req | load CPU busy | load CPU wake-ups/req | req/s ÷ direct | p99 ÷ direct | req/s ÷ nginx | p99 ÷ nginx | req/s ÷ haproxy | p99 ÷ haproxy |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for name in "${TARGETS[@]}"; do
         for c in $CONNS; do
             rps=$(get "$name" "$c" 3)
             if [[ -z $rps ]]; then
-                echo "| $name | $c | **${FLAG[$name]:-not measured}** | | | | | | | | | | | | | | |"
+                echo "| $name | $c | **${FLAG[$name]:-not measured}** | | | | | | | | | | | | | | | |"
                 continue
             fi
             p99=$(get "$name" "$c" 5)
@@ -790,9 +801,9 @@ EXIT=0
             [[ -n ${ADMIN[$name]:-} ]] || poll="-"
             kern=$(get "$name" "$c" 13)
             [[ $kern != -* ]] || kern="-"
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$c" \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$c" \
                 "$(printf '%.0f' "$rps")" "$(fmt_us "$(get "$name" "$c" 4)")" "$(fmt_us "$p99")" \
-                "$(fmt_us "$(get "$name" "$c" 6)")" "$e" "$(get "$name" "$c" 10)" "$kern" "$poll" "$load_busy" "$vs_d" "$vs_dp" "$vs_n" "$vs_np" "$vs_h" "$vs_hp"
+                "$(fmt_us "$(get "$name" "$c" 6)")" "$e" "$(get "$name" "$c" 10)" "$kern" "$poll" "$load_busy" "$(get "$name" "$c" 14)" "$vs_d" "$vs_dp" "$vs_n" "$vs_np" "$vs_h" "$vs_hp"
         done
     done
     echo
@@ -800,7 +811,7 @@ EXIT=0
         echo "For sidecar-fresh, the nginx ratios are against nginx-fresh (the same fresh tokens)."
         echo
     fi
-    echo "Errors = HTTP statuses >= 400 plus socket errors (connect, read, write, timeout > 5 s), summed over rounds. CPU µs/req = user + system CPU time of the target's processes (/proc/PID/stat; for direct, the simulator) over the requests served, less the sidecar's idle polling: the proxy's own cost, much less sensitive to other work on the machine than req/s. Of which kernel = the system part of that time (the polling taken from it): the TCP stack, which on loopback also does the receiving side's work for each segment the proxy sends, so it is about the same for every proxy that sends the four segments an order needs. Idle poll µs/req = CPU time a sidecar spent polling for events with none to handle (server.busy_poll, read from its sidecar_busy_poll_idle_seconds_total), per request: CPU that bought latency, not work. Load CPU busy = how busy CPU $LOAD_CPU (wrk, the simulator, the collector, and whatever else the machine runs there) was during the point: near 100 %, the load side rather than the proxy set the pace, and a cheaper proxy cannot show more req/s. Ratios: req/s above 1 and p99 below 1 favour the proxy in the row."
+    echo "Errors = HTTP statuses >= 400 plus socket errors (connect, read, write, timeout > 5 s), summed over rounds. CPU µs/req = user + system CPU time of the target's processes (/proc/PID/stat; for direct, the simulator) over the requests served, less the sidecar's idle polling: the proxy's own cost, much less sensitive to other work on the machine than req/s. Of which kernel = the system part of that time (the polling taken from it): the TCP stack, which on loopback also does the receiving side's work for each segment the proxy sends, so it is about the same for every proxy that sends the four segments an order needs. Idle poll µs/req = CPU time a sidecar spent polling for events with none to handle (server.busy_poll, read from its sidecar_busy_poll_idle_seconds_total), per request: CPU that bought latency, not work. Load CPU busy = how busy CPU $LOAD_CPU (wrk, the simulator, the collector, and whatever else the machine runs there) was during the point: near 100 %, the load side rather than the proxy set the pace, and a cheaper proxy cannot show more req/s. Load CPU wake-ups/req = rescheduling and function-call interrupts CPU $LOAD_CPU received per request (/proc/interrupts RES + CAL): a task there woken from the other CPU; on a VM each is an exit to the hypervisor, paid by the CPU that sends it, mostly the proxy's. Ratios: req/s above 1 and p99 below 1 favour the proxy in the row."
     if ((ROUNDS > 1)); then
         echo "Round-to-round req/s spread (max - min over median), the noise floor for the comparisons below: $(awk -F'\t' '{ if ($9 > m) m = $9; s += $9; n++ } END { if (n) printf "mean %.1f%%, worst %.1f%%", s / n, m }' "$AGG")."
     fi
