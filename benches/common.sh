@@ -48,3 +48,17 @@ start_sim() { # out bin [sim args...]
     echo "the simulator did not start" >&2
     return 1
 }
+
+# CPU time of PID and its children so far, in clock ticks: "total system"
+# (user + system, then system alone: the kernel's share, mostly the TCP
+# stack, which on loopback also receives every segment the proxy sends).
+cpu_ticks() {
+    local sum=0 sys=0 p v k
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+        # Fields after "pid (comm) ": utime and stime are the 12th and 13th.
+        read -r v k < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13, $13 }' || true)
+        sum=$((sum + ${v:-0})) sys=$((sys + ${k:-0}))
+    done
+    echo "$sum $sys"
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)

@@ -118,7 +118,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONF=$ROOT/benches/configs
 README=$ROOT/benches/README.md
 # shellcheck source=benches/common.sh
-source "$ROOT/benches/common.sh" # bench_constants, find_rotel (its free_port is replaced below)
+source "$ROOT/benches/common.sh" # bench_constants, find_rotel, cpu_ticks (its free_port is replaced below)
 
 log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[load] error: %s\n' "$*" >&2; exit 1; }
@@ -318,19 +318,6 @@ order_via() {
         --data-raw "$BENCH_BODY" "http://$1/api/order" 2>"$TMP/order.err" || echo 000
 }
 
-# CPU time of PID and its children so far, in clock ticks: "total system"
-# (user + system, then system alone: the kernel's share, mostly the TCP
-# stack, which on loopback also receives every segment the proxy sends).
-cpu_ticks() {
-    local sum=0 sys=0 p v k
-    for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-        # Fields after "pid (comm) ": utime and stime are the 12th and 13th.
-        read -r v k < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13, $13 }' || true)
-        sum=$((sum + ${v:-0})) sys=$((sys + ${k:-0}))
-    done
-    echo "$sum $sys"
-}
-CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 # Seconds a sidecar target has spent polling with nothing to do
 # (server.busy_poll) so far, from its /metrics; 0 for every other target.
@@ -902,11 +889,10 @@ EXIT=0
             # kernel's share (as measured with one token) and the RSA floor
             # are paid: set against the user-space CPU of both proxies.
             if [[ -n $FLOOR_US && $(get sidecar "$c" 13) != -* && $(get sidecar-fresh "$c" 13) != -* && $(get nginx "$c" 10) != "" ]]; then
-                awk -v nf="$nf" -v k="$(get sidecar "$c" 13)" -v kf="$(get sidecar-fresh "$c" 13)" -v f="$FLOOR_US" -v c="$c" \
-                    -v su="$(awk -v a="$(get sidecar "$c" 10)" -v b="$(get sidecar "$c" 13)" 'BEGIN { print a - b }')" \
-                    -v nu="$(awk -v a="$(get nginx "$c" 10)" -v b="$(get nginx "$c" 13)" 'BEGIN { print a - b }')" 'BEGIN {
+                awk -v nf="$nf" -v f="$FLOOR_US" -v c="$c" -v k="$(get sidecar "$c" 13)" -v kf="$(get sidecar-fresh "$c" 13)" \
+                    -v s="$(get sidecar "$c" 10)" -v n="$(get nginx "$c" 10)" -v nk="$(get nginx "$c" 13)" 'BEGIN {
                     b = 1e6 / (0.6 * nf)
-                    printf "- fresh tokens at %s conns, the budget: 0.6 x nginx-fresh is %.1f µs of CPU per order; the kernel part of a sidecar order (%.1f µs with one token, %.1f µs with fresh tokens) and the RSA floor (%.1f µs) leave %.1f to %.1f µs for user space, where an order with one token takes the sidecar %.1f µs and nginx %.1f µs\n", c, b, k, kf, f, b - kf - f, b - k - f, su, nu
+                    printf "- fresh tokens at %s conns, the budget: 0.6 x nginx-fresh is %.1f µs of CPU per order; the kernel part of a sidecar order (%.1f µs with one token, %.1f µs with fresh tokens) and the RSA floor (%.1f µs) leave %.1f to %.1f µs for user space, where an order with one token takes the sidecar %.1f µs and nginx %.1f µs\n", c, b, k, kf, f, b - kf - f, b - k - f, s - k, n - nk
                 }'
             fi
         done

@@ -171,13 +171,6 @@ for c in "${COLS[@]}"; do EVENTS+=",syscalls:sys_enter_$c"; done
 FILTERED=()
 for r in "${READS[@]}"; do FILTERED+=(-e "syscalls:sys_exit_$r" --filter 'ret == -11'); done
 
-# User and system CPU time of PID so far, in clock ticks ("user sys"):
-# how much of an order's cost is the kernel's.
-user_sys_ticks() { # pid
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'
-}
-CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
-
 # Counts the proxy's system calls, and the load side's (wrk and the
 # simulator) context switches and CPU time, while wrk runs; prints "name
 # count" lines, "orders N" first.
@@ -189,17 +182,17 @@ count() { # conns
     # perf prints nothing until it ends; give it a moment to attach.
     sleep 0.5
     local t0 t1
-    t0=$(user_sys_ticks "$PID")
+    t0=$(cpu_ticks "$PID")
     NSTAT_HISTORY=$TMP/nstat.hist nstat -n >/dev/null
     n=$(orders "$1" "$SECS")
     NSTAT_HISTORY=$TMP/nstat.hist nstat -z TcpOutSegs TcpExtTCPPureAcks 2>/dev/null |
         awk '$1 == "TcpOutSegs" { print "segs", $2 } $1 == "TcpExtTCPPureAcks" { print "pureacks", $2 }'
-    t1=$(user_sys_ticks "$PID")
+    t1=$(cpu_ticks "$PID")
     kill -INT "$stat" "$sim"
     wait "$stat" "$sim" 2>/dev/null || true
     echo "orders $n"
-    awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { split(a, x, " "); split(b, y, " ")
-        print "user_s", (y[1] - x[1]) / hz; print "sys_s", (y[2] - x[2]) / hz }'
+    # The kernel's part of the proxy's CPU time (cpu_ticks: "total system").
+    awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { split(a, x, " "); split(b, y, " "); print "sys_s", (y[2] - x[2]) / hz }'
     # "count,unit,event,..."; the filtered exits count EAGAIN reads.
     awk -F, '$1 ~ /^[0-9.]+$/ { e = $3; sub(/^syscalls:sys_enter_/, "", e)
              if (e ~ /^syscalls:sys_exit_/) e = "eagain"; s[e] += $1 }
